@@ -1,0 +1,297 @@
+"""Django admin: every model. Writes go through services (audit entries included); the audit log and
+published plan versions are read-only; account managers see only the accounts assigned to them."""
+
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from .models import (
+    Account,
+    ApiKey,
+    AuditLogEntry,
+    CreditPackOffer,
+    PricePlan,
+    PricePlanVersion,
+    PriceTier,
+    Role,
+    User,
+)
+from .pricing import plan_version_spec_parse
+from .selectors import account_list_visible
+from .services import (
+    api_key_revoke,
+    audit_log_write,
+    price_plan_version_create,
+    price_plan_version_publish,
+    price_plan_version_retire,
+    price_plan_version_snapshot,
+    price_plan_version_update,
+)
+
+
+class ReadOnlyAdminMixin:
+    """Ledgers and logs: visible, never editable from the admin."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class AuditedAdminMixin:
+    """Plain admin edits still leave an audit entry, in the admin's own transaction."""
+
+    def save_model(self, request, obj, form, change):
+        before = {name: form.initial.get(name) for name in form.changed_data} if change else None
+        super().save_model(request, obj, form, change)
+        after = {name: form.cleaned_data.get(name) for name in form.changed_data}
+        audit_log_write(
+            actor=request.user,
+            action=f"{obj._meta.model_name}.{'change' if change else 'add'}_via_admin",
+            obj=obj,
+            account=obj if isinstance(obj, Account) else getattr(obj, "account", None),
+            before={k: str(v) for k, v in before.items()} if before else None,
+            after={k: str(v) for k, v in after.items()},
+        )
+
+
+@admin.register(Account)
+class AccountAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    list_display = ["name", "slug", "status", "plan_version", "account_manager", "currency", "timezone"]
+    list_filter = ["status", "plan_version__plan"]
+    search_fields = ["name", "slug", "billing_email"]
+    prepopulated_fields = {"slug": ["name"]}
+    autocomplete_fields = ["account_manager"]
+
+    def get_queryset(self, request):
+        return account_list_visible(user=request.user)
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.role == Role.ADMIN and super().has_change_permission(request, obj)
+
+
+@admin.register(User)
+class UserAdmin(AuditedAdminMixin, DjangoUserAdmin):
+    list_display = ["username", "email", "account", "customer_role", "is_staff", "is_active"]
+    list_filter = ["is_staff", "customer_role", "groups"]
+    fieldsets = DjangoUserAdmin.fieldsets + (("Customer", {"fields": ["account", "customer_role"]}),)
+    add_fieldsets = DjangoUserAdmin.add_fieldsets + (("Customer", {"fields": ["account", "customer_role"]}),)
+
+    def get_queryset(self, request):
+        users = super().get_queryset(request).select_related("account")
+        if request.user.role == Role.ADMIN:
+            return users
+        return users.filter(account__in=account_list_visible(user=request.user))
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["prefix", "name", "account", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["revoked_at"]
+    search_fields = ["prefix", "name", "account__name"]
+    readonly_fields = [f.name for f in ApiKey._meta.fields]
+    actions = ["revoke"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(account__in=account_list_visible(user=request.user))
+
+    def has_add_permission(self, request):
+        return False  # keys are created where they can be shown once: the portal or the API
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Revoke the selected API keys", permissions=["change"])
+    def revoke(self, request, queryset):
+        revoked = 0
+        for api_key in queryset.filter(revoked_at__isnull=True):
+            api_key_revoke(api_key=api_key, actor=request.user, reason="revoked in admin")
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
+
+
+@admin.register(AuditLogEntry)
+class AuditLogEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "actor_label", "action", "object_repr", "account", "reason"]
+    list_filter = ["action", "object_type"]
+    search_fields = ["actor_label", "action", "object_repr", "reason"]
+    date_hierarchy = "created_at"
+
+    def get_queryset(self, request):
+        entries = super().get_queryset(request)
+        if request.user.role == Role.ADMIN:
+            return entries
+        return entries.filter(account__in=account_list_visible(user=request.user))
+
+
+class PriceTierInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = PriceTier
+    fields = ["position", "up_to", "unit_amount_decimal", "flat_amount"]
+    readonly_fields = fields
+    extra = 0
+
+
+class CreditPackOfferInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = CreditPackOffer
+    fields = ["name", "resolutions", "validity_days", "unit_amount_decimal"]
+    readonly_fields = fields
+    extra = 0
+
+
+class PricePlanVersionForm(forms.ModelForm):
+    """One form for a draft's terms; tiers and offers as JSON lists, validated by the same parser the
+    services and APIs use, so the admin cannot store a plan the rest of the portal would refuse."""
+
+    tiers_json = forms.CharField(
+        label="Tiers", required=False, widget=forms.Textarea(attrs={"rows": 4}),
+        help_text='e.g. [{"up_to": 1000, "unit_amount_decimal": "99"}, {"up_to": "inf", "unit_amount_decimal": "89"}]',
+    )  # fmt: skip
+    offers_json = forms.CharField(
+        label="Credit pack offers", required=False, widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=(
+            'e.g. [{"name": "Annual 10k", "resolutions": 10000, "validity_days": 365, '
+            '"unit_amount_decimal": "90"}]'
+        ),
+    )  # fmt: skip
+
+    class Meta:
+        model = PricePlanVersion
+        fields = [
+            "plan", "currency", "unit_amount_decimal", "tiers_mode", "inactivity_window", "seat_unit_amount",
+            "seat_conversion_unit_amount_decimal", "effective_from",
+        ]  # fmt: skip
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            snapshot = price_plan_version_snapshot(self.instance)
+            self.fields["plan"].disabled = True
+            self.initial["tiers_json"] = json.dumps(snapshot["tiers"], default=str) if snapshot["tiers"] else ""
+            self.initial["offers_json"] = json.dumps(snapshot["offers"], default=str)
+
+    def _json_list(self, name):
+        raw = self.cleaned_data.get(name) or ""
+        if not raw.strip():
+            return []
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValidationError({name: f"Not valid JSON: {exc.msg} (line {exc.lineno})."}) from None
+        return value
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        raw = {name: cleaned.get(name) for name in self.Meta.fields if name != "plan"}
+        raw["tiers"] = self._json_list("tiers_json")
+        raw["offers"] = self._json_list("offers_json")
+        try:
+            self.spec = plan_version_spec_parse(raw)
+        except ValidationError as exc:
+            for field, messages_ in exc.message_dict.items():
+                target = {"tiers": "tiers_json", "offers": "offers_json", "__all__": None}.get(
+                    field.split("[")[0].split(".")[0], field
+                )
+                if target not in self.fields:
+                    target = None
+                self.add_error(
+                    target,
+                    [f"{field}: {m}" if target in (None, "tiers_json", "offers_json") else m for m in messages_],
+                )
+        return cleaned
+
+
+@admin.register(PricePlanVersion)
+class PricePlanVersionAdmin(admin.ModelAdmin):
+    form = PricePlanVersionForm
+    list_display = [
+        "plan",
+        "number",
+        "status",
+        "currency",
+        "unit_amount_decimal",
+        "tiers_mode",
+        "effective_from",
+    ]
+    list_filter = ["status", "plan"]
+    inlines = [PriceTierInline, CreditPackOfferInline]
+    actions = ["publish", "retire"]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and not obj.is_editable:
+            return [f.name for f in PricePlanVersion._meta.fields]
+        return ["number", "status", "published_at", "retired_at", "created_at"]
+
+    def get_fields(self, request, obj=None):
+        if obj is not None and not obj.is_editable:
+            return [f.name for f in PricePlanVersion._meta.fields if f.name != "id"]
+        return [*PricePlanVersionForm.Meta.fields, "tiers_json", "offers_json"]
+
+    def has_change_permission(self, request, obj=None):
+        # Published and retired versions are immutable: the admin shows them read-only.
+        if obj is not None and not obj.is_editable:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            saved = price_plan_version_update(version=obj, spec=form.spec, actor=request.user)
+        else:
+            saved = price_plan_version_create(plan=form.cleaned_data["plan"], spec=form.spec, actor=request.user)
+        obj.pk, obj.number = saved.pk, saved.number
+
+    def save_related(self, request, form, formsets, change):
+        pass  # tiers and offers were written by the service with the version
+
+    @admin.action(description="Publish the selected drafts (they become immutable)", permissions=["change"])
+    def publish(self, request, queryset):
+        self._each(request, queryset, price_plan_version_publish, "Published")
+
+    @admin.action(description="Retire the selected published versions", permissions=["change"])
+    def retire(self, request, queryset):
+        self._each(request, queryset, price_plan_version_retire, "Retired")
+
+    def _each(self, request, queryset, service, verb):
+        for version in queryset:
+            try:
+                with transaction.atomic():
+                    service(version=version, actor=request.user, reason=f"{verb.lower()} in admin")
+                self.message_user(request, f"{verb} {version}.", messages.SUCCESS)
+            except ValidationError as exc:
+                self.message_user(request, " ".join(exc.messages), messages.ERROR)
+
+
+class PricePlanVersionInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = PricePlanVersion
+    fields = ["number", "status", "currency", "unit_amount_decimal", "tiers_mode", "effective_from"]
+    readonly_fields = fields
+    extra = 0
+    show_change_link = True
+
+
+@admin.register(PricePlan)
+class PricePlanAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    list_display = ["slug", "name", "created_at"]
+    search_fields = ["slug", "name"]
+    inlines = [PricePlanVersionInline]
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+admin.site.site_header = "Resolution Billing — admin"
+admin.site.site_title = "Resolution Billing admin"

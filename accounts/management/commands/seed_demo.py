@@ -1,0 +1,79 @@
+"""Seed the demo world through the same services real traffic uses, then print every login.
+
+Safe to run twice: what exists is kept. Later issues add Stripe objects, packs and 90 days of events.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from accounts.models import Account, PricePlan, Role, User
+from accounts.services import account_create, api_key_create, user_create
+from billing_portal import clock
+
+DEMO_PASSWORD = "portal-demo"  # local demo only; printed below
+ACTOR = "command:seed_demo"
+
+DEMO_ACCOUNTS = [
+    {"slug": "steady-retail", "name": "Steady Retail Co.", "timezone": "America/New_York"},
+    {"slug": "seasonal-travel", "name": "Seasonal Travel Ltd", "timezone": "Europe/London"},
+    {"slug": "newco-labs", "name": "NewCo Labs", "timezone": "Europe/Berlin"},
+]
+DEMO_STAFF = [("admin", Role.ADMIN), ("manager", Role.ACCOUNT_MANAGER)]
+DEMO_CUSTOMERS = [
+    ("steady-billing", "steady-retail", Role.CUSTOMER_BILLING_ADMIN),
+    ("steady-viewer", "steady-retail", Role.CUSTOMER_VIEWER),
+    ("seasonal-billing", "seasonal-travel", Role.CUSTOMER_BILLING_ADMIN),
+    ("newco-billing", "newco-labs", Role.CUSTOMER_BILLING_ADMIN),
+]
+
+
+class Command(BaseCommand):
+    help = "Create the demo accounts and one user per role (idempotent), and print the logins."
+
+    def add_arguments(self, parser):
+        clock.add_now_argument(parser)
+        parser.add_argument("--plan", default="fin-standard", help="Plan slug for the demo accounts.")
+        parser.add_argument("--json", action="store_true", help="Print the logins as JSON.")
+
+    def handle(self, *args, **options):
+        plan = PricePlan.objects.filter(slug=options["plan"]).first()
+        if plan is None:
+            raise CommandError(f"No plan '{options['plan']}'. Run `python manage.py migrate` first.")
+        with clock.frozen_for(options), transaction.atomic():
+            staff = {name: self._user(name, role) for name, role in DEMO_STAFF}
+            new_keys = {}
+            for spec in DEMO_ACCOUNTS:
+                account = Account.objects.filter(slug=spec["slug"]).first()
+                if account is None:
+                    account = account_create(
+                        name=spec["name"], slug=spec["slug"], plan=plan, actor=ACTOR, timezone=spec["timezone"],
+                        billing_email=f"billing@{spec['slug']}.example", account_manager=staff["manager"],
+                    )  # fmt: skip
+                    _, new_keys[account.slug] = api_key_create(account=account, name="Demo integration", actor=ACTOR)
+            for name, slug, role in DEMO_CUSTOMERS:
+                self._user(name, role, account=Account.objects.get(slug=slug))
+        logins = [{"username": n, "password": DEMO_PASSWORD, "role": r.label} for n, r in DEMO_STAFF] + [
+            {"username": n, "password": DEMO_PASSWORD, "role": r.label, "account": s} for n, s, r in DEMO_CUSTOMERS
+        ]
+        if options["json"]:
+            self.stdout.write(json.dumps({"logins": logins, "api_keys": new_keys}))
+            return
+        self.stdout.write(self.style.SUCCESS(f"Demo data ready. Logins (password for all: {DEMO_PASSWORD}):"))
+        for login in logins:
+            where = f"  ({login['account']})" if "account" in login else ""
+            self.stdout.write(f"  {login['username']:<18} {login['role']}{where}")
+        for slug, key in new_keys.items():
+            self.stdout.write(f"  API key for {slug}: {key}  (shown once)")
+
+    def _user(self, username, role, account=None):
+        user = User.objects.filter(username=username).first()
+        if user is None:
+            user = user_create(
+                username=username, password=DEMO_PASSWORD, role=role, actor=ACTOR, account=account,
+                email=f"{username}@example.com",
+            )  # fmt: skip
+        return user

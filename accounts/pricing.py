@@ -1,0 +1,252 @@
+"""Price plan version specs: parsing and validation of what an admin asks for, before anything is stored.
+
+A spec is a plain value; `plan_version_spec_parse` turns raw input (API, admin form, command, JSON)
+into one, or raises a ValidationError whose keys name the offending field (`tiers[1].up_to`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+from django.utils.dateparse import parse_datetime, parse_duration
+
+from billing_portal.money import SUPPORTED_CURRENCIES, parse_unit_amount
+
+TIERS_MODES = ("graduated", "volume")
+MAX_TIERS = 250  # Stripe's limit for tiers on one price
+
+
+@dataclass(frozen=True)
+class TierSpec:
+    up_to: int | None  # None = infinity, the last tier
+    unit_amount_decimal: Decimal | None = None
+    flat_amount: int | None = None
+
+
+@dataclass(frozen=True)
+class OfferSpec:
+    name: str
+    resolutions: int
+    validity_days: int
+    unit_amount_decimal: Decimal
+
+
+@dataclass(frozen=True)
+class PlanVersionSpec:
+    currency: str
+    inactivity_window: dt.timedelta
+    seat_unit_amount: int
+    seat_conversion_unit_amount_decimal: Decimal
+    effective_from: dt.datetime
+    unit_amount_decimal: Decimal | None = None
+    tiers_mode: str = ""
+    tiers: tuple[TierSpec, ...] = ()
+    offers: tuple[OfferSpec, ...] = field(default_factory=tuple)
+
+
+class _Errors:
+    def __init__(self) -> None:
+        self.by_field: dict[str, list[str]] = {}
+
+    def add(self, name: str, message: str) -> None:
+        self.by_field.setdefault(name, []).append(message)
+
+    def raise_if_any(self) -> None:
+        if self.by_field:
+            raise ValidationError(self.by_field)
+
+
+def _amount(errors: _Errors, name: str, value, *, required: bool) -> Decimal | None:
+    if value in (None, ""):
+        if required:
+            errors.add(name, "This price is required.")
+        return None
+    try:
+        amount = parse_unit_amount(value)
+    except ValueError as exc:
+        errors.add(name, str(exc))
+        return None
+    if amount < 0:
+        errors.add(name, "A price cannot be negative.")
+        return None
+    return amount
+
+
+def _whole(errors: _Errors, name: str, value, *, minimum: int, required: bool = True) -> int | None:
+    if value in (None, ""):
+        if required:
+            errors.add(name, "This number is required.")
+        return None
+    if isinstance(value, bool) or isinstance(value, float):
+        errors.add(name, f"'{value}' is not a whole number.")
+        return None
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        errors.add(name, f"'{value}' is not a whole number.")
+        return None
+    if number < minimum:
+        errors.add(name, f"Must be at least {minimum}.")
+        return None
+    return number
+
+
+def _tiers(errors: _Errors, raw_tiers) -> tuple[TierSpec, ...]:
+    if not isinstance(raw_tiers, Sequence) or isinstance(raw_tiers, str | bytes):
+        errors.add("tiers", "Tiers must be a list.")
+        return ()
+    if not raw_tiers:
+        errors.add("tiers", "A tiered price needs at least one tier.")
+        return ()
+    if len(raw_tiers) > MAX_TIERS:
+        errors.add("tiers", f"At most {MAX_TIERS} tiers.")
+        return ()
+    tiers: list[TierSpec] = []
+    previous_up_to = 0
+    for i, raw in enumerate(raw_tiers):
+        name = f"tiers[{i}]"
+        if not isinstance(raw, Mapping):
+            errors.add(name, "Each tier must be an object with up_to, unit_amount_decimal, flat_amount.")
+            continue
+        unknown = set(raw) - {"up_to", "unit_amount_decimal", "flat_amount"}
+        if unknown:
+            errors.add(name, f"Unknown tier field(s): {', '.join(sorted(unknown))}.")
+        is_last = i == len(raw_tiers) - 1
+        raw_up_to = raw.get("up_to")
+        up_to: int | None
+        if raw_up_to in (None, "inf"):
+            up_to = None
+            if not is_last:
+                errors.add(f"{name}.up_to", "Only the last tier can be open-ended (up_to 'inf').")
+        else:
+            up_to = _whole(errors, f"{name}.up_to", raw_up_to, minimum=1)
+            if is_last:
+                errors.add(f"{name}.up_to", "The last tier must be open-ended: set up_to to 'inf'.")
+            elif up_to is not None and up_to <= previous_up_to:
+                errors.add(f"{name}.up_to", f"up_to must increase: {up_to} is not above {previous_up_to}.")
+            if up_to is not None:
+                previous_up_to = max(previous_up_to, up_to)
+        unit = _amount(errors, f"{name}.unit_amount_decimal", raw.get("unit_amount_decimal"), required=False)
+        flat = _whole(errors, f"{name}.flat_amount", raw.get("flat_amount"), minimum=0, required=False)
+        if raw.get("unit_amount_decimal") in (None, "") and raw.get("flat_amount") in (None, ""):
+            errors.add(name, "A tier needs a unit_amount_decimal, a flat_amount, or both.")
+        tiers.append(TierSpec(up_to=up_to, unit_amount_decimal=unit, flat_amount=flat))
+    return tuple(tiers)
+
+
+def _offers(errors: _Errors, raw_offers) -> tuple[OfferSpec, ...]:
+    if raw_offers in (None, ""):
+        return ()
+    if not isinstance(raw_offers, Sequence) or isinstance(raw_offers, str | bytes):
+        errors.add("offers", "Offers must be a list.")
+        return ()
+    offers: list[OfferSpec] = []
+    names: set[str] = set()
+    for i, raw in enumerate(raw_offers):
+        name = f"offers[{i}]"
+        if not isinstance(raw, Mapping):
+            errors.add(name, "Each offer must be an object with name, resolutions, validity_days, unit price.")
+            continue
+        offer_name = str(raw.get("name") or "").strip()
+        if not offer_name:
+            errors.add(f"{name}.name", "An offer needs a name.")
+        elif offer_name in names:
+            errors.add(f"{name}.name", f"Two offers are named '{offer_name}'.")
+        names.add(offer_name)
+        resolutions = _whole(errors, f"{name}.resolutions", raw.get("resolutions"), minimum=1)
+        validity = _whole(errors, f"{name}.validity_days", raw.get("validity_days", 365), minimum=1)
+        unit = _amount(errors, f"{name}.unit_amount_decimal", raw.get("unit_amount_decimal"), required=True)
+        if resolutions is not None and validity is not None and unit is not None:
+            offers.append(OfferSpec(offer_name, resolutions, validity, unit))
+    return tuple(offers)
+
+
+def _effective_from(errors: _Errors, value) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        parsed = value
+    else:
+        parsed = parse_datetime(str(value)) if value not in (None, "") else None
+        if parsed is None:
+            errors.add("effective_from", "Give effective_from as an ISO 8601 date-time with a timezone.")
+            return None
+    if parsed.tzinfo is None:
+        errors.add("effective_from", "effective_from needs a timezone (e.g. 2027-01-01T00:00:00Z).")
+        return None
+    return parsed.astimezone(dt.UTC)
+
+
+def _window(errors: _Errors, value) -> dt.timedelta | None:
+    if isinstance(value, dt.timedelta):
+        window = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        window = dt.timedelta(seconds=value)
+    else:
+        window = parse_duration(str(value)) if value not in (None, "") else None
+        if window is None:
+            errors.add("inactivity_window", "Give the inactivity window as a duration, e.g. 24:00:00.")
+            return None
+    if window <= dt.timedelta(0):
+        errors.add("inactivity_window", "The inactivity window must be longer than zero.")
+        return None
+    if window > dt.timedelta(days=30):
+        errors.add("inactivity_window", "The inactivity window cannot exceed 30 days (events expire at 35).")
+        return None
+    return window
+
+
+PLAN_VERSION_FIELDS = {
+    "currency", "unit_amount_decimal", "tiers_mode", "tiers", "inactivity_window", "seat_unit_amount",
+    "seat_conversion_unit_amount_decimal", "effective_from", "offers",
+}  # fmt: skip
+
+
+def plan_version_spec_parse(data: Mapping) -> PlanVersionSpec:
+    """Validate raw input for a plan version; raise ValidationError naming every bad field at once."""
+    errors = _Errors()
+    unknown = set(data) - PLAN_VERSION_FIELDS
+    if unknown:
+        errors.add("__all__", f"Unknown field(s): {', '.join(sorted(unknown))}.")
+    currency = str(data.get("currency") or "").strip().lower()
+    if currency not in SUPPORTED_CURRENCIES:
+        errors.add("currency", f"'{data.get('currency')}' is not a currency Stripe supports (e.g. usd, eur).")
+    tiers_mode = str(data.get("tiers_mode") or "").strip()
+    tiers: tuple[TierSpec, ...] = ()
+    unit = None
+    if tiers_mode:
+        if tiers_mode not in TIERS_MODES:
+            errors.add("tiers_mode", "tiers_mode must be 'graduated', 'volume' or empty for a per-unit price.")
+        tiers = _tiers(errors, data.get("tiers"))
+        if data.get("unit_amount_decimal") not in (None, ""):
+            errors.add("unit_amount_decimal", "A tiered price takes its amounts from its tiers: leave this empty.")
+    else:
+        if data.get("tiers"):
+            errors.add("tiers", "Tiers need a tiers_mode (graduated or volume).")
+        unit = _amount(errors, "unit_amount_decimal", data.get("unit_amount_decimal"), required=True)
+    window = _window(errors, data.get("inactivity_window"))
+    seat = _whole(errors, "seat_unit_amount", data.get("seat_unit_amount"), minimum=0)
+    conversion = _amount(
+        errors,
+        "seat_conversion_unit_amount_decimal",
+        data.get("seat_conversion_unit_amount_decimal"),
+        required=True,
+    )
+    if conversion is not None and conversion == 0:
+        errors.add("seat_conversion_unit_amount_decimal", "The conversion rate must be above zero.")
+    effective_from = _effective_from(errors, data.get("effective_from"))
+    offers = _offers(errors, data.get("offers"))
+    errors.raise_if_any()
+    return PlanVersionSpec(
+        currency=currency,
+        unit_amount_decimal=unit,
+        tiers_mode=tiers_mode,
+        tiers=tiers,
+        inactivity_window=window,
+        seat_unit_amount=seat,
+        seat_conversion_unit_amount_decimal=conversion,
+        effective_from=effective_from,
+        offers=offers,
+    )

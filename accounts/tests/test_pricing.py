@@ -1,0 +1,132 @@
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.core.exceptions import ValidationError
+from hypothesis import given
+from hypothesis import strategies as st
+
+from accounts.pricing import plan_version_spec_parse
+
+
+def terms(**overrides):
+    base = {
+        "currency": "usd",
+        "unit_amount_decimal": "99",
+        "inactivity_window": "24:00:00",
+        "seat_unit_amount": 3900,
+        "seat_conversion_unit_amount_decimal": "90",
+        "effective_from": "2027-01-01T00:00:00Z",
+        "offers": [{"name": "Annual", "resolutions": 10000, "validity_days": 365, "unit_amount_decimal": "90"}],
+    }
+    return {**base, **overrides}
+
+
+def errors_of(data) -> dict[str, list[str]]:
+    with pytest.raises(ValidationError) as info:
+        plan_version_spec_parse(data)
+    return info.value.message_dict
+
+
+def test_valid_per_unit_terms_parse_to_exact_decimals():
+    spec = plan_version_spec_parse(terms())
+    assert spec.unit_amount_decimal == Decimal("99")
+    assert spec.inactivity_window == dt.timedelta(hours=24)
+    assert spec.effective_from == dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
+    assert spec.offers[0].resolutions == 10000
+
+
+def test_valid_graduated_tiers_with_flat_amounts():
+    spec = plan_version_spec_parse(
+        terms(
+            unit_amount_decimal=None,
+            tiers_mode="graduated",
+            tiers=[
+                {"up_to": 1000, "unit_amount_decimal": "99"},
+                {"up_to": 10000, "unit_amount_decimal": "89.5", "flat_amount": 500},
+                {"up_to": "inf", "unit_amount_decimal": "79"},
+            ],
+        )
+    )
+    assert [t.up_to for t in spec.tiers] == [1000, 10000, None]
+    assert spec.tiers[1].unit_amount_decimal == Decimal("89.5")
+    assert spec.tiers[1].flat_amount == 500
+
+
+@pytest.mark.parametrize(
+    ("tiers", "field", "words"),
+    [
+        ([{"up_to": 100, "unit_amount_decimal": "9"}, {"up_to": 50, "unit_amount_decimal": "8"},
+          {"up_to": "inf", "unit_amount_decimal": "7"}], "tiers[1].up_to", "must increase"),
+        ([{"up_to": 100, "unit_amount_decimal": "9"}, {"up_to": 100, "unit_amount_decimal": "8"},
+          {"up_to": "inf", "unit_amount_decimal": "7"}], "tiers[1].up_to", "must increase"),
+        ([{"up_to": 100, "unit_amount_decimal": "9"}, {"up_to": 200, "unit_amount_decimal": "8"}],
+         "tiers[1].up_to", "open-ended"),
+        ([{"up_to": "inf", "unit_amount_decimal": "9"}, {"up_to": "inf", "unit_amount_decimal": "8"}],
+         "tiers[0].up_to", "Only the last tier"),
+        ([{"up_to": "inf", "unit_amount_decimal": "-1"}], "tiers[0].unit_amount_decimal", "negative"),
+        ([{"up_to": "inf", "unit_amount_decimal": "ninety"}], "tiers[0].unit_amount_decimal", "not a number"),
+        ([{"up_to": "inf"}], "tiers[0]", "needs a unit_amount_decimal, a flat_amount"),
+        ([{"up_to": "inf", "flat_amount": -5}], "tiers[0].flat_amount", "at least 0"),
+        ([{"up_to": 0, "unit_amount_decimal": "1"}, {"up_to": "inf", "unit_amount_decimal": "1"}],
+         "tiers[0].up_to", "at least 1"),
+        ([], "tiers", "at least one tier"),
+    ],
+)  # fmt: skip
+def test_bad_tiers_are_named_with_a_plain_message(tiers, field, words):
+    errors = errors_of(terms(unit_amount_decimal=None, tiers_mode="graduated", tiers=tiers))
+    assert field in errors, errors
+    assert any(words in message for message in errors[field]), errors[field]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "words"),
+    [
+        ({"unit_amount_decimal": "-99"}, "unit_amount_decimal", "negative"),
+        ({"unit_amount_decimal": "abc"}, "unit_amount_decimal", "not a number"),
+        ({"unit_amount_decimal": 0.99}, "unit_amount_decimal", "not a float"),
+        ({"unit_amount_decimal": "NaN"}, "unit_amount_decimal", "finite"),
+        ({"unit_amount_decimal": None}, "unit_amount_decimal", "required"),
+        ({"currency": "xyz"}, "currency", "not a currency"),
+        ({"currency": ""}, "currency", "not a currency"),
+        ({"tiers_mode": "stairstep", "tiers": [{"up_to": "inf", "unit_amount_decimal": "1"}]}, "tiers_mode",
+         "graduated"),
+        ({"inactivity_window": "-1:00:00"}, "inactivity_window", "longer than zero"),
+        ({"inactivity_window": "soon"}, "inactivity_window", "duration"),
+        ({"seat_unit_amount": -1}, "seat_unit_amount", "at least 0"),
+        ({"seat_unit_amount": "39.5"}, "seat_unit_amount", "whole number"),
+        ({"seat_conversion_unit_amount_decimal": "0"}, "seat_conversion_unit_amount_decimal", "above zero"),
+        ({"effective_from": "2027-01-01T00:00:00"}, "effective_from", "timezone"),
+        ({"effective_from": "next year"}, "effective_from", "ISO 8601"),
+        ({"offers": [{"name": "A", "resolutions": 0, "unit_amount_decimal": "90"}]}, "offers[0].resolutions",
+         "at least 1"),
+        ({"offers": [{"name": "A", "resolutions": 5, "unit_amount_decimal": "-90"}]}, "offers[0].unit_amount_decimal",
+         "negative"),
+        ({"offers": [{"name": "A", "resolutions": 5, "unit_amount_decimal": "1"},
+                     {"name": "A", "resolutions": 6, "unit_amount_decimal": "1"}]}, "offers[1].name", "Two offers"),
+        ({"colour": "blue"}, "__all__", "Unknown field"),
+        ({"tiers": [{"up_to": "inf", "unit_amount_decimal": "1"}]}, "tiers", "need a tiers_mode"),
+    ],
+)  # fmt: skip
+def test_bad_terms_are_named_with_a_plain_message(overrides, field, words):
+    errors = errors_of(terms(**overrides))
+    assert field in errors, errors
+    assert any(words in message for message in errors[field]), errors[field]
+
+
+def test_every_problem_is_reported_at_once():
+    errors = errors_of(terms(currency="zzz", unit_amount_decimal="-1", seat_unit_amount=-3))
+    assert {"currency", "unit_amount_decimal", "seat_unit_amount"} <= set(errors)
+
+
+@given(
+    bounds=st.lists(st.integers(min_value=1, max_value=10**9), min_size=0, max_size=8, unique=True).map(sorted),
+    amounts=st.lists(st.decimals(min_value=0, max_value=10**6, places=4, allow_nan=False), min_size=9, max_size=9),
+    mode=st.sampled_from(["graduated", "volume"]),
+)
+def test_any_increasing_open_ended_tiers_are_accepted_exactly(bounds, amounts, mode):
+    tiers = [{"up_to": b, "unit_amount_decimal": str(a)} for b, a in zip(bounds, amounts, strict=False)]
+    tiers.append({"up_to": "inf", "unit_amount_decimal": str(amounts[-1])})
+    spec = plan_version_spec_parse(terms(unit_amount_decimal=None, tiers_mode=mode, tiers=tiers))
+    assert [t.up_to for t in spec.tiers] == [*bounds, None]
+    assert [t.unit_amount_decimal for t in spec.tiers] == [Decimal(t["unit_amount_decimal"]) for t in tiers]

@@ -1,0 +1,26 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from accounts import views as account_views
+from accounts.urls import api_urlpatterns as account_api
+
+handler404 = "billing_portal.api_errors.json_not_found"
+
+urlpatterns = [
+    path("", account_views.home, name="home"),
+    path("portal/", account_views.customer_home, name="customer-home"),
+    path("staff/", account_views.staff_home, name="staff-home"),
+    path("staff/accounts/<int:account_id>/", account_views.staff_account, name="staff-account"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(account_api)),
+    path("stripe/", include("djstripe.urls", namespace="djstripe")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    path("favicon.ico", RedirectView.as_view(url="/static/portal/favicon.svg", permanent=True)),
+]

@@ -1,0 +1,93 @@
+"""Shared fixtures. CI runs on PostgreSQL (CI=true): there, a test marked `postgres` must not skip."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import pytest
+
+from billing_portal import clock
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PASSWORD = "correct horse battery staple"
+
+
+def pytest_collection_modifyitems(config, items):
+    from django.conf import settings
+
+    if not settings.configured:  # e.g. the emulator's own tests, run without Django
+        return
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        return
+    if IN_CI:
+        raise pytest.UsageError("CI must run the tests on PostgreSQL: set DATABASE_URL=postgres://…")
+    skip = pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL=postgres://…); SQLite cannot show this")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def frozen_now():
+    """The clock frozen at a fixed instant; yields that instant."""
+    with clock.frozen(dt.datetime(2026, 11, 2, 12, 0, tzinfo=dt.UTC)) as instant:
+        yield instant
+
+
+@pytest.fixture
+def default_plan(db):
+    from accounts.models import PricePlan
+
+    return PricePlan.objects.get(slug="fin-standard")
+
+
+@pytest.fixture
+def account(db):
+    from tests.factories import AccountFactory
+
+    return AccountFactory(name="Acme Support", slug="acme")
+
+
+@pytest.fixture
+def other_account(db):
+    from tests.factories import AccountFactory
+
+    return AccountFactory(name="Globex Helpdesk", slug="globex")
+
+
+@pytest.fixture
+def billing_admin(account):
+    from tests.factories import BillingAdminFactory
+
+    return BillingAdminFactory(account=account, username="acme-billing")
+
+
+@pytest.fixture
+def viewer(account):
+    from tests.factories import CustomerUserFactory
+
+    return CustomerUserFactory(account=account, username="acme-viewer")
+
+
+@pytest.fixture
+def manager(db):
+    from tests.factories import StaffUserFactory
+
+    return StaffUserFactory(username="manager")
+
+
+@pytest.fixture
+def admin_user(db):
+    from tests.factories import AdminUserFactory
+
+    return AdminUserFactory(username="finance-admin")
+
+
+@pytest.fixture
+def api_client():
+    from rest_framework.test import APIClient
+
+    return APIClient()

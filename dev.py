@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""The two commands of the README, needing only Python 3.11+:
+
+    python3 dev.py demo   # virtualenv + install + migrate + demo data + serve on http://127.0.0.1:8000
+    python3 dev.py test   # virtualenv + install + the whole test suite (pytest args may follow)
+
+The virtualenv lives in .venv and is reinstalled only when pyproject.toml changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP = VENV / ".installed-pyproject-sha256"
+
+
+def say(message: str) -> None:
+    print(f"\033[1m==> {message}\033[0m", flush=True)
+
+
+def ensure_venv() -> None:
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py runs on whatever python3 a newcomer has
+        sys.exit(f"Python 3.11 or newer is needed (this is {sys.version.split()[0]}).")
+    if not PY.exists():
+        say(f"Creating a virtualenv in {VENV.name}/")
+        venv.create(VENV, with_pip=True)
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text().strip() == digest:
+        return
+    say("Installing dependencies (first run or pyproject.toml changed)")
+    subprocess.run([PY, "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+    subprocess.run([PY, "-m", "pip", "install", "-q", "-e", f"{ROOT}[dev]"], check=True)
+    STAMP.write_text(digest)
+
+
+def manage(*args: str, env: dict | None = None) -> None:
+    subprocess.run([PY, "manage.py", *args], cwd=ROOT, check=True, env=env)
+
+
+def demo(args: list[str]) -> int:
+    ensure_venv()
+    env = {**os.environ}
+    env.setdefault("DJANGO_DEBUG", "true")
+    port = env.get("PORT", "8000")
+    say("Migrating the database (SQLite in var/ unless DATABASE_URL is set)")
+    manage("migrate", "--no-input", "-v", "0", env=env)
+    say("Seeding demo data")
+    manage("seed_demo", env=env)
+    children = []
+    try:
+        say("Starting a Celery worker with beat (broker: a local folder unless CELERY_BROKER_URL is set)")
+        (ROOT / "var").mkdir(exist_ok=True)
+        worker_log = open(ROOT / "var" / "celery.log", "ab")  # noqa: SIM115 - lives as long as the worker
+        children.append(
+            subprocess.Popen(
+                [
+                    BIN / "celery",
+                    "-A",
+                    "billing_portal",
+                    "worker",
+                    "-B",
+                    "--concurrency",
+                    "1",
+                    "--loglevel",
+                    "INFO",
+                    "-s",
+                    str(ROOT / "var" / "celerybeat-schedule"),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=worker_log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        )
+        say(f"Portal on http://127.0.0.1:{port}/  (Ctrl-C stops everything; worker log: var/celery.log)")
+        return subprocess.run([PY, "manage.py", "runserver", f"127.0.0.1:{port}", *args], cwd=ROOT, env=env).returncode
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def test(args: list[str]) -> int:
+    ensure_venv()
+    return subprocess.run([PY, "-m", "pytest", *args], cwd=ROOT).returncode
+
+
+def main() -> int:
+    commands = {"demo": demo, "test": test}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        print(__doc__)
+        return 2
+    return commands[sys.argv[1]](sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
