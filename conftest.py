@@ -91,3 +91,36 @@ def api_client():
     from rest_framework.test import APIClient
 
     return APIClient()
+
+
+# --- Browser tests: Playwright driving Debian's chromium (never a downloaded browser) -----------------
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+SCREENSHOTS = os.path.join(os.path.dirname(__file__), "artifacts", "screenshots")
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    if not os.path.exists(CHROMIUM):
+        if IN_CI:
+            pytest.fail(f"CI needs chromium at {CHROMIUM} for the page tests (apt-get install chromium).")
+        pytest.skip(f"no chromium at {CHROMIUM}: install it (apt-get install chromium) to run the page tests")
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM,
+        "args": ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"],
+    }  # fmt: skip
+
+
+@pytest.fixture
+def screenshot(page):
+    """Save a full-page PNG under artifacts/screenshots/ (for people to look at) and return its path."""
+
+    def take(name: str) -> str:
+        os.makedirs(SCREENSHOTS, exist_ok=True)
+        path = os.path.join(SCREENSHOTS, f"{name}.png")
+        page.screenshot(path=path, full_page=True)
+        return path
+
+    return take

@@ -3,6 +3,7 @@
 
     python3 dev.py demo   # virtualenv + install + migrate + demo data + serve on http://127.0.0.1:8000
     python3 dev.py test   # virtualenv + install + the whole test suite (pytest args may follow)
+    python3 dev.py lint   # ruff check and ruff format --check
 
 The virtualenv lives in .venv and is reinstalled only when pyproject.toml changes.
 """
@@ -101,8 +102,14 @@ def test(args: list[str]) -> int:
     return subprocess.run([PY, "-m", "pytest", *args], cwd=ROOT).returncode
 
 
+def lint(args: list[str]) -> int:
+    ensure_venv()
+    checks = [[BIN / "ruff", "check", ".", *args], [BIN / "ruff", "format", "--check", "."]]
+    return max(subprocess.run(check, cwd=ROOT).returncode for check in checks)
+
+
 def main() -> int:
-    commands = {"demo": demo, "test": test}
+    commands = {"demo": demo, "test": test, "lint": lint}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__)
         return 2

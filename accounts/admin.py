@@ -72,6 +72,7 @@ class AccountAdmin(AuditedAdminMixin, admin.ModelAdmin):
     search_fields = ["name", "slug", "billing_email"]
     prepopulated_fields = {"slug": ["name"]}
     autocomplete_fields = ["account_manager"]
+    readonly_fields = ["created_at"]
 
     def get_queryset(self, request):
         return account_list_visible(user=request.user)
@@ -148,6 +149,12 @@ class CreditPackOfferInline(ReadOnlyAdminMixin, admin.TabularInline):
     extra = 0
 
 
+PRICE_TERMS_FIELDS = [
+    "currency", "unit_amount_decimal", "tiers_mode", "inactivity_window", "seat_unit_amount",
+    "seat_conversion_unit_amount_decimal", "effective_from",
+]  # fmt: skip
+
+
 class PricePlanVersionForm(forms.ModelForm):
     """One form for a draft's terms; tiers and offers as JSON lists, validated by the same parser the
     services and APIs use, so the admin cannot store a plan the rest of the portal would refuse."""
@@ -166,14 +173,11 @@ class PricePlanVersionForm(forms.ModelForm):
 
     class Meta:
         model = PricePlanVersion
-        fields = [
-            "plan", "currency", "unit_amount_decimal", "tiers_mode", "inactivity_window", "seat_unit_amount",
-            "seat_conversion_unit_amount_decimal", "effective_from",
-        ]  # fmt: skip
+        fields = ["plan", *PRICE_TERMS_FIELDS]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.instance.pk:
+        if self.instance.pk and "plan" in self.fields:
             snapshot = price_plan_version_snapshot(self.instance)
             self.fields["plan"].disabled = True
             self.initial["tiers_json"] = json.dumps(snapshot["tiers"], default=str) if snapshot["tiers"] else ""
@@ -193,7 +197,7 @@ class PricePlanVersionForm(forms.ModelForm):
         cleaned = super().clean()
         if self.errors:
             return cleaned
-        raw = {name: cleaned.get(name) for name in self.Meta.fields if name != "plan"}
+        raw = {name: cleaned.get(name) for name in PRICE_TERMS_FIELDS}
         raw["tiers"] = self._json_list("tiers_json")
         raw["offers"] = self._json_list("offers_json")
         try:
@@ -228,6 +232,10 @@ class PricePlanVersionAdmin(admin.ModelAdmin):
     inlines = [PriceTierInline, CreditPackOfferInline]
     actions = ["publish", "retire"]
 
+    def get_inlines(self, request, obj):
+        # A draft's tiers and offers are edited as JSON in the form; inlines only display frozen versions.
+        return self.inlines if obj is not None and not obj.is_editable else []
+
     def get_readonly_fields(self, request, obj=None):
         if obj is not None and not obj.is_editable:
             return [f.name for f in PricePlanVersion._meta.fields]
@@ -253,9 +261,6 @@ class PricePlanVersionAdmin(admin.ModelAdmin):
         else:
             saved = price_plan_version_create(plan=form.cleaned_data["plan"], spec=form.spec, actor=request.user)
         obj.pk, obj.number = saved.pk, saved.number
-
-    def save_related(self, request, form, formsets, change):
-        pass  # tiers and offers were written by the service with the version
 
     @admin.action(description="Publish the selected drafts (they become immutable)", permissions=["change"])
     def publish(self, request, queryset):

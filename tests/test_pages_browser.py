@@ -1,0 +1,70 @@
+"""Pages in a real browser: log in per role, look at the page, keyboard-only login, no console errors."""
+
+import os
+
+import pytest
+
+from conftest import PASSWORD
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+
+
+@pytest.fixture
+def console_errors(page):
+    errors = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return errors
+
+
+def log_in(page, base_url, username):
+    page.goto(f"{base_url}/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+
+
+def test_customer_logs_in_and_sees_plan_and_keys(live_server, page, billing_admin, console_errors, screenshot):
+    log_in(page, live_server.url, "acme-billing")
+    page.wait_for_url(f"{live_server.url}/portal/")
+    assert page.get_by_role("heading", name="Acme Support").is_visible()
+    assert page.get_by_role("heading", name="API keys").is_visible()
+    assert "$0.99" in page.inner_text("main")
+    assert os.path.getsize(screenshot("customer-home")) > 10_000
+    assert console_errors == []
+
+
+def test_wrong_password_is_announced(live_server, page, viewer, screenshot):
+    page.goto(f"{live_server.url}/login/")
+    page.get_by_label("Username").fill("acme-viewer")
+    page.get_by_label("Password").fill("wrong")
+    page.get_by_role("button", name="Log in").click()
+    alert = page.get_by_role("alert")
+    assert "correct username and password" in alert.inner_text()
+    assert page.get_by_label("Password").get_attribute("aria-invalid") == "true"
+    screenshot("login-error")
+
+
+def test_login_works_with_the_keyboard_alone(live_server, page, manager, account, screenshot):
+    account.account_manager = manager
+    account.save()
+    page.goto(f"{live_server.url}/login/")
+    page.keyboard.type("manager")  # the username field has focus on arrival
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{live_server.url}/staff/")
+    assert page.get_by_role("link", name="Acme Support").is_visible()
+    screenshot("staff-home-manager")
+
+
+def test_admin_landing_lists_plans_and_history(live_server, page, admin_user, account, console_errors, screenshot):
+    log_in(page, live_server.url, "finance-admin")
+    page.wait_for_url(f"{live_server.url}/staff/")
+    main = page.inner_text("main")
+    assert "All accounts" in main and "fin-standard" in main
+    screenshot("staff-home-admin")
+    page.get_by_role("link", name="Acme Support").click()
+    assert page.get_by_role("heading", name="Acme Support").is_visible()
+    screenshot("staff-account")
+    assert console_errors == []
