@@ -30,6 +30,32 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def _migration_data_ensure():
+    """Put back what `migrate` creates: the default plan and the staff groups. Transactional tests empty
+    every table when they end, and --reuse-db keeps the database such a test left."""
+    from accounts.defaults import default_plan_ensure
+    from accounts.models import CreditPackOffer, PricePlan, PricePlanVersion
+    from accounts.services import staff_groups_ensure
+
+    default_plan_ensure(PricePlan, PricePlanVersion, CreditPackOffer)
+    staff_groups_ensure()
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    with django_db_blocker.unblock():
+        _migration_data_ensure()
+
+
+@pytest.fixture(autouse=True)
+def _migration_data_for_transactional_tests(request):
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None or not (marker.kwargs.get("transaction") or (marker.args and marker.args[0])):
+        return
+    request.getfixturevalue("transactional_db")
+    _migration_data_ensure()
+
+
 @pytest.fixture
 def frozen_now():
     """The clock frozen at a fixed instant; yields that instant."""
