@@ -192,6 +192,10 @@ STRIPE_LIVE_MODE = STRIPE_SECRET_KEY.startswith("sk_live_")
 STRIPE_METER_EVENT_NAME = env.str("STRIPE_METER_EVENT_NAME", default="fin_resolution")
 STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=20.0)
 STRIPE_MAX_RETRIES = env.int("STRIPE_MAX_RETRIES", default=4)
+STRIPE_BACKOFF_BASE_SECONDS = env.float("STRIPE_BACKOFF_BASE_SECONDS", default=0.5)
+STRIPE_BACKOFF_CAP_SECONDS = 8.0
+# Where Stripe sends webhooks for this portal (stripe_setup registers <this>/stripe/webhook/<uuid>/).
+PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://127.0.0.1:8000")
 if STRIPE_LIVE_MODE:
     STRIPE_LIVE_SECRET_KEY = STRIPE_SECRET_KEY
 else:

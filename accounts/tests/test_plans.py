@@ -144,13 +144,13 @@ def test_audit_entry_must_be_written_inside_the_change_transaction(admin_user, d
 
 
 def test_a_failure_after_the_change_rolls_back_change_and_audit_together(draft, admin_user, monkeypatch):
-    import accounts.services as services
+    import accounts.services.plans as plan_services
 
     def broken_audit(**kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(services, "audit_log_write", broken_audit)
+    monkeypatch.setattr(plan_services, "audit_log_write", broken_audit)
     with pytest.raises(RuntimeError, match="disk full"):
-        services.price_plan_version_publish(version=draft, actor=admin_user)
+        plan_services.price_plan_version_publish(version=draft, actor=admin_user)
     draft.refresh_from_db()
     assert draft.status == "draft" and draft.published_at is None

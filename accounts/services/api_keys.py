@@ -1,0 +1,80 @@
+"""Account API keys: only a hash is stored; the key is shown once."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from billing_portal import clock
+
+from ..models import Account, ApiKey, User
+from .audit import Actor, audit_log_write
+
+API_KEY_PREFIX = "rbp"
+
+
+def _api_key_hash(raw_key: str) -> str:
+    # Keys carry 256 random bits, so a fast hash is enough (as for GitHub tokens); no salt needed.
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def api_key_create(*, account: Account, name: str, actor: Actor) -> tuple[ApiKey, str]:
+    """Create a key and return it with its secret, which is never stored and cannot be shown again."""
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise ValidationError({"name": "Give the key a name of 1 to 100 characters."})
+    prefix = f"{API_KEY_PREFIX}_{secrets.token_hex(4)}"
+    raw_key = f"{prefix}_{secrets.token_urlsafe(32)}"
+    with transaction.atomic():
+        api_key = ApiKey.objects.create(
+            account=account,
+            name=name,
+            prefix=prefix,
+            key_hash=_api_key_hash(raw_key),
+            created_by=actor if isinstance(actor, User) else None,
+            created_at=clock.now(),
+        )
+        audit_log_write(
+            actor=actor, action="api_key.create", obj=api_key, account=account,
+            after={"name": name, "prefix": prefix},
+        )  # fmt: skip
+    return api_key, raw_key
+
+
+def api_key_revoke(*, api_key: ApiKey, actor: Actor, reason: str = "") -> ApiKey:
+    with transaction.atomic():
+        api_key = ApiKey.objects.select_for_update().get(pk=api_key.pk)
+        if api_key.revoked_at is not None:
+            raise ValidationError("This API key is already revoked.")
+        api_key.revoked_at = clock.now()
+        api_key.revoked_by = actor if isinstance(actor, User) else None
+        api_key.save(update_fields=["revoked_at", "revoked_by"])
+        audit_log_write(
+            actor=actor, action="api_key.revoke", obj=api_key, account=api_key.account,
+            before={"revoked_at": None}, after={"revoked_at": api_key.revoked_at}, reason=reason,
+        )  # fmt: skip
+    return api_key
+
+
+LAST_USED_RESOLUTION_SECONDS = 60  # write last_used_at at most once a minute per key, not per request
+
+
+def api_key_authenticate(raw_key: str) -> ApiKey | None:
+    """The active key matching `raw_key`, or None. Records when it was last used (to the minute)."""
+    parts = (raw_key or "").split("_", 2)  # rbp_<8 hex>_<secret>; the secret itself may contain "_"
+    if len(parts) != 3 or parts[0] != API_KEY_PREFIX or not parts[2]:
+        return None
+    api_key = ApiKey.objects.select_related("account").filter(prefix=f"{parts[0]}_{parts[1]}").first()
+    if api_key is None or not hmac.compare_digest(api_key.key_hash, _api_key_hash(raw_key)):
+        return None
+    if api_key.revoked_at is not None:
+        return None
+    now = clock.now()
+    if api_key.last_used_at is None or (now - api_key.last_used_at).total_seconds() >= LAST_USED_RESOLUTION_SECONDS:
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
+    return api_key

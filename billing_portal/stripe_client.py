@@ -1,0 +1,164 @@
+"""The one module that talks to Stripe (dj-stripe aside). Nothing else in the portal imports `stripe`.
+
+It owns the configured StripeClient (key, API base, pinned API version, timeout), retries 429, 5xx and
+network errors with exponential backoff, and always takes the idempotency key from its caller, so that
+a retry of the same operation (now, or after a crash) can never create a second object in Stripe.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import stripe
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+StripeObject = stripe.StripeObject
+
+
+class StripeFailure(Exception):
+    """A Stripe call did not succeed. `retryable` says whether trying again later may help."""
+
+    def __init__(self, operation: str, message: str, *, retryable: bool, code: str | None = None, status=None):
+        super().__init__(f"Stripe {operation} failed: {message}")
+        self.operation = operation
+        self.retryable = retryable
+        self.code = code
+        self.http_status = status
+
+
+class StripeUnavailable(StripeFailure):
+    """429, 5xx or network trouble that outlasted every retry: safe to retry later with the same key."""
+
+
+class StripeRejected(StripeFailure):
+    """Stripe refused the request (4xx): retrying the same request will not help."""
+
+
+@dataclass(frozen=True)
+class _Config:
+    api_key: str
+    api_base: str
+    api_version: str
+    timeout: float
+    max_retries: int
+    backoff_base: float
+    backoff_cap: float
+
+
+def _config() -> _Config:
+    return _Config(
+        api_key=settings.STRIPE_SECRET_KEY,
+        api_base=settings.STRIPE_API_BASE.rstrip("/"),
+        api_version=settings.STRIPE_API_VERSION,
+        timeout=settings.STRIPE_TIMEOUT_SECONDS,
+        max_retries=settings.STRIPE_MAX_RETRIES,
+        backoff_base=settings.STRIPE_BACKOFF_BASE_SECONDS,
+        backoff_cap=settings.STRIPE_BACKOFF_CAP_SECONDS,
+    )
+
+
+_client: stripe.StripeClient | None = None
+_client_config: _Config | None = None
+
+
+def client() -> stripe.StripeClient:
+    """The configured StripeClient (rebuilt when settings change, e.g. in tests)."""
+    global _client, _client_config
+    config = _config()
+    if _client is None or _client_config != config:
+        _client = stripe.StripeClient(
+            config.api_key,
+            base_addresses={"api": config.api_base},
+            stripe_version=config.api_version,
+            max_network_retries=0,  # retries are ours: below, with backoff and logging
+            http_client=stripe.RequestsClient(timeout=config.timeout),
+        )
+        _client_config = config
+    return _client
+
+
+def configure_globals() -> None:
+    """dj-stripe calls Stripe through the module-level configuration: point it at the same place."""
+    config = _config()
+    stripe.api_base = config.api_base
+    stripe.api_version = config.api_version
+    stripe.default_http_client = stripe.RequestsClient(timeout=config.timeout)
+    stripe.max_network_retries = 2
+
+
+@receiver(setting_changed)
+def _settings_changed(setting, **kwargs):
+    if setting.startswith("STRIPE_"):
+        configure_globals()
+
+
+def _backoff(attempt: int, config: _Config) -> float:
+    delay = min(config.backoff_cap, config.backoff_base * (2**attempt))
+    return delay * (0.5 + random.random() / 2)  # jitter: retries of many callers do not line up
+
+
+def _should_retry(error: stripe.StripeError) -> bool:
+    headers = error.headers or {}
+    should = {k.lower(): v for k, v in headers.items()}.get("stripe-should-retry")
+    if should is not None:
+        return should == "true"
+    if isinstance(error, stripe.RateLimitError | stripe.APIConnectionError):
+        return True
+    return isinstance(error, stripe.APIError) and (error.http_status or 500) >= 500
+
+
+def call(operation: str, request: Callable[[stripe.StripeClient, dict], T], *, idempotency_key: str | None) -> T:
+    """Run `request(client, options)` with retries. `options` carries the caller's idempotency key, so
+    every attempt is the same request to Stripe. Writes (POST) must pass a key; reads pass None."""
+    config = _config()
+    options: dict[str, Any] = {"idempotency_key": idempotency_key} if idempotency_key else {}
+    for attempt in range(config.max_retries + 1):
+        try:
+            return request(client(), options)
+        except stripe.StripeError as error:
+            retry = _should_retry(error)
+            if not retry:
+                raise StripeRejected(
+                    operation,
+                    error.user_message or str(error),
+                    retryable=False,
+                    code=getattr(error, "code", None),
+                    status=error.http_status,
+                ) from error
+            if attempt == config.max_retries:
+                raise StripeUnavailable(
+                    operation, f"{error.__class__.__name__} after {attempt + 1} attempts: {error}",
+                    retryable=True, code=getattr(error, "code", None), status=error.http_status,
+                ) from error  # fmt: skip
+            delay = _backoff(attempt, config)
+            logger.warning("Stripe %s: %s; retry %d in %.2fs", operation, error.__class__.__name__, attempt + 1, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def webhook_signature_valid(payload: bytes, signature_header: str, secret: str, tolerance: int = 300) -> bool:
+    """Stripe's `Stripe-Signature: t=…,v1=…` check (HMAC-SHA256 of "t.payload" with the endpoint secret)."""
+    if not signature_header or not secret:
+        return False
+    try:
+        stripe.WebhookSignature.verify_header(payload.decode("utf-8"), signature_header, secret, tolerance)
+    except (stripe.SignatureVerificationError, UnicodeDecodeError):
+        return False
+    return True
+
+
+def to_dict(obj: Any) -> Any:
+    """A plain dict/list copy of a Stripe object (for dj-stripe sync and for storing)."""
+    if isinstance(obj, StripeObject):
+        return obj.to_dict()
+    return obj
