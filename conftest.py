@@ -150,3 +150,25 @@ def screenshot(page):
         return path
 
     return take
+
+
+# --- Stripe: the local emulator over real HTTP (never patched stripe-python) ------------------------
+@pytest.fixture(scope="session")
+def _stripe_emulator_server():
+    from stripe_emulator import EmulatorServer
+
+    server = EmulatorServer(port=0).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def stripe_emulator(_stripe_emulator_server, settings):
+    """A clean emulator for this test, with the portal's Stripe settings pointed at it."""
+    server = _stripe_emulator_server
+    server.reset()
+    settings.STRIPE_API_BASE = server.url
+    settings.STRIPE_BACKOFF_BASE_SECONDS = 0.01
+    settings.STRIPE_TIMEOUT_SECONDS = 5
+    yield server
+    server.reset()

@@ -15,6 +15,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import urllib.request
 import venv
 from pathlib import Path
 
@@ -48,17 +50,54 @@ def manage(*args: str, env: dict | None = None) -> None:
     subprocess.run([PY, "manage.py", *args], cwd=ROOT, check=True, env=env)
 
 
+EMULATOR_PORT = 12111
+
+
+def start_stripe_emulator(env: dict) -> subprocess.Popen:
+    """The local Stripe emulator, with its state in var/ so that the demo survives a restart."""
+    say(f"Starting the local Stripe emulator on http://127.0.0.1:{EMULATOR_PORT} (state: var/stripe-emulator.json)")
+    (ROOT / "var").mkdir(exist_ok=True)
+    log = open(ROOT / "var" / "stripe-emulator.log", "ab")  # noqa: SIM115 - lives as long as the emulator
+    emulator = subprocess.Popen(
+        [PY, "-m", "stripe_emulator", "--port", str(EMULATOR_PORT), "--state-file",
+         str(ROOT / "var" / "stripe-emulator.json")],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    env["STRIPE_API_BASE"] = f"http://127.0.0.1:{EMULATOR_PORT}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"{env['STRIPE_API_BASE']}/_emulator/health", timeout=1).close()
+            return emulator
+        except OSError:
+            if emulator.poll() is not None:
+                sys.exit(
+                    f"The Stripe emulator stopped at start (is port {EMULATOR_PORT} taken?): var/stripe-emulator.log"
+                )
+            time.sleep(0.1)
+    sys.exit("The Stripe emulator did not answer in 10 s: see var/stripe-emulator.log")
+
+
+def _stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt  # so that `finally` stops the emulator and the worker too
+
+
 def demo(args: list[str]) -> int:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     ensure_venv()
     env = {**os.environ}
     env.setdefault("DJANGO_DEBUG", "true")
     port = env.get("PORT", "8000")
-    say("Migrating the database (SQLite in var/ unless DATABASE_URL is set)")
-    manage("migrate", "--no-input", "-v", "0", env=env)
-    say("Seeding demo data")
-    manage("seed_demo", env=env)
+    env.setdefault("PORTAL_BASE_URL", f"http://127.0.0.1:{port}")
     children = []
     try:
+        if "STRIPE_API_BASE" not in env:
+            children.append(start_stripe_emulator(env))
+        say("Migrating the database (SQLite in var/ unless DATABASE_URL is set)")
+        manage("migrate", "--no-input", "-v", "0", env=env)
+        say("Creating the Stripe meter, products and prices, and the webhook endpoint")
+        manage("stripe_setup", env=env)
+        say("Seeding demo data")
+        manage("seed_demo", env=env)
         say("Starting a Celery worker with beat (broker: a local folder unless CELERY_BROKER_URL is set)")
         (ROOT / "var").mkdir(exist_ok=True)
         worker_log = open(ROOT / "var" / "celery.log", "ab")  # noqa: SIM115 - lives as long as the worker

@@ -15,6 +15,7 @@ from .models import (
     Account,
     ApiKey,
     AuditLogEntry,
+    BillingMeter,
     CreditPackOffer,
     PricePlan,
     PricePlanVersion,
@@ -270,6 +271,15 @@ class PricePlanVersionAdmin(admin.ModelAdmin):
     def retire(self, request, queryset):
         self._each(request, queryset, price_plan_version_retire, "Retired")
 
+    @admin.action(description="Create missing Stripe Prices now (published versions)", permissions=["view"])
+    def sync_to_stripe(self, request, queryset):
+        from .tasks import price_plan_version_stripe_sync_task
+
+        versions = queryset.exclude(status=PricePlanVersion.Status.DRAFT)
+        for version in versions:
+            price_plan_version_stripe_sync_task.delay(version.pk)
+        self.message_user(request, f"Queued the Stripe sync of {versions.count()} version(s).", messages.SUCCESS)
+
     def _each(self, request, queryset, service, verb):
         for version in queryset:
             try:
@@ -278,6 +288,12 @@ class PricePlanVersionAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{verb} {version}.", messages.SUCCESS)
             except ValidationError as exc:
                 self.message_user(request, " ".join(exc.messages), messages.ERROR)
+
+
+@admin.register(BillingMeter)
+class BillingMeterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["event_name", "stripe_id", "status", "created_at"]
+    readonly_fields = [f.name for f in BillingMeter._meta.fields]
 
 
 class PricePlanVersionInline(ReadOnlyAdminMixin, admin.TabularInline):

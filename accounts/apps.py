@@ -13,7 +13,11 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts, plans and access"
 
     def ready(self):
-        from . import schema  # noqa: F401 - registers the API-key scheme with drf-spectacular
+        from billing_portal import stripe_client
+
+        from . import receivers, schema  # noqa: F401 - Stripe event receivers; the API-key scheme for the schema
+
+        stripe_client.configure_globals()
 
         # Every app's post_migrate, so permissions of apps migrated after this one exist too.
         post_migrate.connect(_ensure_staff_groups, dispatch_uid="accounts.staff_groups")

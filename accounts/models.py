@@ -40,6 +40,27 @@ ACCOUNT_MANAGER_GROUP = "Account managers"
 ADMIN_GROUP = "Admins"
 
 
+class StripeSyncStatus(models.TextChoices):
+    PENDING = "pending", "Waiting to be sent to Stripe"
+    SYNCED = "synced", "In Stripe"
+    FAILED = "failed", "Failed (will be retried)"
+
+
+class BillingMeter(models.Model):
+    """The Stripe Billing Meter that counts overage resolutions (dj-stripe has no model for meters)."""
+
+    event_name = models.CharField(max_length=100, unique=True)
+    stripe_id = models.CharField(max_length=255, unique=True)
+    display_name = models.CharField(max_length=250)
+    status = models.CharField(max_length=16, default="active")
+    created_at = models.DateTimeField(default=clock.now)
+    last_error_report = models.JSONField(null=True, blank=True, help_text="Stripe's latest meter error report.")
+    last_event_created = models.BigIntegerField(default=0, help_text="`created` of the newest event applied.")
+
+    def __str__(self) -> str:
+        return f"{self.event_name} ({self.stripe_id})"
+
+
 class PricePlan(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
@@ -89,6 +110,11 @@ class PricePlanVersion(models.Model):
     created_at = models.DateTimeField(default=clock.now)
     published_at = models.DateTimeField(null=True, blank=True)
     retired_at = models.DateTimeField(null=True, blank=True)
+    # Stripe bookkeeping, not terms: filled in once the version's immutable Stripe Prices exist.
+    stripe_price_id = models.CharField(max_length=255, blank=True, help_text="Metered per-resolution Price.")
+    stripe_seat_price_id = models.CharField(max_length=255, blank=True, help_text="Licensed per-seat Price.")
+    stripe_sync_status = models.CharField(max_length=16, choices=StripeSyncStatus.choices, blank=True)
+    stripe_sync_error = models.TextField(blank=True)
 
     class Meta:
         ordering = ["plan__slug", "number"]
@@ -110,6 +136,10 @@ class PricePlanVersion(models.Model):
     def lookup_key(self) -> str:
         """The Stripe Price lookup_key of this version: one immutable Stripe Price per version."""
         return f"{self.plan.slug}-v{self.number}-resolution"
+
+    @property
+    def seat_lookup_key(self) -> str:
+        return f"{self.plan.slug}-v{self.number}-seat"
 
 
 class PriceTier(models.Model):
@@ -139,6 +169,7 @@ class CreditPackOffer(models.Model):
     resolutions = models.PositiveIntegerField()
     validity_days = models.PositiveIntegerField(default=365)
     unit_amount_decimal = models.DecimalField(**UNIT_AMOUNT_FIELD)
+    stripe_price_id = models.CharField(max_length=255, blank=True, help_text="One-time per-resolution Price.")
 
     class Meta:
         ordering = ["version", "resolutions"]
@@ -153,11 +184,16 @@ class CreditPackOffer(models.Model):
     def amount_minor(self) -> int:
         return round_minor(Decimal(self.resolutions) * self.unit_amount_decimal)
 
+    @property
+    def lookup_key(self) -> str:
+        return f"{self.version.plan.slug}-v{self.version.number}-pack-{self.resolutions}-{self.validity_days}d"
+
 
 class Account(models.Model):
     """A customer company. Its Stripe customer is dj-stripe's Customer whose subscriber is this row."""
 
     class Status(models.TextChoices):
+        PROVISIONING = "provisioning", "Being set up in Stripe"
         ACTIVE = "active", "Active"
         SUSPENDED = "suspended", "Suspended"
         CLOSED = "closed", "Closed"

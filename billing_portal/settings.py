@@ -180,12 +180,14 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE: dict = {
+    "stripe-catalog-retry": {"task": "accounts.tasks.stripe_catalog_retry_task", "schedule": 600.0},
+}
 
 # --- Stripe -----------------------------------------------------------------------------------------
 # One pinned API version for every call (stripe-python 15.x speaks it; dj-stripe 2.11 accepts it).
 STRIPE_API_VERSION = "2026-08-26.dahlia"
-STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="sk_test_emulator")
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="sk_test_emulator0local0demo0key00000000")
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="http://127.0.0.1:12111")
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
 STRIPE_LIVE_MODE = STRIPE_SECRET_KEY.startswith("sk_live_")
@@ -215,4 +217,5 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"stripe": {"level": env.str("STRIPE_LOG_LEVEL", default="WARNING")}},
 }

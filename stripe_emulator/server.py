@@ -198,6 +198,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "path": path,
                 "params": raw_params,
                 "idempotency_key": idem_key,
+                "stripe_version": self.headers.get("Stripe-Version"),
                 "status": None,
                 "fault": None,
             }

@@ -46,7 +46,7 @@ def test_naive_datetimes_cannot_freeze_the_clock():
 
 
 @pytest.mark.django_db
-def test_commands_take_now_and_reject_a_bad_one():
+def test_commands_take_now_and_reject_a_bad_one(stripe_emulator):
     from accounts.models import AuditLogEntry
 
     call_command("seed_demo", "--now", "2026-10-01T08:00:00Z", "--json")

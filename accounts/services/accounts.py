@@ -44,6 +44,7 @@ def account_create(
     billing_email: str = "",
     account_manager: User | None = None,
     slug: str | None = None,
+    status: str = Account.Status.ACTIVE,
 ) -> Account:
     """Create a customer account on the plan version in force now."""
     name = (name or "").strip()
@@ -63,6 +64,7 @@ def account_create(
             billing_email=billing_email,
             plan_version=version,
             account_manager=account_manager,
+            status=status,
             created_at=clock.now(),
         )
         account.full_clean()

@@ -12,6 +12,7 @@ from ..models import Account, AuditLogEntry, User
 
 Actor = User | str  # a person, or a label for the system ("command:create_account")
 
+
 def _json_safe(value):
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}

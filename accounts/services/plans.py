@@ -11,7 +11,15 @@ from django.db.models import Max
 
 from billing_portal import clock
 
-from ..models import ACCOUNT_MANAGER_GROUP, ADMIN_GROUP, CreditPackOffer, PricePlan, PricePlanVersion, PriceTier
+from ..models import (
+    ACCOUNT_MANAGER_GROUP,
+    ADMIN_GROUP,
+    CreditPackOffer,
+    PricePlan,
+    PricePlanVersion,
+    PriceTier,
+    StripeSyncStatus,
+)
 from ..pricing import PlanVersionSpec
 from .audit import Actor, audit_log_write
 
@@ -114,12 +122,21 @@ def price_plan_version_publish(*, version: PricePlanVersion, actor: Actor, reaso
         version = _locked_draft(version, "published")
         version.status = PricePlanVersion.Status.PUBLISHED
         version.published_at = clock.now()
-        version.save(update_fields=["status", "published_at"])
+        version.stripe_sync_status = StripeSyncStatus.PENDING
+        version.save(update_fields=["status", "published_at", "stripe_sync_status"])
         audit_log_write(
             actor=actor, action="price_plan_version.publish", obj=version,
             before={"status": "draft"}, after=price_plan_version_snapshot(version), reason=reason,
         )  # fmt: skip
+        # Stripe Prices are immutable like the version: create them once it is committed.
+        transaction.on_commit(lambda: _queue_stripe_sync(version.pk))
     return version
+
+
+def _queue_stripe_sync(version_id: int) -> None:
+    from ..tasks import price_plan_version_stripe_sync_task
+
+    price_plan_version_stripe_sync_task.delay(version_id)
 
 
 def price_plan_version_retire(*, version: PricePlanVersion, actor: Actor, reason: str = "") -> PricePlanVersion:

@@ -139,6 +139,13 @@ def list_products(ctx: Ctx, params: dict) -> dict:
     return paginate(items, params, "/v1/products", "product")
 
 
+@route("GET", "/v1/products/{id}/features", "product_feature.list")
+def list_product_features(ctx: Ctx, params: dict, id: str) -> dict:
+    """Entitlement features attached to a product: the portal attaches none, so always an empty list."""
+    ctx.load("product", id)
+    return paginate([], params, f"/v1/products/{id}/features", "product_feature")
+
+
 # ---------------------------------------------------------------------------- prices
 
 

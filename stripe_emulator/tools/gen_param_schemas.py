@@ -37,6 +37,7 @@ ENDPOINTS = {
     "product.update": ("_product_modify_params", "ProductModifyParams"),
     "product.list": ("_product_list_params", "ProductListParams"),
     "product.delete": ("_product_delete_params", "ProductDeleteParams"),
+    "product_feature.list": ("_product_feature_list_params", "ProductFeatureListParams"),
     "price.create": ("_price_create_params", "PriceCreateParams"),
     "price.retrieve": ("_price_retrieve_params", "PriceRetrieveParams"),
     "price.update": ("_price_modify_params", "PriceModifyParams"),

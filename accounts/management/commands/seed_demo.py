@@ -1,6 +1,7 @@
 """Seed the demo world through the same services real traffic uses, then print every login.
 
-Safe to run twice: what exists is kept. Later issues add Stripe objects, packs and 90 days of events.
+Safe to run twice: what exists is kept. Accounts are provisioned in Stripe (the emulator by default)
+with their seat subscriptions. Later issues add credit packs and 90 days of conversation events.
 """
 
 from __future__ import annotations
@@ -11,16 +12,19 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from accounts.models import Account, PricePlan, Role, User
-from accounts.services import account_create, api_key_create, user_create
+from accounts.services import user_create
+from accounts.services.provisioning import account_provision
+from accounts.services.stripe_catalog import stripe_catalog_setup
 from billing_portal import clock
+from billing_portal.stripe_client import StripeFailure
 
 DEMO_PASSWORD = "portal-demo"  # local demo only; printed below
 ACTOR = "command:seed_demo"
 
 DEMO_ACCOUNTS = [
-    {"slug": "steady-retail", "name": "Steady Retail Co.", "timezone": "America/New_York"},
-    {"slug": "seasonal-travel", "name": "Seasonal Travel Ltd", "timezone": "Europe/London"},
-    {"slug": "newco-labs", "name": "NewCo Labs", "timezone": "Europe/Berlin"},
+    {"slug": "steady-retail", "name": "Steady Retail Co.", "timezone": "America/New_York", "seats": 25},
+    {"slug": "seasonal-travel", "name": "Seasonal Travel Ltd", "timezone": "Europe/London", "seats": 40},
+    {"slug": "newco-labs", "name": "NewCo Labs", "timezone": "Europe/Berlin", "seats": 3},
 ]
 DEMO_STAFF = [("admin", Role.ADMIN), ("manager", Role.ACCOUNT_MANAGER)]
 DEMO_CUSTOMERS = [
@@ -43,19 +47,25 @@ class Command(BaseCommand):
         plan = PricePlan.objects.filter(slug=options["plan"]).first()
         if plan is None:
             raise CommandError(f"No plan '{options['plan']}'. Run `python manage.py migrate` first.")
-        with clock.frozen_for(options), transaction.atomic():
-            staff = {name: self._user(name, role) for name, role in DEMO_STAFF}
-            new_keys = {}
-            for spec in DEMO_ACCOUNTS:
-                account = Account.objects.filter(slug=spec["slug"]).first()
-                if account is None:
-                    account = account_create(
-                        name=spec["name"], slug=spec["slug"], plan=plan, actor=ACTOR, timezone=spec["timezone"],
-                        billing_email=f"billing@{spec['slug']}.example", account_manager=staff["manager"],
-                    )  # fmt: skip
-                    _, new_keys[account.slug] = api_key_create(account=account, name="Demo integration", actor=ACTOR)
-            for name, slug, role in DEMO_CUSTOMERS:
-                self._user(name, role, account=Account.objects.get(slug=slug))
+        with clock.frozen_for(options):
+            try:
+                stripe_catalog_setup()
+                with transaction.atomic():
+                    staff = {name: self._user(name, role) for name, role in DEMO_STAFF}
+                new_keys = {}
+                for spec in DEMO_ACCOUNTS:  # each account is provisioned (with Stripe) on its own
+                    if not Account.objects.filter(slug=spec["slug"]).exists():
+                        provisioned = account_provision(
+                            name=spec["name"], slug=spec["slug"], plan=plan, seats=spec["seats"], actor=ACTOR,
+                            timezone=spec["timezone"], billing_email=f"billing@{spec['slug']}.example",
+                            account_manager=staff["manager"],
+                        )  # fmt: skip
+                        new_keys[spec["slug"]] = provisioned.raw_api_key
+            except StripeFailure as exc:
+                raise CommandError(f"{exc}. Is the Stripe emulator running (STRIPE_API_BASE)?") from None
+            with transaction.atomic():
+                for name, slug, role in DEMO_CUSTOMERS:
+                    self._user(name, role, account=Account.objects.get(slug=slug))
         logins = [{"username": n, "password": DEMO_PASSWORD, "role": r.label} for n, r in DEMO_STAFF] + [
             {"username": n, "password": DEMO_PASSWORD, "role": r.label, "account": s} for n, s, r in DEMO_CUSTOMERS
         ]

@@ -1,0 +1,69 @@
+"""The portal's webhook endpoint in Stripe, registered for dj-stripe's per-endpoint URL."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.urls import reverse
+from djstripe.models import WebhookEndpoint
+
+from billing_portal import stripe_client
+
+# What the portal listens to: dj-stripe syncs customers, subscriptions and invoices from these events;
+# billing.* (meter error reports) reach the portal through dj-stripe's webhook_post_process signal.
+ENABLED_EVENTS = ["customer.*", "customer.subscription.*", "invoice.*", "invoiceitem.*", "billing.*"]
+
+
+def stripe_webhook_endpoint_ensure(*, base_url: str | None = None) -> WebhookEndpoint:
+    """Register <base_url>/stripe/webhook/<uuid>/ in Stripe once, and keep its signing secret for
+    dj-stripe. STRIPE_WEBHOOK_SECRET, when set (e.g. by `stripe listen`), is the secret to check."""
+    base_url = (base_url or settings.PORTAL_BASE_URL).rstrip("/")
+    for endpoint in WebhookEndpoint.objects.all():
+        if endpoint.url.startswith(base_url + "/"):
+            if settings.STRIPE_WEBHOOK_SECRET and endpoint.secret != settings.STRIPE_WEBHOOK_SECRET:
+                endpoint.secret = settings.STRIPE_WEBHOOK_SECRET
+                endpoint.save(update_fields=["secret"])
+            return endpoint
+    endpoint_uuid = uuid.uuid4()
+    url = base_url + reverse("djstripe:djstripe_webhook_by_uuid", kwargs={"uuid": endpoint_uuid})
+    created = stripe_client.call(
+        "create webhook endpoint",
+        lambda c, o: c.v1.webhook_endpoints.create(
+            params={
+                "url": url,
+                "enabled_events": ENABLED_EVENTS,
+                "api_version": settings.STRIPE_API_VERSION,
+                "metadata": {"djstripe_uuid": str(endpoint_uuid)},
+            },
+            options=o,
+        ),
+        idempotency_key=f"webhook-endpoint:{endpoint_uuid}",
+    )
+    endpoint = WebhookEndpoint.sync_from_stripe_data(created, api_key=settings.STRIPE_SECRET_KEY)
+    endpoint.djstripe_uuid = endpoint_uuid
+    endpoint.secret = settings.STRIPE_WEBHOOK_SECRET or created.secret
+    endpoint.save()
+    return endpoint
+
+
+def stripe_webhook_endpoint_local(*, base_url: str | None = None) -> WebhookEndpoint:
+    """A local-only endpoint for `stripe listen --forward-to <url>`: the CLI signs with its own secret
+    (STRIPE_WEBHOOK_SECRET), and there is nothing to register in Stripe."""
+    base_url = (base_url or settings.PORTAL_BASE_URL).rstrip("/")
+    endpoint = WebhookEndpoint.objects.filter(id__startswith="we_cli_").first()
+    if endpoint is None:
+        endpoint_uuid = uuid.uuid4()
+        endpoint = WebhookEndpoint.objects.create(
+            id=f"we_cli_{endpoint_uuid.hex[:24]}",
+            livemode=settings.STRIPE_LIVE_MODE,
+            djstripe_uuid=endpoint_uuid,
+            url=base_url + reverse("djstripe:djstripe_webhook_by_uuid", kwargs={"uuid": endpoint_uuid}),
+            enabled_events=ENABLED_EVENTS,
+            api_version=settings.STRIPE_API_VERSION,
+            status="enabled",
+            metadata={"djstripe_uuid": str(endpoint_uuid)},
+        )
+    endpoint.secret = settings.STRIPE_WEBHOOK_SECRET
+    endpoint.save(update_fields=["secret"])
+    return endpoint
