@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import venv
 from pathlib import Path
@@ -81,6 +82,27 @@ def _stop_on_sigterm(signum, frame):
     raise KeyboardInterrupt  # so that `finally` stops the emulator and the worker too
 
 
+def background(name: str, command: list, env: dict) -> subprocess.Popen:
+    """A child process whose output goes to var/<name>.log."""
+    (ROOT / "var").mkdir(exist_ok=True)
+    log = open(ROOT / "var" / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_for_http(url: str, child: subprocess.Popen, what: str, log: str) -> None:
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            if child.poll() is not None:
+                sys.exit(f"{what} stopped at start: see {log}")
+            time.sleep(0.1)
+    sys.exit(f"{what} did not answer in 30 s: see {log}")
+
+
 def demo(args: list[str]) -> int:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     ensure_venv()
@@ -94,44 +116,39 @@ def demo(args: list[str]) -> int:
             children.append(start_stripe_emulator(env))
         say("Migrating the database (SQLite in var/ unless DATABASE_URL is set)")
         manage("migrate", "--no-input", "-v", "0", env=env)
+        # The portal serves before seeding, so the webhooks that seeding causes are received.
+        server = background("portal", [PY, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}", *args], env)
+        children.append(server)
+        wait_for_http(f"http://127.0.0.1:{port}/login/", server, "The portal", "var/portal.log")
         say("Creating the Stripe meter, products and prices, and the webhook endpoint")
-        manage("stripe_setup", env=env)
+        # With STRIPE_WEBHOOK_SECRET (from `stripe listen`), webhooks come through the Stripe CLI.
+        manage("stripe_setup", "--webhook", "cli" if env.get("STRIPE_WEBHOOK_SECRET") else "register", env=env)
         say("Seeding demo data")
         manage("seed_demo", env=env)
         say("Starting a Celery worker with beat (broker: a local folder unless CELERY_BROKER_URL is set)")
-        (ROOT / "var").mkdir(exist_ok=True)
-        worker_log = open(ROOT / "var" / "celery.log", "ab")  # noqa: SIM115 - lives as long as the worker
-        children.append(
-            subprocess.Popen(
-                [
-                    BIN / "celery",
-                    "-A",
-                    "billing_portal",
-                    "worker",
-                    "-B",
-                    "--concurrency",
-                    "1",
-                    "--loglevel",
-                    "INFO",
-                    "-s",
-                    str(ROOT / "var" / "celerybeat-schedule"),
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=worker_log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        )
-        say(f"Portal on http://127.0.0.1:{port}/  (Ctrl-C stops everything; worker log: var/celery.log)")
-        return subprocess.run([PY, "manage.py", "runserver", f"127.0.0.1:{port}", *args], cwd=ROOT, env=env).returncode
+        beat_schedule = str(ROOT / "var" / "celerybeat-schedule")
+        worker_command = [
+            BIN / "celery",
+            "-A",
+            "billing_portal",
+            "worker",
+            "-B",
+            "--concurrency",
+            "1",
+            "-s",
+            beat_schedule,
+        ]
+        children.append(background("celery", worker_command, env))
+        say(f"Portal on http://127.0.0.1:{port}/  (Ctrl-C stops everything; logs in var/*.log)")
+        return server.wait()
     except KeyboardInterrupt:
         return 0
     finally:
-        for child in children:
+        for child in reversed(children):
             child.send_signal(signal.SIGTERM)
         for child in children:
             try:
-                child.wait(timeout=10)
+                child.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 child.kill()
 

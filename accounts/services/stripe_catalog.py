@@ -57,7 +57,15 @@ def billing_meter_ensure() -> BillingMeter:
     event_name = settings.STRIPE_METER_EVENT_NAME
     meter = BillingMeter.objects.filter(event_name=event_name).first()
     if meter is not None:
-        return meter
+        try:  # still there? (a new Stripe account or a reset emulator has none)
+            stripe_client.call(
+                "retrieve meter", lambda c, o: c.v1.billing.meters.retrieve(meter.stripe_id), idempotency_key=None
+            )
+            return meter
+        except StripeRejected as exc:
+            if exc.http_status != 404:
+                raise
+            meter.delete()
     found = None
     meters = stripe_client.call(
         "list meters", lambda c, o: c.v1.billing.meters.list(params={"limit": 100}), idempotency_key=None

@@ -61,6 +61,16 @@ def test_stripe_setup_finds_what_exists_when_the_local_database_is_new(stripe_em
     assert len(stripe_client.call("m", lambda c, o: c.v1.billing.meters.list(), idempotency_key=None).data) == 1
 
 
+def test_stripe_setup_replaces_a_meter_that_stripe_no_longer_has(stripe_emulator):
+    run_setup()
+    stale = BillingMeter.objects.get().stripe_id
+    stripe_emulator.reset()  # e.g. a new Stripe account behind the same database
+    summary = run_setup()
+    assert summary["meter"] != stale and BillingMeter.objects.get().stripe_id == summary["meter"]
+    price = stripe_list("prices", lookup_keys=["fin-standard-v1-resolution"])[0]
+    assert price.recurring.meter == summary["meter"]
+
+
 def test_stripe_setup_reports_an_outage_in_one_line_and_can_be_rerun(stripe_emulator, settings):
     settings.STRIPE_MAX_RETRIES = 1
     stripe_emulator.add_fault(path_prefix="/v1/prices", method="POST", mode="500", count=2)

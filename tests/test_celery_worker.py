@@ -1,0 +1,48 @@
+"""Celery for real: a worker consuming from the configured broker (Redis in CI), not eager mode."""
+
+import time
+
+import pytest
+from django.conf import settings
+
+from accounts.models import PricePlanVersion
+from accounts.pricing import plan_version_spec_parse
+from accounts.services import price_plan_version_create, price_plan_version_publish
+from conftest import IN_CI
+
+TERMS = {
+    "currency": "usd", "unit_amount_decimal": "95", "inactivity_window": "12:00:00", "seat_unit_amount": 3900,
+    "seat_conversion_unit_amount_decimal": "90", "effective_from": "2027-01-01T00:00:00Z",
+}  # fmt: skip
+
+
+@pytest.fixture
+def celery_worker_on_broker():
+    from celery.contrib.testing.worker import start_worker
+
+    from billing_portal.celery import app
+
+    if not settings.CELERY_BROKER_URL.startswith("redis://"):
+        if IN_CI:
+            pytest.fail("CI must run Celery against Redis: set CELERY_BROKER_URL=redis://…")
+        pytest.skip("needs a Redis broker (set CELERY_BROKER_URL=redis://127.0.0.1:6379/15)")
+    app.control.purge()
+    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as worker:
+        yield worker
+
+
+@pytest.mark.django_db(transaction=True)
+def test_publishing_queues_the_price_sync_and_a_worker_runs_it(
+    stripe_emulator, admin_user, default_plan, celery_worker_on_broker
+):
+    draft = price_plan_version_create(plan=default_plan, spec=plan_version_spec_parse(TERMS), actor=admin_user)
+    price_plan_version_publish(version=draft, actor=admin_user)  # commits; on_commit sends the task
+    deadline = time.monotonic() + 30
+    version = PricePlanVersion.objects.get(pk=draft.pk)
+    while version.stripe_sync_status != "synced" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        version.refresh_from_db()
+    assert version.stripe_sync_status == "synced", version.stripe_sync_error
+    assert version.stripe_price_id.startswith("price_")
+    posts = [r for r in stripe_emulator.requests.list() if r["path"] == "/v1/prices" and r["method"] == "POST"]
+    assert {p["params"]["lookup_key"] for p in posts} >= {"fin-standard-v2-resolution", "fin-standard-v2-seat"}
