@@ -33,6 +33,8 @@ def api_exception_handler(exc, context):
         return None
     if isinstance(exc, exceptions.ValidationError):
         response.data = {"errors": _flatten(exc.detail)}
+    elif isinstance(exc, exceptions.ParseError | exceptions.UnsupportedMediaType):
+        response.data = {"errors": [{"index": None, "field": None, "message": str(exc.detail)}]}
     return response
 
 

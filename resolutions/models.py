@@ -1,1 +1,122 @@
-"""Conversation events, resolutions and rating arrive with the resolution-ledger issue (DESIGN §3.1)."""
+"""Conversation events, conversations, resolutions and daily usage rollups (DESIGN §3.1, §4)."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from accounts.models import Account, PricePlanVersion, User
+from billing_portal import clock
+
+MAX_ID_LENGTH = 255
+
+
+class EventType(models.TextChoices):
+    AI_ANSWER = "ai_answer", "AI answered"
+    CUSTOMER_CONFIRMED = "customer_confirmed", "Customer confirmed"
+    CUSTOMER_REPLY = "customer_reply", "Customer replied"
+    HANDOFF = "handoff", "Handed off to a human"
+
+
+class ConversationEvent(models.Model):
+    """What the AI platform posted, as posted. Append-only; the client's id is unique per account."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    event_id = models.CharField(max_length=MAX_ID_LENGTH)
+    conversation_id = models.CharField(max_length=MAX_ID_LENGTH)
+    type = models.CharField(max_length=24, choices=EventType.choices)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "event_id"], name="conversation_event_id_unique")]
+        indexes = [models.Index(fields=["account", "conversation_id"], name="conversation_event_conv_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} {self.type} @ {self.occurred_at:%Y-%m-%d %H:%M:%S}"
+
+
+class Conversation(models.Model):
+    """The evaluated state of one conversation, kept so the sweep finds elapsed windows by index."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"  # no AI answer waiting for its window
+        AWAITING = "awaiting", "Waiting for the inactivity window"
+        RESOLVED = "resolved", "Resolved"
+        ESCALATED = "escalated", "Escalated to a human"
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    conversation_id = models.CharField(max_length=MAX_ID_LENGTH)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    window_ends_at = models.DateTimeField(null=True, blank=True, help_text="When an assumed resolution falls due.")
+    last_event_at = models.DateTimeField()
+    voided_by_staff = models.BooleanField(default=False, help_text="A disputed conversation is never billed again.")
+    updated_at = models.DateTimeField(default=clock.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "conversation_id"], name="conversation_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["window_ends_at"], condition=Q(status="awaiting"), name="conversation_due_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.conversation_id} ({self.status})"
+
+
+class Resolution(models.Model):
+    """A billable resolution. At most one non-voided row per conversation, enforced by the database."""
+
+    class Kind(models.TextChoices):
+        CONFIRMED = "confirmed", "Confirmed by the customer"
+        ASSUMED = "assumed", "Assumed after the inactivity window"
+
+    class Funding(models.TextChoices):
+        UNFUNDED = "unfunded", "Not yet funded"
+        CREDIT = "credit", "Credit pack"
+        OVERAGE = "overage", "Overage"
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    conversation_id = models.CharField(max_length=MAX_ID_LENGTH)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    resolved_at = models.DateTimeField()
+    plan_version = models.ForeignKey(PricePlanVersion, on_delete=models.PROTECT, related_name="+")
+    funding = models.CharField(max_length=16, choices=Funding.choices, default=Funding.UNFUNDED)
+    amount_minor = models.BigIntegerField(default=0, help_text="Overage money of this resolution, minor units.")
+    created_at = models.DateTimeField(default=clock.now)
+    voided_at = models.DateTimeField(null=True, blank=True)
+    voided_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    void_reason = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "conversation_id"],
+                condition=Q(voided_at__isnull=True),
+                name="one_billable_resolution_per_conversation",
+            ),
+        ]
+        indexes = [models.Index(fields=["account", "resolved_at", "id"], name="resolution_account_time_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.conversation_id} {self.kind} @ {self.resolved_at:%Y-%m-%d %H:%M}"
+
+
+class DailyUsage(models.Model):
+    """Per account and day (in the account's timezone): kept current as resolutions are written, so that
+    usage reads never scan the ledger."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    date = models.DateField()
+    resolutions = models.IntegerField(default=0)
+    credited = models.IntegerField(default=0)
+    overage = models.IntegerField(default=0)
+    amount_minor = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "date"], name="daily_usage_unique")]
+        verbose_name_plural = "daily usage"
+
+    def __str__(self) -> str:
+        return f"{self.account_id} {self.date}: {self.resolutions}"

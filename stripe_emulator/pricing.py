@@ -65,7 +65,26 @@ def round_amount(amount: Decimal) -> int:
     return int(amount.to_integral_value(rounding=ROUND_HALF_UP))
 
 
+def graduated_tier_amounts(price: dict, quantity) -> list[Decimal]:
+    """The unrounded amount of each tier a graduated price reaches (Stripe bills one line per tier)."""
+    q = max(_dec(quantity), Decimal(0))
+    amounts, prev = [], Decimal(0)
+    for i, tier in enumerate(price.get("_tiers") or []):
+        upper = tier.get("up_to")
+        if i > 0 and q <= prev:
+            break
+        top = q if upper is None else min(q, Decimal(upper))
+        amounts.append(max(top - prev, Decimal(0)) * unit_of(tier) + flat_of(tier))
+        if upper is None:
+            break
+        prev = Decimal(upper)
+    return amounts
+
+
 def line_amount(price: dict, quantity) -> int:
+    """Integer minor units, rounded half up once per invoice line: for graduated prices, once per tier."""
+    if price.get("billing_scheme") == "tiered" and price.get("tiers_mode") != "volume":
+        return sum(round_amount(amount) for amount in graduated_tier_amounts(price, quantity))
     return round_amount(exact_amount(price, quantity))
 
 

@@ -1,0 +1,204 @@
+"""Ingestion and read APIs (DESIGN §4)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import BasePermission
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.authentication import ApiKeyAuthentication
+from accounts.permissions import IsCustomer, IsStaffRole
+from billing_portal import clock
+
+from .ingestion import events_parse
+from .selectors import MAX_USAGE_DAYS, resolution_get_visible, resolution_list, usage_get
+from .services import EventConflict, conversation_events_ingest, resolution_void
+
+ERRORS = inline_serializer(
+    "Errors",
+    {
+        "errors": inline_serializer(
+            "Error",
+            {
+                "index": serializers.IntegerField(allow_null=True),
+                "field": serializers.CharField(allow_null=True),
+                "message": serializers.CharField(),
+            },
+            many=True,
+        )
+    },
+)
+
+
+class IsApiKey(BasePermission):
+    message = "Send events with the account's API key: Authorization: Bearer rbp_…"
+
+    def has_permission(self, request, view):
+        return getattr(request.user, "api_key", None) is not None
+
+
+class EventSerializer(serializers.Serializer):  # for the schema; validation is events_parse
+    id = serializers.CharField(max_length=255)
+    conversation_id = serializers.CharField(max_length=255)
+    type = serializers.ChoiceField(choices=["ai_answer", "customer_confirmed", "customer_reply", "handoff"])
+    occurred_at = serializers.DateTimeField(help_text="ISO 8601 with a timezone; at most 35 days old, 5 min ahead.")
+
+
+class ConversationEventsApi(APIView):
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [IsApiKey]
+    parser_classes = [JSONParser]
+
+    @extend_schema(
+        summary="Post conversation events (one, or a batch of up to 1,000)",
+        request=inline_serializer("EventBatch", {"events": EventSerializer(many=True)}),
+        responses={
+            202: inline_serializer(
+                "Accepted", {"accepted": serializers.IntegerField(), "duplicates": serializers.IntegerField()}
+            ),
+            400: ERRORS,
+            409: ERRORS,
+        },
+    )
+    def post(self, request):
+        events, errors = events_parse(request.data, now=clock.now())
+        if errors:
+            return Response({"errors": errors}, status=status.HTTP_400_BAD_REQUEST)
+        try:
+            result = conversation_events_ingest(account=request.user.account, events=events)
+        except EventConflict as conflict:
+            return Response({"errors": conflict.errors}, status=status.HTTP_409_CONFLICT)
+        return Response({"accepted": result.accepted, "duplicates": result.duplicates}, status=status.HTTP_202_ACCEPTED)
+
+
+class DateRangeSerializer(serializers.Serializer):
+    # "from" is a Python keyword, hence the explicit field names.
+    def get_fields(self):
+        return {
+            "from": serializers.DateField(required=self.context.get("required", True)),
+            "to": serializers.DateField(required=self.context.get("required", True)),
+        }
+
+    def validate(self, attrs):
+        start, end = attrs.get("from"), attrs.get("to")
+        if start and end and start > end:
+            raise serializers.ValidationError({"to": "to must not be before from."})
+        if self.context.get("max_days") and start and end and (end - start).days + 1 > self.context["max_days"]:
+            raise serializers.ValidationError({"to": f"At most {self.context['max_days']} days at a time."})
+        return attrs
+
+
+USAGE_ROW = {
+    "resolutions": serializers.IntegerField(),
+    "credited": serializers.IntegerField(),
+    "overage": serializers.IntegerField(),
+    "amount_minor": serializers.IntegerField(help_text="Overage money, minor units of currency."),
+}
+
+
+class UsageApi(APIView):
+    permission_classes = [IsCustomer]
+
+    @extend_schema(
+        summary="Usage per day (dates in the account's timezone) and totals",
+        parameters=[
+            OpenApiParameter("from", dt.date, required=True),
+            OpenApiParameter("to", dt.date, required=True),
+        ],
+        responses={
+            200: inline_serializer(
+                "Usage",
+                {
+                    "currency": serializers.CharField(),
+                    "days": inline_serializer("UsageDay", {"date": serializers.DateField(), **USAGE_ROW}, many=True),
+                    "totals": inline_serializer("UsageTotals", USAGE_ROW),
+                },
+            ),
+            400: ERRORS,
+        },
+    )
+    def get(self, request):
+        params = DateRangeSerializer(data=request.query_params, context={"max_days": MAX_USAGE_DAYS})
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        return Response(usage_get(account=request.user.account, date_from=data["from"], date_to=data["to"]))
+
+
+class ResolutionCursorPagination(CursorPagination):
+    ordering = ("resolved_at", "id")
+    page_size = 100
+    page_size_query_param = "limit"
+    max_page_size = 1000
+
+    def get_paginated_response(self, data):
+        return Response({"results": data, "next": self.get_next_link()})
+
+    def get_paginated_response_schema(self, schema):
+        return {
+            "type": "object",
+            "properties": {"results": schema, "next": {"type": "string", "format": "uri", "nullable": True}},
+        }
+
+
+class ResolutionOutputSerializer(serializers.Serializer):
+    conversation_id = serializers.CharField()
+    kind = serializers.CharField()
+    resolved_at = serializers.DateTimeField()
+    funding = serializers.CharField()
+    pack_id = serializers.SerializerMethodField()
+    amount_minor = serializers.IntegerField()
+    voided = serializers.SerializerMethodField()
+
+    def get_pack_id(self, obj) -> int | None:
+        return getattr(obj, "credit_pack_id", None)
+
+    def get_voided(self, obj) -> bool:
+        return obj.voided_at is not None
+
+
+class ResolutionListApi(APIView):
+    permission_classes = [IsCustomer]
+
+    @extend_schema(
+        summary="Resolutions of the account, oldest first, cursor-paginated",
+        parameters=[
+            OpenApiParameter("from", dt.date, required=False),
+            OpenApiParameter("to", dt.date, required=False),
+            OpenApiParameter("limit", int, required=False, description="Page size, 1 to 1,000 (default 100)."),
+            OpenApiParameter("cursor", str, required=False),
+        ],
+        responses={200: ResolutionOutputSerializer(many=True), 400: ERRORS},
+    )
+    def get(self, request):
+        params = DateRangeSerializer(data=request.query_params, context={"required": False})
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        resolutions = resolution_list(account=request.user.account, date_from=data.get("from"), date_to=data.get("to"))
+        paginator = ResolutionCursorPagination()
+        page = paginator.paginate_queryset(resolutions, request, view=self)
+        return paginator.get_paginated_response(ResolutionOutputSerializer(page, many=True).data)
+
+
+class ResolutionVoidApi(APIView):
+    permission_classes = [IsStaffRole]
+
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.CharField(max_length=2000)
+
+    @extend_schema(
+        summary="Void a disputed resolution (staff; audited)",
+        request=InputSerializer,
+        responses={200: ResolutionOutputSerializer, 400: ERRORS},
+    )
+    def post(self, request, resolution_id: int):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        resolution = resolution_get_visible(user=request.user, pk=resolution_id)
+        voided = resolution_void(resolution=resolution, actor=request.user, reason=data.validated_data["reason"])
+        return Response(ResolutionOutputSerializer(voided).data)

@@ -1,0 +1,58 @@
+"""Reads: usage from the daily rollups (never the ledger), resolutions with cursor pagination."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+
+from django.db.models import QuerySet
+from django.http import Http404
+
+from accounts.models import Account, User
+from accounts.selectors import account_list_visible
+
+from .models import DailyUsage, Resolution
+
+USAGE_KEYS = ("resolutions", "credited", "overage", "amount_minor")
+MAX_USAGE_DAYS = 366
+
+
+def usage_get(*, account: Account, date_from: dt.date, date_to: dt.date) -> dict:
+    """Every day of the range (days without resolutions count zero), and the totals."""
+    rows = {
+        row["date"]: row
+        for row in DailyUsage.objects.filter(account=account, date__gte=date_from, date__lte=date_to).values(
+            "date", *USAGE_KEYS
+        )
+    }
+    days = []
+    day = date_from
+    while day <= date_to:
+        row = rows.get(day)
+        days.append({"date": day.isoformat(), **{k: (row[k] if row else 0) for k in USAGE_KEYS}})
+        day += dt.timedelta(days=1)
+    totals = {k: sum(d[k] for d in days) for k in USAGE_KEYS}
+    return {"currency": account.currency, "days": days, "totals": totals}
+
+
+def resolution_list(*, account: Account, date_from: dt.date | None, date_to: dt.date | None) -> QuerySet[Resolution]:
+    """The account's resolutions (voided ones included, marked), by resolved_at; dates in its timezone."""
+    resolutions = Resolution.objects.filter(account=account)
+    tz = zoneinfo.ZoneInfo(account.timezone)
+    if date_from:
+        resolutions = resolutions.filter(resolved_at__gte=dt.datetime.combine(date_from, dt.time(), tz))
+    if date_to:
+        resolutions = resolutions.filter(
+            resolved_at__lt=dt.datetime.combine(date_to + dt.timedelta(days=1), dt.time(), tz)
+        )
+    return resolutions
+
+
+def resolution_get_visible(*, user: User, pk: int) -> Resolution:
+    """For staff: the resolution if its account is visible to them, else 404."""
+    resolution = (
+        Resolution.objects.filter(pk=pk, account__in=account_list_visible(user=user)).select_related("account").first()
+    )
+    if resolution is None:
+        raise Http404("No such resolution.")
+    return resolution

@@ -1,0 +1,261 @@
+"""Writes of the resolutions app: ingest conversation events, decide resolutions, keep rollups current,
+finalise elapsed windows, void disputed resolutions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import zoneinfo
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.db.models import F
+
+from accounts.models import Account, User
+from accounts.services import audit_log_write
+from billing_portal import clock
+
+from .ingestion import IncomingEvent
+from .models import Conversation, ConversationEvent, DailyUsage, Resolution
+from .rules import RESOLVED, EventFact, Outcome, conversation_evaluate
+
+logger = logging.getLogger(__name__)
+SUPERSEDED = "Superseded: a late event, earlier in time, changed this conversation's outcome."
+
+
+class EventConflict(Exception):
+    """An event id was sent before with another payload (or twice in one batch with different payloads)."""
+
+    def __init__(self, errors: list[dict]):
+        super().__init__(f"{len(errors)} event id(s) already used with another payload")
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+
+
+def conversation_events_ingest(*, account: Account, events: list[IncomingEvent]) -> IngestResult:
+    """Store a validated batch and re-evaluate the conversations it touches, in one transaction.
+
+    A repeated id with the same payload is a duplicate and changes nothing; with another payload the
+    whole batch is refused (EventConflict) and nothing is stored. Ingestion of one account is
+    serialised by a row lock on the account, so concurrent batches cannot both store the same id.
+    Round trips: lock, look up ids, insert, load the touched conversations, write outcomes, rollups.
+    """
+    now = clock.now()
+    first_by_id: dict[str, IncomingEvent] = {}
+    conflicts: list[dict] = []
+    in_batch_duplicates = 0
+    for event in events:
+        seen = first_by_id.get(event.event_id)
+        if seen is None:
+            first_by_id[event.event_id] = event
+        elif seen.payload == event.payload:
+            in_batch_duplicates += 1
+        else:
+            conflicts.append(_conflict(event.index, f"Same id as event {seen.index} with a different payload."))
+    if conflicts:
+        raise EventConflict(conflicts)
+
+    with transaction.atomic():
+        Account.objects.select_for_update().filter(pk=account.pk).values_list("pk", flat=True).get()
+        stored = ConversationEvent.objects.filter(account=account, event_id__in=list(first_by_id)).values_list(
+            "event_id", "conversation_id", "type", "occurred_at"
+        )
+        duplicates = in_batch_duplicates
+        for event_id, conversation_id, event_type, occurred_at in stored:
+            event = first_by_id.pop(event_id)
+            if event.payload == (conversation_id, event_type, occurred_at):
+                duplicates += 1
+            else:
+                conflicts.append(_conflict(event.index, "This id was already used with a different payload."))
+        if conflicts:
+            raise EventConflict(conflicts)
+        new_events = list(first_by_id.values())
+        if new_events:
+            _events_insert(account, new_events, now)
+            conversations_evaluate(account=account, conversation_ids={e.conversation_id for e in new_events}, now=now)
+    return IngestResult(accepted=len(new_events), duplicates=duplicates)
+
+
+def _conflict(index: int, message: str) -> dict:
+    return {"index": index, "field": "id", "message": message}
+
+
+def _events_insert(account: Account, events: list[IncomingEvent], now: dt.datetime) -> None:
+    if connection.vendor == "postgresql":
+        # COPY: one round trip for the whole batch, and the fastest path PostgreSQL has.
+        table = ConversationEvent._meta.db_table
+        columns = "account_id, event_id, conversation_id, type, occurred_at, received_at"
+        with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for e in events:
+                copy.write_row((account.pk, e.event_id, e.conversation_id, e.type, e.occurred_at, now))
+        return
+    ConversationEvent.objects.bulk_create(
+        [
+            ConversationEvent(
+                account=account,
+                event_id=e.event_id,
+                conversation_id=e.conversation_id,
+                type=e.type,
+                occurred_at=e.occurred_at,
+                received_at=now,
+            )  # fmt: skip
+            for e in events
+        ],
+        batch_size=500,
+    )
+
+
+def conversations_evaluate(*, account: Account, conversation_ids: Iterable[str], now: dt.datetime) -> int:
+    """Re-decide the given conversations of one account from all their events, and write what changed:
+    conversation states, new resolutions, superseded resolutions (voided), and the daily rollups.
+    Must run inside the transaction that holds the account's lock. Returns resolutions created."""
+    conversation_ids = list(conversation_ids)
+    window = account.plan_version.inactivity_window
+    facts: dict[str, list[EventFact]] = defaultdict(list)
+    last_event: dict[str, dt.datetime] = {}
+    for conversation_id, event_type, occurred_at, event_id in ConversationEvent.objects.filter(
+        account=account, conversation_id__in=conversation_ids
+    ).values_list("conversation_id", "type", "occurred_at", "event_id"):
+        facts[conversation_id].append(EventFact(occurred_at, event_type, event_id))
+        if conversation_id not in last_event or occurred_at > last_event[conversation_id]:
+            last_event[conversation_id] = occurred_at
+    known = {
+        c.conversation_id: c for c in Conversation.objects.filter(account=account, conversation_id__in=conversation_ids)
+    }
+    active = {
+        r.conversation_id: r
+        for r in Resolution.objects.filter(account=account, conversation_id__in=conversation_ids, voided_at=None)
+    }
+    to_upsert, to_create, to_void = [], [], []
+    for conversation_id in conversation_ids:
+        conversation = known.get(conversation_id)
+        if conversation is not None and conversation.voided_by_staff:
+            continue  # disputed and voided: never billed again, whatever arrives
+        outcome = conversation_evaluate(facts[conversation_id], window=window, now=now)
+        current = active.get(conversation_id)
+        if current is not None and (
+            outcome.status != RESOLVED or (outcome.kind, outcome.resolved_at) != (current.kind, current.resolved_at)
+        ):
+            to_void.append(current)
+            current = None
+        if outcome.status == RESOLVED and current is None:
+            to_create.append(_resolution(account, conversation_id, outcome, now))
+        to_upsert.append(
+            Conversation(
+                account=account,
+                conversation_id=conversation_id,
+                status=outcome.status,
+                window_ends_at=outcome.window_ends_at,
+                last_event_at=last_event[conversation_id],
+                updated_at=now,
+            )  # fmt: skip
+        )
+    if to_void:
+        Resolution.objects.filter(pk__in=[r.pk for r in to_void]).update(voided_at=now, void_reason=SUPERSEDED)
+    if to_create:
+        Resolution.objects.bulk_create(to_create, batch_size=500)
+    Conversation.objects.bulk_create(
+        to_upsert,
+        batch_size=500,
+        update_conflicts=True,
+        unique_fields=["account", "conversation_id"],
+        update_fields=["status", "window_ends_at", "last_event_at", "updated_at"],
+    )
+    _rollups_adjust(account, added=to_create, removed=to_void)
+    return len(to_create)
+
+
+def _resolution(account: Account, conversation_id: str, outcome: Outcome, now: dt.datetime) -> Resolution:
+    return Resolution(
+        account=account, conversation_id=conversation_id, kind=outcome.kind, resolved_at=outcome.resolved_at,
+        plan_version_id=account.plan_version_id, funding=Resolution.Funding.UNFUNDED, created_at=now,
+    )  # fmt: skip
+
+
+def _local_date(account: Account, instant: dt.datetime) -> dt.date:
+    return instant.astimezone(zoneinfo.ZoneInfo(account.timezone)).date()
+
+
+def _rollups_adjust(account: Account, *, added: list[Resolution], removed: list[Resolution]) -> None:
+    """Move the day counters by what was written (same transaction as the resolutions)."""
+    delta: dict[dt.date, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # resolutions, credited, overage, amount
+    for resolution, sign in [(r, 1) for r in added] + [(r, -1) for r in removed]:
+        row = delta[_local_date(account, resolution.resolved_at)]
+        row[0] += sign
+        row[1] += sign * (resolution.funding == Resolution.Funding.CREDIT)
+        row[2] += sign * (resolution.funding == Resolution.Funding.OVERAGE)
+        row[3] += sign * resolution.amount_minor
+    if not delta:
+        return
+    existing = set(DailyUsage.objects.filter(account=account, date__in=list(delta)).values_list("date", flat=True))
+    DailyUsage.objects.bulk_create(
+        [DailyUsage(account=account, date=day) for day in delta if day not in existing]
+    )  # the account lock makes this race-free
+    for day, (resolutions, credited, overage, amount) in delta.items():
+        DailyUsage.objects.filter(account=account, date=day).update(
+            resolutions=F("resolutions") + resolutions, credited=F("credited") + credited,
+            overage=F("overage") + overage, amount_minor=F("amount_minor") + amount,
+        )  # fmt: skip
+
+
+FINALISE_BATCH = 2000
+
+
+def resolution_windows_finalise(*, now: dt.datetime | None = None) -> int:
+    """The sweep: conversations whose inactivity window has elapsed become assumed resolutions.
+    Batched per account, under the account's lock; running it twice changes nothing the second time."""
+    now = now or clock.now()
+    created = 0
+    due_accounts = (
+        Conversation.objects.filter(status=Conversation.Status.AWAITING, window_ends_at__lte=now)
+        .values_list("account_id", flat=True)
+        .distinct()
+    )
+    for account_id in list(due_accounts):
+        while True:
+            with transaction.atomic():
+                account = Account.objects.select_for_update().select_related("plan_version").get(pk=account_id)
+                due = list(
+                    Conversation.objects.filter(
+                        account=account, status=Conversation.Status.AWAITING, window_ends_at__lte=now
+                    ).values_list("conversation_id", flat=True)[:FINALISE_BATCH]
+                )
+                if not due:
+                    break
+                created += conversations_evaluate(account=account, conversation_ids=due, now=now)
+            if len(due) < FINALISE_BATCH:
+                break
+    return created
+
+
+def resolution_void(*, resolution: Resolution, actor: User, reason: str) -> Resolution:
+    """Void a disputed resolution (staff). The conversation is never billed again. Its credit or overage
+    is handed back by the funding side (credit packs, meter corrections)."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "Say why the resolution is voided (the customer will see it)."})
+    with transaction.atomic():
+        account = Account.objects.select_for_update().get(pk=resolution.account_id)
+        resolution = Resolution.objects.select_for_update().get(pk=resolution.pk)
+        if resolution.voided_at is not None:
+            raise ValidationError("This resolution is already voided.")
+        now = clock.now()
+        resolution.voided_at, resolution.voided_by, resolution.void_reason = now, actor, reason
+        resolution.save(update_fields=["voided_at", "voided_by", "void_reason"])
+        Conversation.objects.filter(account=account, conversation_id=resolution.conversation_id).update(
+            voided_by_staff=True, updated_at=now
+        )
+        _rollups_adjust(account, added=[], removed=[resolution])
+        audit_log_write(
+            actor=actor, action="resolution.void", obj=resolution, account=account,
+            before={"voided": False, "funding": resolution.funding}, after={"voided": True}, reason=reason,
+        )  # fmt: skip
+    return resolution

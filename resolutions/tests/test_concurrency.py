@@ -1,0 +1,44 @@
+"""Concurrent ingestion on PostgreSQL: the account lock and the unique constraints keep it exact."""
+
+import threading
+
+import pytest
+from django.db import connection
+
+from accounts.services import api_key_create
+from billing_portal import clock
+from resolutions.models import ConversationEvent, DailyUsage, Resolution
+from resolutions.tests.conftest import NOW, event
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+def test_the_same_batch_posted_by_eight_threads_at_once_is_stored_once(account, billing_admin):
+    from rest_framework.test import APIClient
+
+    _, raw_key = api_key_create(account=account, name="bot", actor=billing_admin)
+    batch = {"events": []}
+    for i in range(200):
+        batch["events"] += [event(f"a{i}", f"c{i}", "ai_answer", 60), event(f"b{i}", f"c{i}", "customer_confirmed", 30)]
+    results, barrier = [], threading.Barrier(8)
+
+    def post():
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+        barrier.wait()
+        response = client.post("/api/v1/conversation-events", batch, format="json")
+        results.append((response.status_code, response.json()))
+        connection.close()
+
+    with clock.frozen(NOW):
+        threads = [threading.Thread(target=post) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert sorted(r[0] for r in results) == [202] * 8
+    assert sum(r[1]["accepted"] for r in results) == 400
+    assert sum(r[1]["duplicates"] for r in results) == 400 * 7
+    assert ConversationEvent.objects.count() == 400
+    assert Resolution.objects.filter(voided_at=None).count() == 200
+    assert sum(DailyUsage.objects.values_list("resolutions", flat=True)) == 200
