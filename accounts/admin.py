@@ -50,7 +50,12 @@ class ReadOnlyAdminMixin:
 
 
 class AuditedAdminMixin:
-    """Plain admin edits still leave an audit entry, in the admin's own transaction."""
+    """Plain admin edits and deletes still leave an audit entry, in the admin's own transaction.
+    Secrets (password fields) are never written to the log."""
+
+    @staticmethod
+    def _audit_value(name, value):
+        return "(hidden)" if "password" in name else str(value)
 
     def save_model(self, request, obj, form, change):
         before = {name: form.initial.get(name) for name in form.changed_data} if change else None
@@ -61,9 +66,25 @@ class AuditedAdminMixin:
             action=f"{obj._meta.model_name}.{'change' if change else 'add'}_via_admin",
             obj=obj,
             account=obj if isinstance(obj, Account) else getattr(obj, "account", None),
-            before={k: str(v) for k, v in before.items()} if before else None,
-            after={k: str(v) for k, v in after.items()},
+            before={k: self._audit_value(k, v) for k, v in before.items()} if before else None,
+            after={k: self._audit_value(k, v) for k, v in after.items()},
         )
+
+    def delete_model(self, request, obj):
+        self._audit_delete(request, obj)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self._audit_delete(request, obj)
+        super().delete_queryset(request, queryset)
+
+    def _audit_delete(self, request, obj):
+        account = obj if isinstance(obj, Account) else getattr(obj, "account", None)
+        audit_log_write(
+            actor=request.user, action=f"{obj._meta.model_name}.delete_via_admin", obj=obj,
+            account=None if isinstance(obj, Account) else account, before={"repr": str(obj)}, after=None,
+        )  # fmt: skip
 
 
 @admin.register(Account)
@@ -71,9 +92,15 @@ class AccountAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ["name", "slug", "status", "plan_version", "account_manager", "currency", "timezone"]
     list_filter = ["status", "plan_version__plan"]
     search_fields = ["name", "slug", "billing_email"]
-    prepopulated_fields = {"slug": ["name"]}
     autocomplete_fields = ["account_manager"]
-    readonly_fields = ["created_at"]
+    # Plan, currency and status change Stripe too: they go through services, never a plain form.
+    readonly_fields = ["slug", "currency", "status", "plan_version", "created_at"]
+
+    def has_add_permission(self, request):
+        return False  # accounts are provisioned with Stripe: `create_account`
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # closing an account must also end its Stripe subscription
 
     def get_queryset(self, request):
         return account_list_visible(user=request.user)
@@ -82,8 +109,35 @@ class AccountAdmin(AuditedAdminMixin, admin.ModelAdmin):
         return request.user.role == Role.ADMIN and super().has_change_permission(request, obj)
 
 
+class CustomerRoleFormMixin:
+    """A customer user has an account and a role; a staff user has neither (the database checks it too,
+    but a form should say it in words instead of failing)."""
+
+    def clean(self):
+        cleaned = super().clean()
+        account, role = cleaned.get("account"), cleaned.get("customer_role")
+        is_staff = cleaned.get("is_staff", getattr(self.instance, "is_staff", False))
+        if account and not role:
+            self.add_error("customer_role", "A customer user needs a role: viewer or billing admin.")
+        if role and not account:
+            self.add_error("account", "A customer role needs the customer's account.")
+        if account and is_staff:
+            self.add_error("account", "Staff users do not belong to a customer account.")
+        return cleaned
+
+
+class UserChangeForm(CustomerRoleFormMixin, DjangoUserAdmin.form):
+    pass
+
+
+class UserCreationForm(CustomerRoleFormMixin, DjangoUserAdmin.add_form):
+    pass
+
+
 @admin.register(User)
 class UserAdmin(AuditedAdminMixin, DjangoUserAdmin):
+    form = UserChangeForm
+    add_form = UserCreationForm
     list_display = ["username", "email", "account", "customer_role", "is_staff", "is_active"]
     list_filter = ["is_staff", "customer_role", "groups"]
     fieldsets = DjangoUserAdmin.fieldsets + (("Customer", {"fields": ["account", "customer_role"]}),)
@@ -231,7 +285,7 @@ class PricePlanVersionAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "plan"]
     inlines = [PriceTierInline, CreditPackOfferInline]
-    actions = ["publish", "retire"]
+    actions = ["publish", "retire", "sync_to_stripe"]
 
     def get_inlines(self, request, obj):
         # A draft's tiers and offers are edited as JSON in the form; inlines only display frozen versions.
@@ -309,6 +363,10 @@ class PricePlanAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ["slug", "name", "created_at"]
     search_fields = ["slug", "name"]
     inlines = [PricePlanVersionInline]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Stripe lookup keys are made from the slug: it cannot change once a version exists.
+        return ["slug", "created_at"] if obj is not None and obj.versions.exists() else ["created_at"]
 
     def has_delete_permission(self, request, obj=None):
         return False

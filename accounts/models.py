@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 import zoneinfo
 from decimal import Decimal
 
@@ -9,6 +10,7 @@ from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.utils.text import slugify
 
 from billing_portal import clock
 from billing_portal.money import SUPPORTED_CURRENCIES, round_minor
@@ -186,7 +188,7 @@ class CreditPackOffer(models.Model):
 
     @property
     def lookup_key(self) -> str:
-        return f"{self.version.plan.slug}-v{self.version.number}-pack-{self.resolutions}-{self.validity_days}d"
+        return f"{self.version.plan.slug}-v{self.version.number}-pack-{slugify(self.name)}"
 
 
 class Account(models.Model):
@@ -198,6 +200,7 @@ class Account(models.Model):
         SUSPENDED = "suspended", "Suspended"
         CLOSED = "closed", "Closed"
 
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False, help_text="Names the account in Stripe.")
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True)
     billing_email = models.EmailField(blank=True)

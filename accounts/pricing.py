@@ -17,6 +17,10 @@ from django.utils.dateparse import parse_datetime, parse_duration
 from billing_portal.money import SUPPORTED_CURRENCIES, parse_unit_amount
 
 TIERS_MODES = ("graduated", "volume")
+MAX_DECIMAL_PLACES = 12  # Stripe: unit_amount_decimal has at most 12 decimal places
+MAX_UNIT_AMOUNT = 10**12  # the columns hold 12 integer digits
+MAX_WHOLE = 2**63 - 1  # bigint columns
+MAX_INT = 2**31 - 1  # integer columns (offer resolutions, validity days)
 MAX_TIERS = 250  # Stripe's limit for tiers on one price
 
 
@@ -73,10 +77,19 @@ def _amount(errors: _Errors, name: str, value, *, required: bool) -> Decimal | N
     if amount < 0:
         errors.add(name, "A price cannot be negative.")
         return None
+    sign, digits, exponent = amount.as_tuple()
+    if exponent < -MAX_DECIMAL_PLACES:
+        errors.add(name, f"At most {MAX_DECIMAL_PLACES} decimal places (Stripe's limit for unit_amount_decimal).")
+        return None
+    if amount >= MAX_UNIT_AMOUNT:
+        errors.add(name, f"Too large: below {MAX_UNIT_AMOUNT:,} minor units.")
+        return None
     return amount
 
 
-def _whole(errors: _Errors, name: str, value, *, minimum: int, required: bool = True) -> int | None:
+def _whole(
+    errors: _Errors, name: str, value, *, minimum: int, required: bool = True, maximum: int = MAX_WHOLE
+) -> int | None:
     if value in (None, ""):
         if required:
             errors.add(name, "This number is required.")
@@ -91,6 +104,9 @@ def _whole(errors: _Errors, name: str, value, *, minimum: int, required: bool = 
         return None
     if number < minimum:
         errors.add(name, f"Must be at least {minimum}.")
+        return None
+    if number > maximum:
+        errors.add(name, f"Must be at most {maximum:,}.")
         return None
     return number
 
@@ -157,8 +173,8 @@ def _offers(errors: _Errors, raw_offers) -> tuple[OfferSpec, ...]:
         elif offer_name in names:
             errors.add(f"{name}.name", f"Two offers are named '{offer_name}'.")
         names.add(offer_name)
-        resolutions = _whole(errors, f"{name}.resolutions", raw.get("resolutions"), minimum=1)
-        validity = _whole(errors, f"{name}.validity_days", raw.get("validity_days", 365), minimum=1)
+        resolutions = _whole(errors, f"{name}.resolutions", raw.get("resolutions"), minimum=1, maximum=MAX_INT)
+        validity = _whole(errors, f"{name}.validity_days", raw.get("validity_days", 365), minimum=1, maximum=3660)
         unit = _amount(errors, f"{name}.unit_amount_decimal", raw.get("unit_amount_decimal"), required=True)
         if resolutions is not None and validity is not None and unit is not None:
             offers.append(OfferSpec(offer_name, resolutions, validity, unit))

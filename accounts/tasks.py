@@ -27,3 +27,11 @@ def stripe_catalog_retry_task() -> int:
     for version_id in pending.values_list("pk", flat=True):
         price_plan_version_stripe_sync_task.delay(version_id)
     return pending.count()
+
+
+@shared_task(acks_late=True)
+def provisioning_cleanup_task() -> int:
+    """Periodic: undo account provisionings that never finished."""
+    from .services.provisioning import provisioning_cleanup
+
+    return provisioning_cleanup()

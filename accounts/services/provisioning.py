@@ -1,14 +1,19 @@
 """A new customer account with its Stripe customer and subscription (DESIGN §4 create_account).
 
-The account row is written first (status `provisioning`), so its id names every Stripe object and every
+The account row is written first (status `provisioning`); its uid names every Stripe object and every
 idempotency key. Then, with no transaction open: the Stripe customer, then the subscription with a seat
 item and a metered resolution item. Then one transaction makes the account active, mirrors the Stripe
-objects into dj-stripe and creates the first API key. If any step fails for good, the Stripe customer
-is deleted and the account row removed: nothing half-made is left behind.
+objects into dj-stripe and creates the first API key.
+
+If a step fails for good, the provisioning is undone: the Stripe customer is found again by replaying
+its create with the same idempotency key (so even a customer whose creation answer was lost is found),
+deleted (which ends its subscription), and the local rows removed. If Stripe cannot be reached even for
+that, the account stays `provisioning`, and `provisioning_cleanup` (beat, billing_tick) finishes the undo.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass
 
@@ -17,8 +22,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from djstripe.models import Customer, Subscription
 
-from billing_portal import stripe_client
-from billing_portal.stripe_client import StripeFailure
+from billing_portal import clock, stripe_client
+from billing_portal.stripe_client import StripeFailure, StripeRejected
 
 from ..models import Account, ApiKey, PricePlan, StripeSyncStatus, User
 from .accounts import account_create
@@ -28,6 +33,16 @@ from .stripe_catalog import price_plan_version_stripe_sync
 
 logger = logging.getLogger(__name__)
 MAX_SEATS = 100_000
+STUCK_AFTER = dt.timedelta(minutes=15)
+
+
+class ProvisioningFailed(Exception):
+    """Provisioning failed and was undone: nothing is left, in Stripe or here. Safe to try again."""
+
+
+class ProvisioningStuck(Exception):
+    """Provisioning failed and Stripe could not be reached to undo it: the account stays `provisioning`
+    until provisioning_cleanup finishes the undo."""
 
 
 @dataclass(frozen=True)
@@ -39,10 +54,18 @@ class ProvisionedAccount:
     stripe_subscription_id: str
 
 
-def _ensure_prices(version):
-    if version.stripe_sync_status != StripeSyncStatus.SYNCED or not version.stripe_price_id:
-        version = price_plan_version_stripe_sync(version=version)
-    return version
+def _customer_create(account: Account):
+    params = {
+        "name": account.name,
+        "metadata": {"djstripe_subscriber": str(account.pk), "portal_account_uid": str(account.uid)},
+    }
+    if account.billing_email:
+        params["email"] = account.billing_email
+    return stripe_client.call(
+        "create customer",
+        lambda c, o: c.v1.customers.create(params=params, options=o),
+        idempotency_key=f"account:{account.uid}:customer",
+    )
 
 
 def account_provision(
@@ -62,21 +85,11 @@ def account_provision(
         name=name, plan=plan, actor=actor, timezone=timezone, billing_email=billing_email,
         account_manager=account_manager, slug=slug, status=Account.Status.PROVISIONING,
     )  # fmt: skip
-    customer = None
     try:
-        version = _ensure_prices(account.plan_version)
-        customer = stripe_client.call(
-            "create customer",
-            lambda c, o: c.v1.customers.create(
-                params={
-                    "name": account.name,
-                    **({"email": account.billing_email} if account.billing_email else {}),
-                    "metadata": {"djstripe_subscriber": str(account.pk), "portal_account_slug": account.slug},
-                },
-                options=o,
-            ),
-            idempotency_key=f"account:{account.pk}:customer",
-        )
+        version = account.plan_version
+        if version.stripe_sync_status != StripeSyncStatus.SYNCED or not version.stripe_price_id:
+            version = price_plan_version_stripe_sync(version=version)
+        customer = _customer_create(account)
         subscription = stripe_client.call(
             "create subscription",
             lambda c, o: c.v1.subscriptions.create(
@@ -86,46 +99,61 @@ def account_provision(
                         {"price": version.stripe_seat_price_id, "quantity": seats},
                         {"price": version.stripe_price_id},
                     ],
-                    "metadata": {"portal_account_id": str(account.pk), "plan_version": str(version.pk)},
+                    "metadata": {"portal_account_uid": str(account.uid), "plan_version": str(version.pk)},
                 },
                 options=o,
             ),
-            idempotency_key=f"account:{account.pk}:subscription",
+            idempotency_key=f"account:{account.uid}:subscription",
         )
         with transaction.atomic():
             account = Account.objects.select_for_update().get(pk=account.pk)
             account.status = Account.Status.ACTIVE
             account.save(update_fields=["status"])
-            api_key = settings.STRIPE_SECRET_KEY
-            Customer.sync_from_stripe_data(customer, api_key=api_key)
-            Subscription.sync_from_stripe_data(subscription, api_key=api_key)
+            Customer.sync_from_stripe_data(customer, api_key=settings.STRIPE_SECRET_KEY)
+            Subscription.sync_from_stripe_data(subscription, api_key=settings.STRIPE_SECRET_KEY)
             key, raw_key = api_key_create(account=account, name="Default", actor=actor)
             audit_log_write(
                 actor=actor, action="account.provision", obj=account, account=account,
                 after={"stripe_customer_id": customer.id, "stripe_subscription_id": subscription.id, "seats": seats},
             )  # fmt: skip
     except BaseException as failure:
-        _undo(account, customer, failure)
-        raise
+        if provisioning_undo(account=account, reason=str(failure)):
+            raise ProvisioningFailed(f"{failure}. Nothing was kept; run the command again.") from failure
+        raise ProvisioningStuck(
+            f"{failure}. Stripe could not be reached to undo it: account {account.pk} stays 'provisioning' "
+            "until billing_tick (or the periodic cleanup) removes it."
+        ) from failure
     return ProvisionedAccount(account, key, raw_key, customer.id, subscription.id)
 
 
-def _undo(account: Account, customer, failure: BaseException) -> None:
-    """Compensate a failed provisioning: remove the Stripe customer (which ends its subscriptions) and
-    the local rows. If Stripe cannot be reached even for that, say so loudly: it needs a person."""
-    if customer is not None:
+def provisioning_undo(*, account: Account, reason: str) -> bool:
+    """Delete the account's Stripe customer (if any) and the local rows. True when done; False when
+    Stripe could not be reached (the account stays `provisioning`, to be retried)."""
+    try:
+        customer = _customer_create(account)  # a replay: returns the customer if it was ever created
         try:
             stripe_client.call("delete customer", lambda c, o: c.v1.customers.delete(customer.id), idempotency_key=None)
-        except StripeFailure:
-            logger.error(
-                "Provisioning of account %s failed (%s) and its Stripe customer %s could not be deleted: "
-                "delete it in Stripe.", account.pk, failure, customer.id,
-            )  # fmt: skip
+        except StripeRejected as exc:
+            if exc.http_status != 404:
+                raise
+    except StripeFailure as exc:
+        logger.error("Undo of provisioning of account %s failed, will retry: %s", account.pk, exc)
+        return False
     with transaction.atomic():
         Customer.objects.filter(subscriber_id=account.pk).delete()
         ApiKey.objects.filter(account_id=account.pk).delete()
         audit_log_write(
             actor="system:provisioning", action="account.provision_failed", obj=account,
-            before={"status": "provisioning"}, after=None, reason=str(failure)[:500],
+            before={"status": "provisioning"}, after=None, reason=reason[:500],
         )  # fmt: skip
-        Account.objects.filter(pk=account.pk).delete()
+        Account.objects.filter(pk=account.pk, status=Account.Status.PROVISIONING).delete()
+    return True
+
+
+def provisioning_cleanup(*, now: dt.datetime | None = None) -> int:
+    """Undo provisionings that never finished (a crash, or Stripe down during the undo)."""
+    now = now or clock.now()
+    undone = 0
+    for account in Account.objects.filter(status=Account.Status.PROVISIONING, created_at__lte=now - STUCK_AFTER):
+        undone += provisioning_undo(account=account, reason="provisioning did not finish")
+    return undone

@@ -8,6 +8,8 @@ that handle. Running it twice, or after a crash half-way, creates nothing twice.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from decimal import Decimal
 
@@ -96,20 +98,74 @@ def billing_meter_ensure() -> BillingMeter:
     return meter
 
 
+def _tier_param(tier) -> dict:
+    """A Stripe tier object written back as the tier parameters that would create it."""
+    row: dict = {"up_to": tier.up_to if tier.up_to is not None else "inf"}
+    if tier.unit_amount_decimal is not None:
+        row["unit_amount_decimal"] = _decimal_param(Decimal(str(tier.unit_amount_decimal)))
+    if tier.flat_amount is not None:
+        row["flat_amount"] = tier.flat_amount
+    return row
+
+
+def _price_matches(price, params: dict) -> bool:
+    """Is this existing Stripe Price the one `params` describe? (lookup keys come from plan slugs, which a
+    new database or a renamed plan could reuse for other terms.)"""
+    if price.currency != params["currency"] or price.product != params["product"]:
+        return False
+    recurring = params.get("recurring")
+    if bool(price.recurring) != bool(recurring):
+        return False
+    if recurring and (
+        price.recurring.interval != recurring["interval"]
+        or price.recurring.usage_type != recurring["usage_type"]
+        or (price.recurring.get("meter") or None) != recurring.get("meter")
+    ):
+        return False
+    if "tiers" in params:
+        found = [_tier_param(t) for t in (price.get("tiers") or [])]
+        return price.tiers_mode == params["tiers_mode"] and found == params["tiers"]
+    if "unit_amount" in params:
+        return price.unit_amount == params["unit_amount"]
+    return _decimal_param(Decimal(str(price.unit_amount_decimal))) == params["unit_amount_decimal"]
+
+
 def _price_ensure(lookup_key: str, params: dict) -> str:
     existing = stripe_client.call(
         "find price",
-        lambda c, o: c.v1.prices.list(params={"lookup_keys": [lookup_key], "limit": 1}),
+        lambda c, o: c.v1.prices.list(params={"lookup_keys": [lookup_key], "limit": 1, "expand": ["data.tiers"]}),
         idempotency_key=None,
     )
     if existing.data:
-        return existing.data[0].id
+        price = existing.data[0]
+        if not _price_matches(price, params):
+            raise StripeRejected(
+                "verify price",
+                f"Stripe already has Price {price.id} with lookup_key '{lookup_key}' but other terms. Stripe Prices "
+                "are immutable: archive it in Stripe (or use a new plan slug), then run stripe_setup again.",
+                retryable=False,
+            )
+        return price.id
     price = stripe_client.call(
         "create price",
         lambda c, o: c.v1.prices.create(params={**params, "lookup_key": lookup_key}, options=o),
-        idempotency_key=f"price:{lookup_key}",
+        idempotency_key=f"price:{lookup_key}:{_params_digest(params)}",
     )
     return price.id
+
+
+def _price_exists(price_id: str) -> bool:
+    try:
+        stripe_client.call("retrieve price", lambda c, o: c.v1.prices.retrieve(price_id), idempotency_key=None)
+    except StripeRejected as exc:
+        if exc.http_status == 404:
+            return False  # a new Stripe account (or a reset emulator): relinking is right
+        raise
+    return True
+
+
+def _params_digest(params: dict) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _resolution_price_params(version: PricePlanVersion, meter: BillingMeter, product_id: str) -> dict:
@@ -171,6 +227,17 @@ def price_plan_version_stripe_sync(*, version: PricePlanVersion) -> PricePlanVer
             stripe_sync_status=StripeSyncStatus.FAILED, stripe_sync_error=str(exc)[:2000]
         )
         raise
+    if (
+        version.stripe_price_id
+        and version.stripe_price_id != resolution_price
+        and _price_exists(version.stripe_price_id)
+    ):
+        raise StripeRejected(
+            "verify price",
+            f"{version} is linked to Price {version.stripe_price_id}, but Stripe's Price for '{version.lookup_key}' "
+            f"is {resolution_price}: one version has one Price. Check the plan's slug and the Stripe account.",
+            retryable=False,
+        )
     with transaction.atomic():
         # Bookkeeping only: the version's terms are untouched, so a published version stays immutable.
         PricePlanVersion.objects.filter(pk=version.pk).update(

@@ -9,6 +9,7 @@ from django.urls import reverse
 from djstripe.models import WebhookEndpoint
 
 from billing_portal import stripe_client
+from billing_portal.stripe_client import StripeRejected
 
 # What the portal listens to: dj-stripe syncs customers, subscriptions and invoices from these events;
 # billing.* (meter error reports) reach the portal through dj-stripe's webhook_post_process signal.
@@ -19,12 +20,23 @@ def stripe_webhook_endpoint_ensure(*, base_url: str | None = None) -> WebhookEnd
     """Register <base_url>/stripe/webhook/<uuid>/ in Stripe once, and keep its signing secret for
     dj-stripe. STRIPE_WEBHOOK_SECRET, when set (e.g. by `stripe listen`), is the secret to check."""
     base_url = (base_url or settings.PORTAL_BASE_URL).rstrip("/")
-    for endpoint in WebhookEndpoint.objects.all():
-        if endpoint.url.startswith(base_url + "/"):
-            if settings.STRIPE_WEBHOOK_SECRET and endpoint.secret != settings.STRIPE_WEBHOOK_SECRET:
-                endpoint.secret = settings.STRIPE_WEBHOOK_SECRET
-                endpoint.save(update_fields=["secret"])
-            return endpoint
+    for endpoint in WebhookEndpoint.objects.exclude(id__startswith="we_cli_"):
+        if not endpoint.url.startswith(base_url + "/"):
+            continue
+        try:  # still registered? (a new Stripe account or a reset emulator has no such endpoint)
+            stripe_client.call(
+                "retrieve webhook endpoint", lambda c, o, i=endpoint.id: c.v1.webhook_endpoints.retrieve(i),
+                idempotency_key=None,
+            )  # fmt: skip
+        except StripeRejected as exc:
+            if exc.http_status != 404:
+                raise
+            endpoint.delete()
+            continue
+        if settings.STRIPE_WEBHOOK_SECRET and endpoint.secret != settings.STRIPE_WEBHOOK_SECRET:
+            endpoint.secret = settings.STRIPE_WEBHOOK_SECRET
+            endpoint.save(update_fields=["secret"])
+        return endpoint
     endpoint_uuid = uuid.uuid4()
     url = base_url + reverse("djstripe:djstripe_webhook_by_uuid", kwargs={"uuid": endpoint_uuid})
     created = stripe_client.call(

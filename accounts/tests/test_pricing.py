@@ -71,6 +71,8 @@ def test_valid_graduated_tiers_with_flat_amounts():
         ([{"up_to": 0, "unit_amount_decimal": "1"}, {"up_to": "inf", "unit_amount_decimal": "1"}],
          "tiers[0].up_to", "at least 1"),
         ([], "tiers", "at least one tier"),
+        ([{"up_to": 99999999999999999999999, "unit_amount_decimal": "1"}, {"up_to": "inf", "unit_amount_decimal": "1"}],
+         "tiers[0].up_to", "at most"),
     ],
 )  # fmt: skip
 def test_bad_tiers_are_named_with_a_plain_message(tiers, field, words):
@@ -105,6 +107,11 @@ def test_bad_tiers_are_named_with_a_plain_message(tiers, field, words):
         ({"offers": [{"name": "A", "resolutions": 5, "unit_amount_decimal": "1"},
                      {"name": "A", "resolutions": 6, "unit_amount_decimal": "1"}]}, "offers[1].name", "Two offers"),
         ({"colour": "blue"}, "__all__", "Unknown field"),
+        ({"unit_amount_decimal": "0.0000000000004"}, "unit_amount_decimal", "12 decimal places"),
+        ({"unit_amount_decimal": "1e13"}, "unit_amount_decimal", "Too large"),
+        ({"seat_unit_amount": 2**63}, "seat_unit_amount", "at most"),
+        ({"offers": [{"name": "A", "resolutions": 2**31, "unit_amount_decimal": "1"}]}, "offers[0].resolutions",
+         "at most"),
         ({"tiers": [{"up_to": "inf", "unit_amount_decimal": "1"}]}, "tiers", "need a tiers_mode"),
     ],
 )  # fmt: skip

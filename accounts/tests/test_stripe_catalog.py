@@ -40,13 +40,17 @@ def test_stripe_setup_creates_meter_products_and_prices_once(stripe_emulator):
     assert meters[0].customer_mapping.event_payload_key == "stripe_customer_id"
     assert sorted(p.id for p in stripe_list("products")) == ["fin_credit_packs", "fin_resolutions", "fin_seats"]
     prices = {p.lookup_key: p for p in stripe_list("prices")}
-    assert set(prices) == {"fin-standard-v1-resolution", "fin-standard-v1-seat", "fin-standard-v1-pack-10000-365d"}
+    assert set(prices) == {
+        "fin-standard-v1-resolution",
+        "fin-standard-v1-seat",
+        "fin-standard-v1-pack-annual-10000-resolutions",
+    }
     resolution = prices["fin-standard-v1-resolution"]
     assert resolution.unit_amount_decimal == Decimal("99") and resolution.currency == "usd"
     assert resolution.recurring.usage_type == "metered" and resolution.recurring.meter == meters[0].id
     assert prices["fin-standard-v1-seat"].unit_amount == 3900
     assert prices["fin-standard-v1-seat"].recurring.usage_type == "licensed"
-    assert prices["fin-standard-v1-pack-10000-365d"].unit_amount_decimal == Decimal("90")
+    assert prices["fin-standard-v1-pack-annual-10000-resolutions"].unit_amount_decimal == Decimal("90")
     version = PricePlan.objects.get(slug="fin-standard").current_version()
     assert version.stripe_price_id == resolution.id and version.stripe_sync_status == "synced"
     assert BillingMeter.objects.get().stripe_id == meters[0].id

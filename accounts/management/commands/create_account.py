@@ -9,8 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import PricePlan, User
-from accounts.services.provisioning import account_provision
-from billing_portal.stripe_client import StripeFailure
+from accounts.services.provisioning import ProvisioningFailed, ProvisioningStuck, account_provision
 
 
 def _seats(value: str) -> int:
@@ -55,8 +54,8 @@ class Command(BaseCommand):
             )  # fmt: skip
         except ValidationError as exc:
             raise CommandError(" ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
-        except StripeFailure as exc:
-            raise CommandError(f"{exc}. Nothing was kept; run the command again.") from None
+        except (ProvisioningFailed, ProvisioningStuck) as exc:
+            raise CommandError(str(exc)) from None
         out = {
             "account_id": result.account.pk,
             "api_key": result.raw_api_key,

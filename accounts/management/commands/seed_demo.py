@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from accounts.models import Account, PricePlan, Role, User
 from accounts.services import user_create
-from accounts.services.provisioning import account_provision
+from accounts.services.provisioning import ProvisioningFailed, ProvisioningStuck, account_provision
 from accounts.services.stripe_catalog import stripe_catalog_setup
 from billing_portal import clock
 from billing_portal.stripe_client import StripeFailure
@@ -61,8 +62,10 @@ class Command(BaseCommand):
                             account_manager=staff["manager"],
                         )  # fmt: skip
                         new_keys[spec["slug"]] = provisioned.raw_api_key
-            except StripeFailure as exc:
-                raise CommandError(f"{exc}. Is the Stripe emulator running (STRIPE_API_BASE)?") from None
+            except (StripeFailure, ProvisioningFailed, ProvisioningStuck) as exc:
+                raise CommandError(f"{exc} Is the Stripe emulator running (STRIPE_API_BASE)?") from None
+            except ValidationError as exc:
+                raise CommandError(" ".join(exc.messages)) from None
             with transaction.atomic():
                 for name, slug, role in DEMO_CUSTOMERS:
                     self._user(name, role, account=Account.objects.get(slug=slug))

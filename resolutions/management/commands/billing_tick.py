@@ -6,6 +6,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
+from accounts.services.provisioning import provisioning_cleanup
 from billing_portal import clock
 from resolutions.services import resolution_windows_finalise
 
@@ -13,7 +14,7 @@ from resolutions.services import resolution_windows_finalise
 class Command(BaseCommand):
     help = (
         "Run what the periodic Celery tasks do, in order: finalise elapsed inactivity windows "
-        "(draw-down, expiry and Stripe reporting join as they are built)."
+        "and undo unfinished account provisionings (draw-down, expiry and Stripe reporting join as they are built)."
     )
 
     def add_arguments(self, parser):
@@ -23,7 +24,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         with clock.frozen_for(options) as now:
             finalised = resolution_windows_finalise(now=now)
-        summary = {"now": now.isoformat(), "assumed_resolutions": finalised}
+            undone = provisioning_cleanup(now=now)
+        summary = {"now": now.isoformat(), "assumed_resolutions": finalised, "provisionings_undone": undone}
         if options["json"]:
             self.stdout.write(json.dumps(summary))
         else:
