@@ -52,7 +52,7 @@ class ApiKeyListCreateApi(APIView):
         return Response(ApiKeyOutputSerializer(api_key_list(account=request.user.account), many=True).data)
 
     @extend_schema(
-        request=InputSerializer,
+        request=inline_serializer("ApiKeyCreateInput", {"name": serializers.CharField(max_length=100)}),
         responses={
             201: inline_serializer(
                 "ApiKeyCreated",

@@ -10,7 +10,6 @@ from .models import Role
 from .selectors import (
     account_get_visible,
     account_list_visible,
-    api_key_list,
     audit_log_list,
     price_plan_list,
 )
@@ -24,20 +23,6 @@ def home(request):
     if role in (Role.ACCOUNT_MANAGER, Role.ADMIN):
         return redirect("staff-home")
     raise PermissionDenied("Your user has no role in the portal yet. Ask an admin to give you one.")
-
-
-@login_required
-def customer_home(request):
-    if request.user.role not in (Role.CUSTOMER_VIEWER, Role.CUSTOMER_BILLING_ADMIN):
-        return redirect("home")
-    account = account_get_visible(user=request.user, pk=request.user.account_id)
-    context = {
-        "account": account,
-        "version": account.plan_version,
-        "is_billing_admin": request.user.role == Role.CUSTOMER_BILLING_ADMIN,
-        "api_keys": api_key_list(account=account) if request.user.role == Role.CUSTOMER_BILLING_ADMIN else [],
-    }
-    return render(request, "accounts/customer_home.html", context)
 
 
 @login_required

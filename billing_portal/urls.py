@@ -7,13 +7,14 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from accounts import views as account_views
 from accounts.urls import api_urlpatterns as account_api
 from billing_portal.stripe_webhook import stripe_webhook
+from resolutions import views as resolution_views
 from resolutions.urls import api_urlpatterns as resolution_api
 
 handler404 = "billing_portal.api_errors.json_not_found"
 
 urlpatterns = [
     path("", account_views.home, name="home"),
-    path("portal/", account_views.customer_home, name="customer-home"),
+    path("portal/", resolution_views.customer_home, name="customer-home"),
     path("staff/", account_views.staff_home, name="staff-home"),
     path("staff/accounts/<int:account_id>/", account_views.staff_account, name="staff-account"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),

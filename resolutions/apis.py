@@ -193,7 +193,7 @@ class ResolutionVoidApi(APIView):
 
     @extend_schema(
         summary="Void a disputed resolution (staff; audited)",
-        request=InputSerializer,
+        request=inline_serializer("ResolutionVoidInput", {"reason": serializers.CharField(max_length=2000)}),
         responses={200: ResolutionOutputSerializer, 400: ERRORS},
     )
     def post(self, request, resolution_id: int):

@@ -68,3 +68,37 @@ def test_admin_landing_lists_plans_and_history(live_server, page, admin_user, ac
     assert page.get_by_role("heading", name="Acme Support").is_visible()
     screenshot("staff-account")
     assert console_errors == []
+
+
+def test_dashboard_shows_usage_as_a_chart_and_a_table(live_server, page, billing_admin, account, screenshot):
+    import datetime as dt
+
+    from billing_portal import clock
+    from resolutions.ingestion import events_parse
+    from resolutions.services import conversation_events_ingest
+
+    now = clock.now()
+    events = []
+    for day in range(1, 8):
+        for n in range(day * 3):
+            at = now - dt.timedelta(days=day, minutes=n)
+            events += [
+                {"id": f"a{day}-{n}", "conversation_id": f"c{day}-{n}", "type": "ai_answer",
+                 "occurred_at": at.isoformat()},
+                {"id": f"b{day}-{n}", "conversation_id": f"c{day}-{n}", "type": "customer_confirmed",
+                 "occurred_at": (at + dt.timedelta(minutes=1)).isoformat()},
+            ]  # fmt: skip
+    parsed, errors = events_parse({"events": events}, now=now)
+    assert errors == []
+    conversation_events_ingest(account=account, events=parsed)
+
+    log_in(page, live_server.url, "acme-billing")
+    page.wait_for_url(f"{live_server.url}/portal/")
+    chart = page.get_by_role("img", name="Resolutions per day")
+    assert chart.is_visible()
+    assert page.locator("svg.chart rect.bar").count() == 30
+    figures = page.locator("dl.figures").inner_text()
+    assert "84" in figures  # 3+6+...+21 resolutions
+    page.get_by_text("Show the numbers as a table").click()
+    assert page.get_by_role("table").filter(has_text="Resolutions").first.is_visible()
+    assert os.path.getsize(screenshot("customer-dashboard")) > 10_000

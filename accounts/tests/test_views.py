@@ -68,3 +68,13 @@ def test_api_docs_and_schema_work_offline(client):
     assert schema.status_code == 200 and b"/api/v1/api-keys" in schema.content and b"accountApiKey" in schema.content
     docs = client.get("/api/docs/").content.decode()
     assert "cdn" not in docs.lower() and "/static/drf_spectacular_sidecar/" in docs
+
+
+def test_openapi_schema_validates_without_warnings(tmp_path):
+    from django.core.management import call_command
+
+    target = tmp_path / "schema.yaml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(target))
+    schema = target.read_text()
+    for path in ["/api/v1/conversation-events", "/api/v1/usage", "/api/v1/resolutions", "/api/v1/api-keys"]:
+        assert f"  {path}:" in schema

@@ -1,11 +1,13 @@
 """Seed the demo world through the same services real traffic uses, then print every login.
 
 Safe to run twice: what exists is kept. Accounts are provisioned in Stripe (the emulator by default)
-with their seat subscriptions. Later issues add credit packs and 90 days of conversation events.
+with their seat subscriptions, then receive 90 days of conversation events through the ingestion
+services (credit packs join with the credit-pack issue).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 from django.core.exceptions import ValidationError
@@ -18,6 +20,7 @@ from accounts.services.provisioning import ProvisioningFailed, ProvisioningStuck
 from accounts.services.stripe_catalog import stripe_catalog_setup
 from billing_portal import clock
 from billing_portal.stripe_client import StripeFailure
+from resolutions.demo import DAYS, demo_traffic_ingest
 
 DEMO_PASSWORD = "portal-demo"  # local demo only; printed below
 ACTOR = "command:seed_demo"
@@ -43,25 +46,33 @@ class Command(BaseCommand):
         clock.add_now_argument(parser)
         parser.add_argument("--plan", default="fin-standard", help="Plan slug for the demo accounts.")
         parser.add_argument("--json", action="store_true", help="Print the logins as JSON.")
+        parser.add_argument(
+            "--days", type=int, default=DAYS, choices=range(0, DAYS + 1), metavar=f"0..{DAYS}",
+            help=f"Days of conversation history for new demo accounts (default {DAYS}).",
+        )  # fmt: skip
 
     def handle(self, *args, **options):
         plan = PricePlan.objects.filter(slug=options["plan"]).first()
         if plan is None:
             raise CommandError(f"No plan '{options['plan']}'. Run `python manage.py migrate` first.")
-        with clock.frozen_for(options):
+        with clock.frozen_for(options) as now:
             try:
                 stripe_catalog_setup()
                 with transaction.atomic():
                     staff = {name: self._user(name, role) for name, role in DEMO_STAFF}
                 new_keys = {}
+                new_accounts = []
                 for spec in DEMO_ACCOUNTS:  # each account is provisioned (with Stripe) on its own
-                    if not Account.objects.filter(slug=spec["slug"]).exists():
+                    if Account.objects.filter(slug=spec["slug"]).exists():
+                        continue
+                    with clock.frozen(now - dt.timedelta(days=options["days"] + 1)):  # customers since then
                         provisioned = account_provision(
                             name=spec["name"], slug=spec["slug"], plan=plan, seats=spec["seats"], actor=ACTOR,
                             timezone=spec["timezone"], billing_email=f"billing@{spec['slug']}.example",
                             account_manager=staff["manager"],
                         )  # fmt: skip
-                        new_keys[spec["slug"]] = provisioned.raw_api_key
+                    new_keys[spec["slug"]] = provisioned.raw_api_key
+                    new_accounts.append(provisioned.account)
             except (StripeFailure, ProvisioningFailed, ProvisioningStuck) as exc:
                 raise CommandError(f"{exc} Is the Stripe emulator running (STRIPE_API_BASE)?") from None
             except ValidationError as exc:
@@ -69,6 +80,15 @@ class Command(BaseCommand):
             with transaction.atomic():
                 for name, slug, role in DEMO_CUSTOMERS:
                     self._user(name, role, account=Account.objects.get(slug=slug))
+            if new_accounts and options["days"]:
+                sent = demo_traffic_ingest(
+                    accounts=new_accounts, end=now, days=options["days"],
+                    progress=None if options["json"] else self._progress,
+                )  # fmt: skip
+                if not options["json"]:
+                    self.stdout.write("")
+                    for slug, count in sent.items():
+                        self.stdout.write(f"  {slug}: {count:,} conversation events sent")
         logins = [{"username": n, "password": DEMO_PASSWORD, "role": r.label} for n, r in DEMO_STAFF] + [
             {"username": n, "password": DEMO_PASSWORD, "role": r.label, "account": s} for n, s, r in DEMO_CUSTOMERS
         ]
@@ -81,6 +101,13 @@ class Command(BaseCommand):
             self.stdout.write(f"  {login['username']:<18} {login['role']}{where}")
         for slug, key in new_keys.items():
             self.stdout.write(f"  API key for {slug}: {key}  (shown once)")
+
+    def _progress(self, done: int, total: int) -> None:
+        filled = round(30 * done / total)
+        self.stdout.write(
+            f"\r  Sending demo traffic [{'#' * filled}{'.' * (30 - filled)}] day {done}/{total}", ending=""
+        )
+        self.stdout.flush()
 
     def _user(self, username, role, account=None):
         user = User.objects.filter(username=username).first()
