@@ -181,7 +181,7 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict = {
-    "resolution-windows-finalise": {"task": "resolutions.tasks.resolution_windows_finalise_task", "schedule": 60.0},
+    "billing-cycle": {"task": "resolutions.tasks.billing_cycle_task", "schedule": 60.0},
     "stripe-catalog-retry": {"task": "accounts.tasks.stripe_catalog_retry_task", "schedule": 600.0},
     "provisioning-cleanup": {"task": "accounts.tasks.provisioning_cleanup_task", "schedule": 300.0},
 }

@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from accounts import views as account_views
 from accounts.urls import api_urlpatterns as account_api
 from billing_portal.stripe_webhook import stripe_webhook
+from credits.urls import api_urlpatterns as credit_api
 from resolutions import views as resolution_views
 from resolutions.urls import api_urlpatterns as resolution_api
 
@@ -22,6 +23,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(account_api)),
     path("api/v1/", include(resolution_api)),
+    path("api/v1/", include(credit_api)),
     # Signature checked before dj-stripe stores anything; same URL as dj-stripe's own view.
     path("stripe/webhook/<uuid:uuid>/", stripe_webhook, name="stripe-webhook"),
     path("stripe/", include("djstripe.urls", namespace="djstripe")),

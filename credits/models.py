@@ -1,1 +1,84 @@
-"""Credit packs and the credit ledger arrive with the credit-pack issue (DESIGN §3.3)."""
+"""Annual credit packs and their append-only ledger (DESIGN §3.3, §3.4)."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import F, Q
+
+from accounts.models import UNIT_AMOUNT_FIELD, Account, CreditPackOffer, User
+from billing_portal import clock
+
+
+class CreditPack(models.Model):
+    """A number of resolutions an account can use between starts_at and expires_at.
+
+    `remaining` is a cached balance kept beside the ledger, updated in the same transaction as each entry:
+    remaining == sum(ledger quantities) >= 0 (checked by the database and by tests).
+    """
+
+    class Source(models.TextChoices):
+        PURCHASE = "purchase", "Purchased"
+        SEAT_CONVERSION = "seat_conversion", "Converted from seats"
+        PROMOTIONAL = "promotional", "Promotional"
+        ADJUSTMENT = "adjustment", "Adjustment"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Awaiting payment"
+        ACTIVE = "active", "Active"
+        EXPIRED = "expired", "Expired"
+        CANCELLED = "cancelled", "Cancelled (never paid)"
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="credit_packs")
+    source = models.CharField(max_length=20, choices=Source.choices)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.ACTIVE)
+    granted = models.PositiveIntegerField(help_text="Resolutions granted.")
+    remaining = models.IntegerField(default=0, help_text="Cached ledger sum.")
+    starts_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    currency = models.CharField(max_length=3, default="usd")
+    unit_amount_decimal = models.DecimalField(**UNIT_AMOUNT_FIELD, default=0, help_text="Paid per resolution.")
+    offer = models.ForeignKey(CreditPackOffer, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    stripe_invoice_id = models.CharField(max_length=255, blank=True)
+    reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=clock.now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(remaining__gte=0), name="credit_pack_remaining_not_negative"),
+            models.CheckConstraint(condition=Q(remaining__lte=F("granted")), name="credit_pack_remaining_le_granted"),
+            models.CheckConstraint(condition=Q(expires_at__gt=F("starts_at")), name="credit_pack_expires_after_start"),
+        ]
+        indexes = [models.Index(fields=["account", "status", "expires_at"], name="credit_pack_drawable_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_source_display()} pack of {self.granted:,} ({self.remaining:,} left)"
+
+
+class CreditLedgerEntry(models.Model):
+    """One change of a pack, never edited. The idempotency key is derived from the cause
+    (`grant:pack:<uid>`, `drawdown:resolution:<id>`, `expiry:pack:<uid>`), so a retry cannot apply twice."""
+
+    class Kind(models.TextChoices):
+        GRANT = "grant", "Grant"
+        DRAWDOWN = "drawdown", "Draw-down"
+        EXPIRY = "expiry", "Expiry"
+        VOID = "void", "Void (credit given back)"
+        REVERSAL = "reversal", "Reversal"
+
+    pack = models.ForeignKey(CreditPack, on_delete=models.PROTECT, related_name="entries")
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    quantity = models.IntegerField(help_text="Signed: grants and give-backs positive, draw-downs and expiry negative.")
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    created_at = models.DateTimeField(default=clock.now)
+
+    class Meta:
+        verbose_name_plural = "credit ledger"
+        indexes = [models.Index(fields=["pack", "kind"], name="credit_ledger_pack_kind_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.quantity:+,} ({self.idempotency_key})"

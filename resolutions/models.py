@@ -7,6 +7,7 @@ from django.db.models import Q
 
 from accounts.models import Account, PricePlanVersion, User
 from billing_portal import clock
+from credits.models import CreditPack
 
 MAX_ID_LENGTH = 255
 
@@ -82,8 +83,18 @@ class Resolution(models.Model):
     kind = models.CharField(max_length=16, choices=Kind.choices)
     resolved_at = models.DateTimeField()
     plan_version = models.ForeignKey(PricePlanVersion, on_delete=models.PROTECT, related_name="+")
+
+    class Reversal(models.TextChoices):
+        NONE = "", "Nothing to reverse"
+        PENDING = "pending", "To be reversed in Stripe"
+        SENT = "sent", "Reversed in Stripe"
+
     funding = models.CharField(max_length=16, choices=Funding.choices, default=Funding.UNFUNDED)
-    amount_minor = models.BigIntegerField(default=0, help_text="Overage money of this resolution, minor units.")
+    credit_pack = models.ForeignKey(CreditPack, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    amount_minor = models.BigIntegerField(
+        default=0, help_text="Overage money of this resolution, minor units: its marginal share of its period."
+    )
+    reversal = models.CharField(max_length=8, choices=Reversal.choices, blank=True, default="")
     created_at = models.DateTimeField(default=clock.now)
     voided_at = models.DateTimeField(null=True, blank=True)
     voided_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
@@ -97,7 +108,14 @@ class Resolution(models.Model):
                 name="one_billable_resolution_per_conversation",
             ),
         ]
-        indexes = [models.Index(fields=["account", "resolved_at", "id"], name="resolution_account_time_idx")]
+        indexes = [
+            models.Index(fields=["account", "resolved_at", "id"], name="resolution_account_time_idx"),
+            models.Index(
+                fields=["account", "resolved_at", "id"],
+                condition=Q(funding="unfunded", voided_at__isnull=True),
+                name="resolution_unfunded_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.conversation_id} {self.kind} @ {self.resolved_at:%Y-%m-%d %H:%M}"

@@ -17,9 +17,12 @@ from django.db.models import F
 from accounts.models import Account, User
 from accounts.services import audit_log_write
 from billing_portal import clock
+from billing_portal.periods import billing_period
+from credits.services import Demand, credit_give_back, credits_draw
 
 from .ingestion import IncomingEvent
 from .models import Conversation, ConversationEvent, DailyUsage, Resolution
+from .rating import PriceTerms, price_quantity
 from .rules import RESOLVED, EventFact, Outcome, conversation_evaluate
 
 logger = logging.getLogger(__name__)
@@ -160,6 +163,7 @@ def conversations_evaluate(*, account: Account, conversation_ids: Iterable[str],
         )
     if to_void:
         Resolution.objects.filter(pk__in=[r.pk for r in to_void]).update(voided_at=now, void_reason=SUPERSEDED)
+        _unfund_voided(account, to_void, now)
     if to_create:
         Resolution.objects.bulk_create(to_create, batch_size=500)
     Conversation.objects.bulk_create(
@@ -185,7 +189,7 @@ def _local_date(account: Account, instant: dt.datetime) -> dt.date:
 
 
 def _rollups_adjust(account: Account, *, added: list[Resolution], removed: list[Resolution]) -> None:
-    """Move the day counters by what was written (same transaction as the resolutions)."""
+    """Move the day counters by resolutions written or voided (same transaction as the resolutions)."""
     delta: dict[dt.date, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # resolutions, credited, overage, amount
     for resolution, sign in [(r, 1) for r in added] + [(r, -1) for r in removed]:
         row = delta[_local_date(account, resolution.resolved_at)]
@@ -193,6 +197,11 @@ def _rollups_adjust(account: Account, *, added: list[Resolution], removed: list[
         row[1] += sign * (resolution.funding == Resolution.Funding.CREDIT)
         row[2] += sign * (resolution.funding == Resolution.Funding.OVERAGE)
         row[3] += sign * resolution.amount_minor
+    _rollups_apply(account, delta)
+
+
+def _rollups_apply(account: Account, delta: dict[dt.date, list[int]]) -> None:
+    delta = {day: row for day, row in delta.items() if any(row)}
     if not delta:
         return
     existing = set(DailyUsage.objects.filter(account=account, date__in=list(delta)).values_list("date", flat=True))
@@ -254,8 +263,95 @@ def resolution_void(*, resolution: Resolution, actor: User, reason: str) -> Reso
             voided_by_staff=True, updated_at=now
         )
         _rollups_adjust(account, added=[], removed=[resolution])
+        _unfund_voided(account, [resolution], now)
         audit_log_write(
             actor=actor, action="resolution.void", obj=resolution, account=account,
             before={"voided": False, "funding": resolution.funding}, after={"voided": True}, reason=reason,
         )  # fmt: skip
     return resolution
+
+
+FUND_BATCH = 5000
+
+
+@dataclass(frozen=True)
+class FundingResult:
+    credited: int
+    overage: int
+
+
+def resolutions_fund(*, now: dt.datetime | None = None, account_ids: list[int] | None = None) -> FundingResult:
+    """Draw down credits for unfunded resolutions, in the order they were resolved (resolved_at, then id);
+    what no pack covers is overage, priced at its marginal share of its billing period's charge (so the
+    shares of a period add up to exactly what Stripe will invoice for it). Batched per account under the
+    account's lock; running it twice changes nothing the second time."""
+    now = now or clock.now()
+    pending = Resolution.objects.filter(funding=Resolution.Funding.UNFUNDED, voided_at=None, resolved_at__lte=now)
+    if account_ids is not None:
+        pending = pending.filter(account_id__in=account_ids)
+    credited = overage = 0
+    for account_id in list(pending.values_list("account_id", flat=True).distinct().order_by("account_id")):
+        while True:
+            with transaction.atomic():
+                account = Account.objects.select_for_update().get(pk=account_id)
+                batch = list(
+                    Resolution.objects.filter(
+                        account=account, funding=Resolution.Funding.UNFUNDED, voided_at=None, resolved_at__lte=now
+                    )
+                    .select_related("plan_version")
+                    .order_by("resolved_at", "id")[:FUND_BATCH]
+                )
+                if not batch:
+                    break
+                c, o = _fund_batch(account, batch, now)
+                credited, overage = credited + c, overage + o
+            if len(batch) < FUND_BATCH:
+                break
+    return FundingResult(credited, overage)
+
+
+def _fund_batch(account: Account, batch: list[Resolution], now: dt.datetime) -> tuple[int, int]:
+    funded = credits_draw(
+        account=account, demands=[Demand(key=f"resolution:{r.pk}", at=r.resolved_at) for r in batch], now=now
+    )
+    delta: dict[dt.date, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    overage_by_period: dict[tuple, list[Resolution]] = defaultdict(list)
+    credited = 0
+    for resolution in batch:
+        pack = funded[f"resolution:{resolution.pk}"]
+        if pack is not None:
+            resolution.funding, resolution.credit_pack, resolution.amount_minor = Resolution.Funding.CREDIT, pack, 0
+            delta[_local_date(account, resolution.resolved_at)][1] += 1
+            credited += 1
+        else:
+            resolution.funding = Resolution.Funding.OVERAGE
+            period = billing_period(anchor=account.created_at, instant=resolution.resolved_at)
+            overage_by_period[(period, resolution.plan_version_id)].append(resolution)
+    for ((start, end), _version_id), resolutions in overage_by_period.items():
+        terms = PriceTerms.from_version(resolutions[0].plan_version)
+        before = Resolution.objects.filter(
+            account=account, funding=Resolution.Funding.OVERAGE, voided_at=None,
+            resolved_at__gte=start, resolved_at__lt=end,
+        ).count()  # fmt: skip
+        charged = price_quantity(quantity=before, terms=terms) if before else 0
+        for position, resolution in enumerate(resolutions, start=before + 1):
+            total = price_quantity(quantity=position, terms=terms)
+            resolution.amount_minor, charged = total - charged, total
+            row = delta[_local_date(account, resolution.resolved_at)]
+            row[2] += 1
+            row[3] += resolution.amount_minor
+    Resolution.objects.bulk_update(batch, ["funding", "credit_pack", "amount_minor"], batch_size=1000)
+    _rollups_apply(account, delta)
+    return credited, len(batch) - credited
+
+
+def _unfund_voided(account: Account, resolutions: list[Resolution], now: dt.datetime) -> None:
+    """A voided resolution's credit goes back to its pack if that pack is still usable; otherwise (and for
+    overage) it is marked for reversal toward Stripe, in the same billing period."""
+    for resolution in resolutions:
+        if resolution.funding == Resolution.Funding.CREDIT and credit_give_back(
+            account=account, pack_id=resolution.credit_pack_id, key=f"resolution:{resolution.pk}", now=now
+        ):
+            continue
+        if resolution.funding in (Resolution.Funding.CREDIT, Resolution.Funding.OVERAGE):
+            Resolution.objects.filter(pk=resolution.pk).update(reversal=Resolution.Reversal.PENDING)

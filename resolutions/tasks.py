@@ -2,10 +2,16 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from .services import resolution_windows_finalise
+from credits.services import credit_packs_expire
+
+from .services import resolution_windows_finalise, resolutions_fund
 
 
 @shared_task(acks_late=True)
-def resolution_windows_finalise_task() -> int:
-    """Periodic: conversations whose inactivity window has elapsed become assumed resolutions."""
-    return resolution_windows_finalise()
+def billing_cycle_task() -> dict:
+    """Periodic, in order: elapsed windows become assumed resolutions, then credits are drawn down,
+    then expired packs are written off (the same work as `billing_tick`)."""
+    finalised = resolution_windows_finalise()
+    funding = resolutions_fund()
+    expired = credit_packs_expire()
+    return {"assumed": finalised, "credited": funding.credited, "overage": funding.overage, "expired": len(expired)}

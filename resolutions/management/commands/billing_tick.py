@@ -8,13 +8,14 @@ from django.core.management.base import BaseCommand
 
 from accounts.services.provisioning import provisioning_cleanup
 from billing_portal import clock
-from resolutions.services import resolution_windows_finalise
+from credits.services import credit_packs_expire
+from resolutions.services import resolution_windows_finalise, resolutions_fund
 
 
 class Command(BaseCommand):
     help = (
-        "Run what the periodic Celery tasks do, in order: finalise elapsed inactivity windows "
-        "and undo unfinished account provisionings (draw-down, expiry and Stripe reporting join as they are built)."
+        "Run what the periodic Celery tasks do, in order: finalise elapsed inactivity windows, draw down "
+        "credits, expire packs, undo unfinished account provisionings. (Stripe meter reporting joins with its issue.)"
     )
 
     def add_arguments(self, parser):
@@ -24,9 +25,23 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         with clock.frozen_for(options) as now:
             finalised = resolution_windows_finalise(now=now)
+            funding = resolutions_fund(now=now)  # before expiry: a pack still funds what happened before it expired
+            breakage = credit_packs_expire(now=now)
             undone = provisioning_cleanup(now=now)
-        summary = {"now": now.isoformat(), "assumed_resolutions": finalised, "provisionings_undone": undone}
+        summary = {
+            "now": now.isoformat(),
+            "assumed_resolutions": finalised,
+            "credited": funding.credited,
+            "overage": funding.overage,
+            "packs_expired": len(breakage),
+            "breakage_resolutions": sum(b.resolutions for b in breakage),
+            "provisionings_undone": undone,
+        }
         if options["json"]:
             self.stdout.write(json.dumps(summary))
-        else:
-            self.stdout.write(f"{now.isoformat()}: {finalised} assumed resolution(s) from elapsed windows.")
+            return
+        self.stdout.write(
+            f"{now.isoformat()}: {finalised} assumed resolution(s); funded {funding.credited} from credits and "
+            f"{funding.overage} as overage; {len(breakage)} pack(s) expired "
+            f"({summary['breakage_resolutions']} unused resolutions written off); {undone} provisioning(s) undone."
+        )

@@ -1,0 +1,77 @@
+"""Credit APIs: the customer's balance and packs; staff grants."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.permissions import IsCustomer, IsStaffRole
+from accounts.selectors import account_get_visible
+
+from .selectors import credit_balance, credit_pack_list
+from .services import credit_pack_grant
+
+
+class PackOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    source = serializers.CharField()
+    granted = serializers.IntegerField()
+    remaining = serializers.IntegerField()
+    starts_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    status = serializers.CharField()
+
+
+CREDITS_OUTPUT = inline_serializer(
+    "Credits", {"remaining": serializers.IntegerField(), "packs": PackOutputSerializer(many=True)}
+)
+
+
+def _credits(account) -> dict:
+    packs = credit_pack_list(account=account)
+    return {"remaining": credit_balance(account=account), "packs": PackOutputSerializer(packs, many=True).data}
+
+
+class CreditsApi(APIView):
+    permission_classes = [IsCustomer]
+
+    @extend_schema(summary="Resolutions left and every credit pack of the account", responses=CREDITS_OUTPUT)
+    def get(self, request):
+        return Response(_credits(request.user.account))
+
+
+class CreditGrantInputSerializer(serializers.Serializer):
+    quantity = serializers.IntegerField(min_value=1, max_value=100_000_000)
+    source = serializers.ChoiceField(choices=["promotional", "adjustment"], default="promotional")
+    reason = serializers.CharField(max_length=2000)
+    starts_at = serializers.DateTimeField(required=False)
+    expires_at = serializers.DateTimeField(required=False)
+
+
+class StaffCreditGrantApi(APIView):
+    """Promotional or adjustment credit, granted by an account manager (their accounts) or an admin."""
+
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(
+        summary="Grant promotional credits (audited)",
+        request=CreditGrantInputSerializer,
+        responses={201: PackOutputSerializer},
+    )
+    def post(self, request, account_id: int):
+        account = account_get_visible(user=request.user, pk=account_id)
+
+        data = CreditGrantInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        pack = credit_pack_grant(account=account, actor=request.user, **{k: v for k, v in data.validated_data.items()})
+        return Response(PackOutputSerializer(pack).data, status=status.HTTP_201_CREATED)
+
+
+class StaffCreditsApi(APIView):
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(summary="Credits of one account (404 if not yours)", responses=CREDITS_OUTPUT)
+    def get(self, request, account_id: int):
+        return Response(_credits(account_get_visible(user=request.user, pk=account_id)))
