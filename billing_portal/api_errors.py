@@ -25,6 +25,12 @@ def _flatten(detail, field: str | None = None) -> list[dict]:
 
 
 def api_exception_handler(exc, context):
+    from .stripe_client import StripeFailure
+
+    if isinstance(exc, StripeFailure):  # Stripe down or refusing: say so plainly, never a bare 500
+        code = status.HTTP_503_SERVICE_UNAVAILABLE if exc.retryable else status.HTTP_502_BAD_GATEWAY
+        hint = " Nothing was charged twice; try again in a minute." if exc.retryable else ""
+        return Response({"errors": [{"index": None, "field": None, "message": f"{exc}.{hint}"}]}, status=code)
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
         exc = exceptions.ValidationError(detail)

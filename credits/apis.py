@@ -7,9 +7,11 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.permissions import IsCustomer, IsStaffRole
+from accounts.models import CreditPackOffer
+from accounts.permissions import IsCustomer, IsCustomerBillingAdmin, IsStaffRole
 from accounts.selectors import account_get_visible
 
+from .purchases import credit_pack_purchase
 from .selectors import credit_balance, credit_pack_list
 from .services import credit_pack_grant
 
@@ -75,3 +77,43 @@ class StaffCreditsApi(APIView):
     @extend_schema(summary="Credits of one account (404 if not yours)", responses=CREDITS_OUTPUT)
     def get(self, request, account_id: int):
         return Response(_credits(account_get_visible(user=request.user, pk=account_id)))
+
+
+class PurchaseInputSerializer(serializers.Serializer):
+    offer_id = serializers.IntegerField(help_text="An offer of the account's plan version.")
+
+
+class PurchaseOutputSerializer(PackOutputSerializer):
+    stripe_invoice_id = serializers.CharField()
+
+
+def _purchase(request, account):
+    data = PurchaseInputSerializer(data=request.data)
+    data.is_valid(raise_exception=True)
+    offer = CreditPackOffer.objects.filter(pk=data.validated_data["offer_id"], version=account.plan_version).first()
+    if offer is None:
+        raise serializers.ValidationError({"offer_id": "No such offer in the account's price plan."})
+    pack = credit_pack_purchase(account=account, offer=offer, actor=request.user)
+    return Response(PurchaseOutputSerializer(pack).data, status=status.HTTP_201_CREATED)
+
+
+class CreditPurchaseApi(APIView):
+    permission_classes = [IsCustomerBillingAdmin]
+
+    @extend_schema(
+        summary="Buy a credit pack (a Stripe invoice; the pack activates when it is paid)",
+        request=PurchaseInputSerializer, responses={201: PurchaseOutputSerializer},
+    )  # fmt: skip
+    def post(self, request):
+        return _purchase(request, request.user.account)
+
+
+class StaffCreditPurchaseApi(APIView):
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(
+        summary="Buy a credit pack for an account (staff)", request=PurchaseInputSerializer,
+        responses={201: PurchaseOutputSerializer},
+    )  # fmt: skip
+    def post(self, request, account_id: int):
+        return _purchase(request, account_get_visible(user=request.user, pk=account_id))
