@@ -11,6 +11,7 @@ from accounts.models import CreditPackOffer
 from accounts.permissions import IsCustomer, IsCustomerBillingAdmin, IsStaffRole
 from accounts.selectors import account_get_visible
 
+from .conversions import seat_conversion_confirm, seat_conversion_preview
 from .purchases import credit_pack_purchase
 from .selectors import credit_balance, credit_pack_list
 from .services import credit_pack_grant
@@ -117,3 +118,58 @@ class StaffCreditPurchaseApi(APIView):
     )  # fmt: skip
     def post(self, request, account_id: int):
         return _purchase(request, account_get_visible(user=request.user, pk=account_id))
+
+
+class SeatConversionInputSerializer(serializers.Serializer):
+    seats = serializers.IntegerField(min_value=1, max_value=100_000)
+
+
+class SeatConversionPreviewSerializer(serializers.Serializer):
+    seats = serializers.IntegerField()
+    seats_before = serializers.IntegerField()
+    seats_after = serializers.IntegerField()
+    remaining_days = serializers.IntegerField()
+    term_days = serializers.IntegerField()
+    value_minor = serializers.IntegerField()
+    credits = serializers.IntegerField()
+    expires_at = serializers.DateTimeField()
+    currency = serializers.CharField()
+
+
+class SeatConversionOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    seats = serializers.IntegerField()
+    credits = serializers.IntegerField()
+    value_minor = serializers.IntegerField()
+    pack_id = serializers.IntegerField(allow_null=True)
+
+
+class SeatConversionPreviewApi(APIView):
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(
+        summary="Preview converting seats into credits (changes nothing)",
+        request=SeatConversionInputSerializer, responses=SeatConversionPreviewSerializer,
+    )  # fmt: skip
+    def post(self, request, account_id: int):
+        account = account_get_visible(user=request.user, pk=account_id)
+        data = SeatConversionInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        preview = seat_conversion_preview(account=account, seats=data.validated_data["seats"])
+        return Response(SeatConversionPreviewSerializer(preview).data)
+
+
+class SeatConversionConfirmApi(APIView):
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(
+        summary="Convert seats into credits: lower the Stripe seat quantity and grant a pack (audited)",
+        request=SeatConversionInputSerializer, responses={201: SeatConversionOutputSerializer},
+    )  # fmt: skip
+    def post(self, request, account_id: int):
+        account = account_get_visible(user=request.user, pk=account_id)
+        data = SeatConversionInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        conversion = seat_conversion_confirm(account=account, seats=data.validated_data["seats"], actor=request.user)
+        return Response(SeatConversionOutputSerializer(conversion).data, status=status.HTTP_201_CREATED)

@@ -82,3 +82,44 @@ class CreditLedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.quantity:+,} ({self.idempotency_key})"
+
+
+class SeatConversion(models.Model):
+    """Seats moved into credits (DESIGN §3.4), one recoverable operation with a state per step:
+    started -> seats_reduced (Stripe quantity lowered) -> done (pack granted). A retry resumes from the
+    recorded step, so seats are never removed without credits and credits are never granted twice."""
+
+    class Status(models.TextChoices):
+        STARTED = "started", "Started"
+        SEATS_REDUCED = "seats_reduced", "Seats reduced in Stripe"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed (nothing changed)"
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="seat_conversions")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.STARTED)
+    seats = models.PositiveIntegerField()
+    seats_before = models.PositiveIntegerField()
+    stripe_subscription_item_id = models.CharField(max_length=255)
+    seat_unit_amount = models.PositiveBigIntegerField()
+    conversion_unit_amount_decimal = models.DecimalField(**UNIT_AMOUNT_FIELD)
+    term_start = models.DateTimeField()
+    term_end = models.DateTimeField()
+    value_minor = models.BigIntegerField()
+    credits = models.PositiveIntegerField()
+    pack = models.OneToOneField(CreditPack, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=clock.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account"],
+                condition=Q(status__in=["started", "seats_reduced"]),
+                name="one_seat_conversion_in_progress_per_account",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.seats} seat(s) -> {self.credits:,} credits ({self.status})"

@@ -12,4 +12,14 @@ api_urlpatterns = [
     ),
     path("staff/accounts/<int:account_id>/credits", apis.StaffCreditsApi.as_view(), name="api-staff-credits"),
     path("staff/accounts/<int:account_id>/credit-grants", apis.StaffCreditGrantApi.as_view(), name="api-credit-grant"),
+    path(
+        "staff/accounts/<int:account_id>/seat-conversions/preview",
+        apis.SeatConversionPreviewApi.as_view(),
+        name="api-seat-conversion-preview",
+    ),
+    path(
+        "staff/accounts/<int:account_id>/seat-conversions",
+        apis.SeatConversionConfirmApi.as_view(),
+        name="api-seat-conversion-confirm",
+    ),
 ]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from credits.conversions import seat_conversions_resume_stalled
 from credits.services import credit_packs_expire
 
 from .services import resolution_windows_finalise, resolutions_fund
@@ -14,4 +15,8 @@ def billing_cycle_task() -> dict:
     finalised = resolution_windows_finalise()
     funding = resolutions_fund()
     expired = credit_packs_expire()
-    return {"assumed": finalised, "credited": funding.credited, "overage": funding.overage, "expired": len(expired)}
+    conversions = seat_conversions_resume_stalled()
+    return {
+        "assumed": finalised, "credited": funding.credited, "overage": funding.overage, "expired": len(expired),
+        "conversions_finished": conversions,
+    }  # fmt: skip

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand
 
 from accounts.services.provisioning import provisioning_cleanup
 from billing_portal import clock
+from credits.conversions import seat_conversions_resume_stalled
 from credits.services import credit_packs_expire
 from resolutions.services import resolution_windows_finalise, resolutions_fund
 
@@ -28,6 +29,7 @@ class Command(BaseCommand):
             funding = resolutions_fund(now=now)  # before expiry: a pack still funds what happened before it expired
             breakage = credit_packs_expire(now=now)
             undone = provisioning_cleanup(now=now)
+            conversions = seat_conversions_resume_stalled(now=now)
         summary = {
             "now": now.isoformat(),
             "assumed_resolutions": finalised,
@@ -36,6 +38,7 @@ class Command(BaseCommand):
             "packs_expired": len(breakage),
             "breakage_resolutions": sum(b.resolutions for b in breakage),
             "provisionings_undone": undone,
+            "seat_conversions_finished": conversions,
         }
         if options["json"]:
             self.stdout.write(json.dumps(summary))

@@ -1,0 +1,177 @@
+"""Seat spend into resolution credits (DESIGN §3.4): preview, then a recoverable confirm.
+
+value = k seats x seat price x remaining term (by whole days of the current billing period), and
+credits = floor(value / the plan's conversion rate). Confirm lowers the Stripe subscription's seat
+quantity (no proration: the value moved into credits) and grants a `seat_conversion` pack expiring at
+the end of the term.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from djstripe.models import Customer
+
+from accounts.models import Account, User
+from accounts.services import Actor, audit_log_write
+from billing_portal import clock, stripe_client
+from billing_portal.money import round_minor
+from billing_portal.stripe_client import StripeFailure, StripeRejected
+
+from .models import CreditPack, SeatConversion
+from .services import credit_pack_grant
+
+logger = logging.getLogger(__name__)
+RESUME_AFTER = dt.timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class ConversionPreview:
+    seats: int
+    seats_before: int
+    seats_after: int
+    seat_unit_amount: int
+    remaining_days: int
+    term_days: int
+    term_start: dt.datetime
+    term_end: dt.datetime
+    value_minor: int
+    credits: int
+    conversion_unit_amount_decimal: Decimal
+    stripe_subscription_item_id: str
+    currency: str
+
+    @property
+    def expires_at(self) -> dt.datetime:
+        return self.term_end
+
+
+def _seat_item(account: Account):
+    """The seat item of the account's subscription, read from Stripe (the source of truth)."""
+    customer = Customer.objects.filter(subscriber=account).first()
+    version = account.plan_version
+    if customer is None or not version.stripe_seat_price_id:
+        raise ValidationError({"account": "This account has no seat subscription in Stripe."})
+    subscriptions = stripe_client.call(
+        "list subscriptions",
+        lambda c, o: c.v1.subscriptions.list(params={"customer": customer.id, "status": "active", "limit": 10}),
+        idempotency_key=None,
+    ).data
+    for subscription in subscriptions:
+        for item in subscription["items"].data:
+            if item.price.id == version.stripe_seat_price_id:
+                return item
+    raise ValidationError({"account": "This account has no seat subscription in Stripe."})
+
+
+def seat_conversion_preview(*, account: Account, seats: int) -> ConversionPreview:
+    """What converting `seats` seats would do. Changes nothing."""
+    if isinstance(seats, bool) or not isinstance(seats, int) or seats <= 0:
+        raise ValidationError({"seats": "Convert at least one seat."})
+    item = _seat_item(account)
+    if seats > item.quantity:
+        raise ValidationError({"seats": f"The account has {item.quantity} seat(s); it cannot convert {seats}."})
+    version = account.plan_version
+    now = clock.now()
+    term_start = dt.datetime.fromtimestamp(item.current_period_start, dt.UTC)
+    term_end = dt.datetime.fromtimestamp(item.current_period_end, dt.UTC)
+    remaining_days = (term_end - now).days
+    term_days = max((term_end - term_start).days, 1)
+    if remaining_days <= 0:
+        raise ValidationError({"seats": "The current term has ended (or ends today): nothing is left to convert."})
+    value = Decimal(seats * version.seat_unit_amount) * remaining_days / term_days
+    credits = math.floor(value / version.seat_conversion_unit_amount_decimal)
+    if credits < 1:
+        raise ValidationError({"seats": "The seats' remaining value buys less than one credit."})
+    return ConversionPreview(
+        seats=seats, seats_before=item.quantity, seats_after=item.quantity - seats,
+        seat_unit_amount=version.seat_unit_amount, remaining_days=remaining_days, term_days=term_days,
+        term_start=term_start, term_end=term_end, value_minor=round_minor(value), credits=credits,
+        conversion_unit_amount_decimal=version.seat_conversion_unit_amount_decimal,
+        stripe_subscription_item_id=item.id, currency=account.currency,
+    )  # fmt: skip
+
+
+def seat_conversion_confirm(*, account: Account, seats: int, actor: Actor) -> SeatConversion:
+    """Record the conversion, then run its steps. Only one conversion per account runs at a time."""
+    preview = seat_conversion_preview(account=account, seats=seats)
+    try:
+        with transaction.atomic():
+            Account.objects.select_for_update().filter(pk=account.pk).values_list("pk", flat=True).get()
+            conversion = SeatConversion.objects.create(
+                account=account, seats=seats, seats_before=preview.seats_before,
+                stripe_subscription_item_id=preview.stripe_subscription_item_id,
+                seat_unit_amount=preview.seat_unit_amount,
+                conversion_unit_amount_decimal=preview.conversion_unit_amount_decimal,
+                term_start=preview.term_start, term_end=preview.term_end, value_minor=preview.value_minor,
+                credits=preview.credits, created_by=actor if isinstance(actor, User) else None,
+            )  # fmt: skip
+    except IntegrityError:
+        raise ValidationError("Another seat conversion of this account is in progress; try again shortly.") from None
+    return seat_conversion_resume(conversion=conversion, actor=actor)
+
+
+def seat_conversion_resume(*, conversion: SeatConversion, actor: Actor = "system:seat_conversion") -> SeatConversion:
+    """Run the steps not done yet. Step 1 sets the Stripe quantity to an absolute number with a key
+    derived from the conversion, so repeating it is harmless; step 2 grants with a key derived from it."""
+    conversion = SeatConversion.objects.get(pk=conversion.pk)
+    if conversion.status == SeatConversion.Status.STARTED:
+        try:
+            stripe_client.call(
+                "reduce seats",
+                lambda c, o: c.v1.subscription_items.update(
+                    conversion.stripe_subscription_item_id,
+                    params={"quantity": conversion.seats_before - conversion.seats, "proration_behavior": "none"},
+                    options=o,
+                ),
+                idempotency_key=f"conversion:{conversion.uid}:seats",
+            )
+        except StripeRejected as exc:  # refused: nothing changed anywhere, say so
+            SeatConversion.objects.filter(pk=conversion.pk).update(status=SeatConversion.Status.FAILED, error=str(exc))
+            raise ValidationError(f"Stripe refused the seat change: {exc}") from exc
+        # StripeUnavailable propagates: the conversion stays `started` and is resumed later.
+        SeatConversion.objects.filter(pk=conversion.pk).update(status=SeatConversion.Status.SEATS_REDUCED)
+        conversion.status = SeatConversion.Status.SEATS_REDUCED
+    if conversion.status == SeatConversion.Status.SEATS_REDUCED:
+        with transaction.atomic():
+            conversion = SeatConversion.objects.select_for_update().get(pk=conversion.pk)
+            if conversion.status != SeatConversion.Status.SEATS_REDUCED:
+                return conversion
+            pack = credit_pack_grant(
+                account=conversion.account, quantity=conversion.credits, source=CreditPack.Source.SEAT_CONVERSION,
+                actor=actor, starts_at=conversion.created_at, expires_at=conversion.term_end,
+                unit_amount_decimal=conversion.conversion_unit_amount_decimal,
+                reason=f"{conversion.seats} seat(s) converted", idempotency_key=f"grant:conversion:{conversion.uid}",
+            )  # fmt: skip
+            conversion.pack, conversion.status = pack, SeatConversion.Status.DONE
+            conversion.save(update_fields=["pack", "status"])
+            audit_log_write(
+                actor=actor, action="seat_conversion.confirm", obj=conversion, account=conversion.account,
+                before={"seats": conversion.seats_before},
+                after={"seats": conversion.seats_before - conversion.seats, "credits": conversion.credits,
+                       "value_minor": conversion.value_minor, "pack_id": pack.pk,
+                       "expires_at": conversion.term_end},
+            )  # fmt: skip
+    return conversion
+
+
+def seat_conversions_resume_stalled(*, now: dt.datetime | None = None) -> int:
+    """Finish conversions a crash or an outage left half-way (beat, billing_tick)."""
+    now = now or clock.now()
+    finished = 0
+    stalled = SeatConversion.objects.filter(
+        status__in=[SeatConversion.Status.STARTED, SeatConversion.Status.SEATS_REDUCED],
+        created_at__lte=now - RESUME_AFTER,
+    )
+    for conversion in stalled:
+        try:
+            finished += seat_conversion_resume(conversion=conversion).status == SeatConversion.Status.DONE
+        except (StripeFailure, ValidationError) as exc:
+            logger.warning("Seat conversion %s not finished yet: %s", conversion.uid, exc)
+    return finished

@@ -1,0 +1,117 @@
+"""Seat-to-credit conversion against the emulator: preview, confirm, bad input, crash and resume."""
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.management import call_command
+
+from accounts.models import Account, AuditLogEntry
+from credits.conversions import seat_conversion_confirm, seat_conversion_preview, seat_conversion_resume
+from credits.models import CreditLedgerEntry, CreditPack, SeatConversion
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def account(stripe_emulator):
+    out = StringIO()
+    call_command(
+        "create_account", "--name", "Seats Inc", "--plan", "fin-standard", "--seats", "10", "--json", stdout=out
+    )
+    return Account.objects.get(pk=json.loads(out.getvalue())["account_id"])
+
+
+def seat_quantity(account):
+    from credits.conversions import _seat_item
+
+    return _seat_item(account).quantity
+
+
+def test_preview_shows_the_numbers_and_changes_nothing(account):
+    preview = seat_conversion_preview(account=account, seats=4)
+    assert (preview.seats_before, preview.seats_after) == (10, 6)
+    assert preview.term_days in (28, 29, 30, 31) and 0 < preview.remaining_days <= preview.term_days
+    value = 4 * 3900 * preview.remaining_days / preview.term_days
+    assert abs(preview.value_minor - value) <= 0.5
+    assert preview.credits == int(value // 90) and preview.expires_at == preview.term_end
+    assert seat_quantity(account) == 10 and not CreditPack.objects.exists()
+
+
+def test_confirm_lowers_seats_without_proration_and_grants_one_pack(account, stripe_emulator, manager):
+    preview = seat_conversion_preview(account=account, seats=4)
+    conversion = seat_conversion_confirm(account=account, seats=4, actor=manager)
+    assert conversion.status == "done" and conversion.credits == preview.credits
+    assert seat_quantity(account) == 6
+    update = [r for r in stripe_emulator.requests.list() if r["path"].startswith("/v1/subscription_items/")][-1]
+    assert update["params"]["proration_behavior"] == "none"
+    pack = conversion.pack
+    assert (pack.source, pack.granted, pack.expires_at) == ("seat_conversion", preview.credits, preview.term_end)
+    (entry,) = AuditLogEntry.objects.filter(action="seat_conversion.confirm")
+    assert entry.after["credits"] == preview.credits and entry.actor == manager
+
+
+@pytest.mark.parametrize(("seats", "words"), [(11, "cannot convert 11"), (0, "at least one"), (-2, "at least one")])
+def test_bad_seat_numbers_are_refused_and_change_nothing(account, seats, words):
+    with pytest.raises(ValidationError, match=words):
+        seat_conversion_confirm(account=account, seats=seats, actor="test")
+    assert seat_quantity(account) == 10 and not SeatConversion.objects.exists() and not CreditPack.objects.exists()
+
+
+def test_an_account_without_a_seat_subscription_is_refused(db, stripe_emulator):
+    from tests.factories import AccountFactory
+
+    with pytest.raises(ValidationError, match="no seat subscription"):
+        seat_conversion_preview(account=AccountFactory(), seats=1)
+
+
+def test_a_crash_between_the_steps_is_finished_by_a_retry_and_never_grants_twice(account, monkeypatch, manager):
+    import credits.conversions as conversions
+
+    def crash(**kwargs):
+        raise RuntimeError("worker killed")
+
+    monkeypatch.setattr(conversions, "credit_pack_grant", crash)
+    with pytest.raises(RuntimeError):
+        seat_conversion_confirm(account=account, seats=3, actor=manager)
+    conversion = SeatConversion.objects.get()
+    assert conversion.status == "seats_reduced" and seat_quantity(account) == 7 and not CreditPack.objects.exists()
+    with pytest.raises(ValidationError, match="in progress"):
+        seat_conversion_confirm(account=account, seats=1, actor=manager)
+    monkeypatch.undo()
+    assert seat_conversion_resume(conversion=conversion).status == "done"
+    assert seat_conversion_resume(conversion=conversion).status == "done"
+    assert CreditPack.objects.count() == 1 and CreditLedgerEntry.objects.filter(kind="grant").count() == 1
+    assert seat_quantity(account) == 7
+
+
+def test_a_stripe_outage_on_the_seat_step_is_resumed_later(account, stripe_emulator, settings, manager):
+    settings.STRIPE_MAX_RETRIES = 0
+    stripe_emulator.add_fault(path_prefix="/v1/subscription_items/", method="POST", mode="500_after_record", count=1)
+    with pytest.raises(Exception, match="reduce seats"):
+        seat_conversion_confirm(account=account, seats=2, actor=manager)
+    conversion = SeatConversion.objects.get()
+    assert conversion.status == "started" and seat_quantity(account) == 8  # Stripe did it; we did not hear
+    assert seat_conversion_resume(conversion=conversion).status == "done"
+    assert seat_quantity(account) == 8 and CreditPack.objects.count() == 1
+
+
+def test_staff_api_preview_and_confirm(account, manager, api_client, other_account):
+    account.account_manager = manager
+    account.save()
+    api_client.force_authenticate(manager)
+    preview = api_client.post(
+        f"/api/v1/staff/accounts/{account.pk}/seat-conversions/preview", {"seats": 2}, format="json"
+    )
+    assert preview.status_code == 200 and preview.json()["seats_after"] == 8
+    assert not CreditPack.objects.exists()
+    done = api_client.post(f"/api/v1/staff/accounts/{account.pk}/seat-conversions", {"seats": 2}, format="json")
+    assert done.status_code == 201 and done.json()["status"] == "done"
+    assert done.json()["credits"] == preview.json()["credits"]
+    too_many = api_client.post(f"/api/v1/staff/accounts/{account.pk}/seat-conversions", {"seats": 99}, format="json")
+    assert too_many.status_code == 400
+    elsewhere = api_client.post(
+        f"/api/v1/staff/accounts/{other_account.pk}/seat-conversions/preview", {"seats": 1}, format="json"
+    )
+    assert elsewhere.status_code == 404
