@@ -208,6 +208,9 @@ class Account(models.Model):
     timezone = models.CharField(max_length=64, default="UTC", validators=[validate_timezone])
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     plan_version = models.ForeignKey(PricePlanVersion, on_delete=models.PROTECT, related_name="accounts")
+    low_credit_threshold_percent = models.PositiveSmallIntegerField(
+        default=20, help_text="Alert when remaining credits fall below this share of the active packs."
+    )
     account_manager = models.ForeignKey(
         "accounts.User",
         on_delete=models.SET_NULL,

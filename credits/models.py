@@ -123,3 +123,26 @@ class SeatConversion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.seats} seat(s) -> {self.credits:,} credits ({self.status})"
+
+
+class CreditAlert(models.Model):
+    """A condition about an account's credits, raised once per crossing: it is told once when it becomes
+    true (email + dashboard banner) and cleared when it stops being true, so a later crossing tells again."""
+
+    class Kind(models.TextChoices):
+        LOW_BALANCE = "low_balance", "Credits running low"
+        BURN_RATE = "burn_rate", "Credits will run out before they expire"
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="credit_alerts")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    active = models.BooleanField(default=False)
+    message = models.TextField(blank=True)
+    raised_at = models.DateTimeField(null=True, blank=True)
+    cleared_at = models.DateTimeField(null=True, blank=True)
+    times_raised = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "kind"], name="credit_alert_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} ({'active' if self.active else 'clear'})"

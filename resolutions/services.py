@@ -12,12 +12,14 @@ from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Sum
 
 from accounts.models import Account, User
 from accounts.services import audit_log_write
 from billing_portal import clock
 from billing_portal.periods import billing_period
+from credits.alerts import credit_alerts_check
+from credits.models import CreditAlert
 from credits.services import Demand, credit_give_back, credits_draw
 
 from .ingestion import IncomingEvent
@@ -290,7 +292,8 @@ def resolutions_fund(*, now: dt.datetime | None = None, account_ids: list[int] |
     if account_ids is not None:
         pending = pending.filter(account_id__in=account_ids)
     credited = overage = 0
-    for account_id in list(pending.values_list("account_id", flat=True).distinct().order_by("account_id")):
+    to_fund = list(pending.values_list("account_id", flat=True).distinct().order_by("account_id"))
+    for account_id in to_fund:
         while True:
             with transaction.atomic():
                 account = Account.objects.select_for_update().get(pk=account_id)
@@ -307,7 +310,23 @@ def resolutions_fund(*, now: dt.datetime | None = None, account_ids: list[int] |
                 credited, overage = credited + c, overage + o
             if len(batch) < FUND_BATCH:
                 break
+    # Alerts: accounts just funded, and accounts with a raised alert (a new pack may have cleared it).
+    raised = CreditAlert.objects.filter(active=True).values_list("account_id", flat=True)
+    if account_ids is not None:
+        raised = raised.filter(account_id__in=account_ids)
+    for account in Account.objects.filter(pk__in=set(to_fund) | set(raised)):
+        credit_alerts_check(account=account, burn_per_day=_burn_per_day(account.pk, now), now=now)
     return FundingResult(credited, overage)
+
+
+BURN_WINDOW_DAYS = 14
+
+
+def _burn_per_day(account_id: int, now: dt.datetime) -> float:
+    """Credited resolutions a day, averaged over the last two weeks of rollups."""
+    since = (now - dt.timedelta(days=BURN_WINDOW_DAYS)).date()
+    credited = DailyUsage.objects.filter(account_id=account_id, date__gte=since).aggregate(n=Sum("credited"))["n"]
+    return (credited or 0) / BURN_WINDOW_DAYS
 
 
 def _fund_batch(account: Account, batch: list[Resolution], now: dt.datetime) -> tuple[int, int]:

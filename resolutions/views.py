@@ -11,6 +11,8 @@ from django.shortcuts import redirect, render
 from accounts.models import Role
 from accounts.selectors import account_get_visible, api_key_list
 from billing_portal import clock
+from credits.models import CreditAlert
+from credits.selectors import credit_balance
 
 from .selectors import usage_get
 
@@ -52,5 +54,7 @@ def customer_home(request):
         "chart_days": CHART_DAYS,
         "is_billing_admin": is_billing_admin,
         "api_keys": api_key_list(account=account) if is_billing_admin else [],
+        "alerts": CreditAlert.objects.filter(account=account, active=True),
+        "credits_remaining": credit_balance(account=account),
     }
     return render(request, "portal/dashboard.html", context)
