@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils.text import slugify
@@ -209,7 +210,9 @@ class Account(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     plan_version = models.ForeignKey(PricePlanVersion, on_delete=models.PROTECT, related_name="accounts")
     low_credit_threshold_percent = models.PositiveSmallIntegerField(
-        default=20, help_text="Alert when remaining credits fall below this share of the active packs."
+        default=20,
+        validators=[MaxValueValidator(100)],
+        help_text="Alert when remaining credits fall below this share of the active packs (0 turns it off).",
     )
     account_manager = models.ForeignKey(
         "accounts.User",

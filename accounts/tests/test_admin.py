@@ -88,18 +88,20 @@ def test_admin_edit_of_an_account_is_audited(admin_client, account, manager):
     form = {
         "name": "Acme Support (EU)", "slug": "acme", "billing_email": "", "currency": "usd",
         "timezone": "Europe/Paris", "status": "active", "plan_version": account.plan_version_id,
-        "account_manager": manager.pk,
+        "account_manager": manager.pk, "low_credit_threshold_percent": 15,
     }  # fmt: skip
     response = admin_client.post(f"/admin/accounts/account/{account.pk}/change/", form)
     assert response.status_code == 302, response.content.decode()[:3000]
     entry = AuditLogEntry.objects.get(action="account.change_via_admin")
     assert entry.after["timezone"] == "Europe/Paris" and entry.before["timezone"] == "UTC"
+    assert entry.after["low_credit_threshold_percent"] == "15"
 
 
 def test_admin_rejects_an_unknown_timezone(admin_client, account):
     form = {
         "name": "Acme", "slug": "acme", "billing_email": "", "currency": "usd", "timezone": "Mars/Olympus",
         "status": "active", "plan_version": account.plan_version_id, "account_manager": "",
+        "low_credit_threshold_percent": 20,
     }  # fmt: skip
     page = admin_client.post(f"/admin/accounts/account/{account.pk}/change/", form).content.decode()
     assert "not a known timezone" in page
