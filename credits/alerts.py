@@ -62,6 +62,9 @@ def credit_alerts_check(*, account: Account, burn_per_day: float, now: dt.dateti
                 alert.save()
                 raised.append(alert)
                 transaction.on_commit(lambda a=alert: _email(a))
+            elif message and alert.active and alert.message != message:
+                alert.message = message  # keep the banner's figures current; no second email
+                alert.save(update_fields=["message"])
             elif not message and alert.active:
                 alert.active, alert.cleared_at = False, now
                 alert.save(update_fields=["active", "cleared_at"])

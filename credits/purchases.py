@@ -139,3 +139,25 @@ def credit_pack_invoice_event_apply(*, event: dict) -> CreditPack | None:
                 before={"status": "pending"}, after={"status": "cancelled"},
             )  # fmt: skip
     return pack
+
+
+def credit_packs_reconcile_pending(*, now: dt.datetime | None = None) -> int:
+    """Ask Stripe about packs still waiting for payment, in case a webhook was lost or is late: a paid
+    invoice activates its pack (through the same code as the webhook), a voided one cancels it."""
+    activated = 0
+    for pack in CreditPack.objects.filter(status=CreditPack.Status.PENDING).exclude(stripe_invoice_id=""):
+        try:
+            invoice = stripe_client.call(
+                "retrieve invoice",
+                lambda c, o, i=pack.stripe_invoice_id: c.v1.invoices.retrieve(i),
+                idempotency_key=None,
+            )
+        except StripeFailure as exc:
+            logger.warning("Could not check invoice %s of pack %s: %s", pack.stripe_invoice_id, pack.uid, exc)
+            continue
+        event_type = {"paid": "invoice.paid", "void": "invoice.voided", "uncollectible": "invoice.marked_uncollectible"}
+        if invoice.status in event_type:
+            event = {"type": event_type[invoice.status], "data": {"object": stripe_client.to_dict(invoice)}}
+            updated = credit_pack_invoice_event_apply(event=event)
+            activated += bool(updated and updated.status == CreditPack.Status.ACTIVE)
+    return activated

@@ -1,6 +1,7 @@
 """Demo traffic: 90 days of conversations per demo account, sent through the same validation and
 ingestion services as the API, day by day with the clock set to that day (so the 35-day lateness limit
-holds as it would have in real time), finalising elapsed windows each day like the periodic task."""
+holds as it would have in real time), then each day what the periodic task does: finalise elapsed
+windows, draw down credits, expire packs."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from dataclasses import dataclass
 
 from accounts.models import Account
 from billing_portal import clock
+from credits.services import credit_packs_expire
 
 from .ingestion import MAX_BATCH, events_parse
-from .services import conversation_events_ingest, resolution_windows_finalise
+from .services import conversation_events_ingest, resolution_windows_finalise, resolutions_fund
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class TrafficProfile:
 
 
 def _steady(day: int) -> int:
-    return 110 + (day * 7919) % 30  # about the same every day
+    return 40 + (day * 7919) % 12  # about the same every day: well inside its annual pack
 
 
 def _seasonal(day: int) -> int:
@@ -96,7 +98,9 @@ def demo_traffic_ingest(
                         raise ValueError(f"demo traffic is invalid: {errors[:3]}")
                     conversation_events_ingest(account=account, events=parsed)
                 sent[account.slug] += len(events)
-            resolution_windows_finalise(now=post_at)
+            resolution_windows_finalise(now=post_at)  # what the periodic task does, day by day
+            resolutions_fund(now=post_at)
+            credit_packs_expire(now=post_at)
         if progress:
             progress(offset + 1, days)
     return sent

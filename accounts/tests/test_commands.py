@@ -48,3 +48,11 @@ def test_seed_demo_sends_traffic_through_ingestion(capsys, stripe_emulator, froz
         and sum(DailyUsage.objects.filter(account=seasonal).values_list("resolutions", flat=True)) == resolved
     )
     assert Account.objects.get(slug="steady-retail").created_at == frozen_now - dt.timedelta(days=4)
+    from credits.models import CreditPack
+
+    steady_pack = CreditPack.objects.get(account__slug="steady-retail")
+    assert (steady_pack.source, steady_pack.status, steady_pack.granted) == ("purchase", "active", 10_000)
+    assert steady_pack.stripe_invoice_id.startswith("in_")
+    assert CreditPack.objects.get(account__slug="seasonal-travel").source == "promotional"
+    assert not Resolution.objects.filter(funding="unfunded", voided_at=None, resolved_at__lte=frozen_now).exists()
+    assert Resolution.objects.filter(account__slug="newco-labs", funding="overage").exists()  # it has no pack

@@ -44,8 +44,9 @@ def test_low_balance_is_told_once_per_crossing(fund_some, account, manager, mail
     (mail,) = [m for m in mailoutbox if "running low" in m.subject]
     assert "Credits running low" in mail.subject and {"am@example.com", "billing@acme.example"} <= set(mail.to)
     assert "1 of 10 prepaid resolutions left" in mail.body
-    fund_some(9, 3)  # still low (now empty): no second email for the same crossing
+    fund_some(9, 3)  # still low (now empty): no second email for the same crossing, but current figures
     assert len([m for m in mailoutbox if "running low" in m.subject]) == 1
+    assert CreditAlert.objects.get(kind="low_balance").message.startswith("0 of 10 prepaid")
 
     credit_pack_grant(account=account, quantity=100, source="adjustment", actor="t", starts_at=NOW - 5 * DAY,
                       expires_at=NOW + 300 * DAY)  # fmt: skip

@@ -103,3 +103,18 @@ def test_viewers_cannot_buy_and_unknown_offers_are_400(provisioned, api_client):
     response = api_client.post("/api/v1/credit-purchases", {"offer_id": 999999}, format="json")
     assert response.status_code == 400 and response.json()["errors"][0]["field"] == "offer_id"
     assert not CreditPack.objects.exists()
+
+
+def test_a_lost_webhook_is_made_up_for_by_billing_tick(provisioned, api_client):
+    from tests.factories import BillingAdminFactory
+
+    account, _ = provisioned
+    assert buy(api_client, account, BillingAdminFactory(account=account)).status_code == 201
+    assert CreditPack.objects.get().status == "pending"  # invoice.paid never arrived
+    out = StringIO()
+    call_command("billing_tick", "--json", stdout=out)
+    assert json.loads(out.getvalue())["packs_activated"] == 1
+    pack = CreditPack.objects.get()
+    assert (pack.status, pack.remaining) == ("active", 10_000)
+    call_command("billing_tick", "--json", stdout=StringIO())
+    assert CreditLedgerEntry.objects.filter(kind="grant").count() == 1

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand
 from accounts.services.provisioning import provisioning_cleanup
 from billing_portal import clock
 from credits.conversions import seat_conversions_resume_stalled
+from credits.purchases import credit_packs_reconcile_pending
 from credits.services import credit_packs_expire
 from resolutions.services import resolution_windows_finalise, resolutions_fund
 
@@ -26,6 +27,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         with clock.frozen_for(options) as now:
             finalised = resolution_windows_finalise(now=now)
+            activated = credit_packs_reconcile_pending(now=now)  # paid packs count before draw-down
             funding = resolutions_fund(now=now)  # before expiry: a pack still funds what happened before it expired
             breakage = credit_packs_expire(now=now)
             undone = provisioning_cleanup(now=now)
@@ -33,6 +35,7 @@ class Command(BaseCommand):
         summary = {
             "now": now.isoformat(),
             "assumed_resolutions": finalised,
+            "packs_activated": activated,
             "credited": funding.credited,
             "overage": funding.overage,
             "packs_expired": len(breakage),

@@ -14,12 +14,14 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from accounts.models import Account, PricePlan, Role, User
+from accounts.models import Account, CreditPackOffer, PricePlan, Role, User
 from accounts.services import user_create
 from accounts.services.provisioning import ProvisioningFailed, ProvisioningStuck, account_provision
 from accounts.services.stripe_catalog import stripe_catalog_setup
 from billing_portal import clock
 from billing_portal.stripe_client import StripeFailure
+from credits.purchases import credit_pack_purchase, credit_packs_reconcile_pending
+from credits.services import credit_pack_grant
 from resolutions.demo import DAYS, demo_traffic_ingest
 
 DEMO_PASSWORD = "portal-demo"  # local demo only; printed below
@@ -71,6 +73,7 @@ class Command(BaseCommand):
                             timezone=spec["timezone"], billing_email=f"billing@{spec['slug']}.example",
                             account_manager=staff["manager"],
                         )  # fmt: skip
+                        self._credit_packs(provisioned.account)
                     new_keys[spec["slug"]] = provisioned.raw_api_key
                     new_accounts.append(provisioned.account)
             except (StripeFailure, ProvisioningFailed, ProvisioningStuck) as exc:
@@ -101,6 +104,18 @@ class Command(BaseCommand):
             self.stdout.write(f"  {login['username']:<18} {login['role']}{where}")
         for slug, key in new_keys.items():
             self.stdout.write(f"  API key for {slug}: {key}  (shown once)")
+
+    def _credit_packs(self, account):
+        """Steady buys the annual pack (a paid Stripe invoice); Seasonal got a promotional pack its campaign
+        will exhaust into overage; NewCo has none."""
+        if account.slug == "steady-retail":
+            offer = CreditPackOffer.objects.filter(version=account.plan_version).order_by("resolutions").first()
+            credit_pack_purchase(account=account, offer=offer, actor=ACTOR)
+            credit_packs_reconcile_pending()  # the webhook may not be in yet: ask Stripe, as billing_tick does
+        elif account.slug == "seasonal-travel":
+            credit_pack_grant(
+                account=account, quantity=2_500, source="promotional", actor=ACTOR, reason="Launch promotion"
+            )
 
     def _progress(self, done: int, total: int) -> None:
         filled = round(30 * done / total)
