@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from django.core.exceptions import ValidationError
@@ -10,17 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import PricePlan, User
 from accounts.services.provisioning import ProvisioningFailed, ProvisioningStuck, account_provision
-
-
-def _seats(value: str) -> int:
-
-    try:
-        seats = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number of seats") from None
-    if seats < 0:
-        raise argparse.ArgumentTypeError("seats cannot be negative")
-    return seats
+from billing_portal.command_args import whole_number
 
 
 class Command(BaseCommand):
@@ -29,7 +18,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--name", required=True)
         parser.add_argument("--plan", required=True, help="Price plan slug, e.g. fin-standard.")
-        parser.add_argument("--seats", type=_seats, default=0, help="Helpdesk seats on the subscription.")
+        parser.add_argument("--seats", type=whole_number(0), default=0, help="Helpdesk seats on the subscription.")
         parser.add_argument("--timezone", default="UTC")
         parser.add_argument("--email", default="", help="Billing email of the customer.")
         parser.add_argument("--manager", default=None, help="Username of the account manager.")

@@ -3,33 +3,15 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Account
-from billing_portal import clock
+from billing_portal.command_args import instant, whole_number
 from credits.selectors import credit_balance
 from credits.services import credit_pack_grant
-
-
-def _instant(value: str):
-    try:
-        return clock.parse_instant(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError("the quantity must be at least 1")
-    return number
 
 
 class Command(BaseCommand):
@@ -37,10 +19,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--account", required=True, type=int, help="Account id.")
-        parser.add_argument("--quantity", required=True, type=_positive, help="Resolutions to grant.")
+        parser.add_argument("--quantity", required=True, type=whole_number(1), help="Resolutions to grant.")
         parser.add_argument("--source", choices=["promotional", "adjustment"], default="promotional")
-        parser.add_argument("--starts", type=_instant, default=None, help="Default: now.")
-        parser.add_argument("--expires", type=_instant, default=None, help="Default: 365 days after the start.")
+        parser.add_argument("--starts", type=instant, default=None, help="Default: now.")
+        parser.add_argument("--expires", type=instant, default=None, help="Default: 365 days after the start.")
         parser.add_argument("--reason", default="granted with grant_credits")
         parser.add_argument("--json", action="store_true", help='Print {"pack_id", "remaining", "expires_at"}.')
 

@@ -1,0 +1,29 @@
+"""Argument types shared by the operator commands: bad input becomes argparse's one-line error."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from . import clock
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{value}' is not a whole number") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {number}")
+        return number
+
+    return parse
+
+
+def instant(value: str):
+    """An ISO 8601 instant with its timezone."""
+    try:
+        return clock.parse_instant(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
