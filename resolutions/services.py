@@ -359,9 +359,28 @@ def _fund_batch(account: Account, batch: list[Resolution], now: dt.datetime) -> 
             row = delta[_local_date(account, resolution.resolved_at)]
             row[2] += 1
             row[3] += resolution.amount_minor
-    Resolution.objects.bulk_update(batch, ["funding", "credit_pack", "amount_minor"], batch_size=1000)
+    _funding_write(batch)
     _rollups_apply(account, delta)
     return credited, len(batch) - credited
+
+
+def _funding_write(batch: list[Resolution]) -> None:
+    """Write the funding of a batch: on PostgreSQL one UPDATE ... FROM unnest(arrays), which costs a
+    fraction of Django's bulk_update (a CASE per row); elsewhere bulk_update."""
+    if connection.vendor != "postgresql":
+        Resolution.objects.bulk_update(batch, ["funding", "credit_pack", "amount_minor"], batch_size=1000)
+        return
+    table = Resolution._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""UPDATE {table} AS r SET funding = v.funding, credit_pack_id = v.pack, amount_minor = v.amount
+                FROM unnest(%s::bigint[], %s::varchar[], %s::bigint[], %s::bigint[]) AS v(id, funding, pack, amount)
+                WHERE r.id = v.id""",
+            [
+                [r.pk for r in batch], [r.funding for r in batch], [r.credit_pack_id for r in batch],
+                [r.amount_minor for r in batch],
+            ],
+        )  # fmt: skip
 
 
 def _unfund_voided(account: Account, resolutions: list[Resolution], now: dt.datetime) -> None:
