@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from accounts.models import Account, CreditPackOffer, User
 from accounts.services import Actor, audit_log_write
@@ -127,9 +127,24 @@ def credits_draw(*, account: Account, demands: list[Demand], now: dt.datetime) -
             )  # fmt: skip
         )
     if entries:
-        CreditLedgerEntry.objects.bulk_create(entries, batch_size=1000)
+        _ledger_insert(entries)
         CreditPack.objects.bulk_update([p for p in packs if p.pk in used], ["remaining"], batch_size=500)
     return funded
+
+
+def _ledger_insert(entries: list[CreditLedgerEntry]) -> None:
+    """Append entries: COPY on PostgreSQL (one round trip, no per-row ORM cost), bulk_create elsewhere.
+    The unique idempotency keys still hold: a duplicate aborts the whole transaction."""
+    if connection.vendor != "postgresql":
+        CreditLedgerEntry.objects.bulk_create(entries, batch_size=1000)
+        return
+    columns = "pack_id, account_id, kind, quantity, idempotency_key, created_at"
+    with (
+        connection.cursor() as cursor,
+        cursor.cursor.copy(f"COPY {CreditLedgerEntry._meta.db_table} ({columns}) FROM STDIN") as copy,
+    ):
+        for e in entries:
+            copy.write_row((e.pack_id, e.account_id, e.kind, e.quantity, e.idempotency_key, e.created_at))
 
 
 def credit_give_back(*, account: Account, pack_id: int, key: str, now: dt.datetime) -> bool:

@@ -14,9 +14,10 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import F, Sum
 
-from accounts.models import Account, User
+from accounts.models import Account, PricePlanVersion, User
 from accounts.services import audit_log_write
 from billing_portal import clock
+from billing_portal.money import round_minor
 from billing_portal.periods import billing_period
 from credits.alerts import credit_alerts_check
 from credits.models import CreditAlert
@@ -297,13 +298,14 @@ def resolutions_fund(*, now: dt.datetime | None = None, account_ids: list[int] |
         while True:
             with transaction.atomic():
                 account = Account.objects.select_for_update().get(pk=account_id)
-                batch = list(
-                    Resolution.objects.filter(
+                batch = [
+                    _FundingRow(pk, resolved_at, version_id)
+                    for pk, resolved_at, version_id in Resolution.objects.filter(
                         account=account, funding=Resolution.Funding.UNFUNDED, voided_at=None, resolved_at__lte=now
                     )
-                    .select_related("plan_version")
-                    .order_by("resolved_at", "id")[:FUND_BATCH]
-                )
+                    .order_by("resolved_at", "id")
+                    .values_list("id", "resolved_at", "plan_version_id")[:FUND_BATCH]
+                ]  # plain rows: model instances would cost more than the funding itself
                 if not batch:
                     break
                 c, o = _fund_batch(account, batch, now)
@@ -329,32 +331,44 @@ def _burn_per_day(account_id: int, now: dt.datetime) -> float:
     return (credited or 0) / BURN_WINDOW_DAYS
 
 
-def _fund_batch(account: Account, batch: list[Resolution], now: dt.datetime) -> tuple[int, int]:
+@dataclass(slots=True)
+class _FundingRow:
+    pk: int
+    resolved_at: dt.datetime
+    plan_version_id: int
+    funding: str = Resolution.Funding.UNFUNDED
+    credit_pack_id: int | None = None
+    amount_minor: int = 0
+
+
+def _fund_batch(account: Account, batch: list[_FundingRow], now: dt.datetime) -> tuple[int, int]:
     funded = credits_draw(
         account=account, demands=[Demand(key=f"resolution:{r.pk}", at=r.resolved_at) for r in batch], now=now
     )
     delta: dict[dt.date, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    overage_by_period: dict[tuple, list[Resolution]] = defaultdict(list)
+    overage_by_period: dict[tuple, list[_FundingRow]] = defaultdict(list)
     credited = 0
     for resolution in batch:
         pack = funded[f"resolution:{resolution.pk}"]
         if pack is not None:
-            resolution.funding, resolution.credit_pack, resolution.amount_minor = Resolution.Funding.CREDIT, pack, 0
+            resolution.funding, resolution.credit_pack_id = Resolution.Funding.CREDIT, pack.pk
             delta[_local_date(account, resolution.resolved_at)][1] += 1
             credited += 1
         else:
             resolution.funding = Resolution.Funding.OVERAGE
             period = billing_period(anchor=account.created_at, instant=resolution.resolved_at)
             overage_by_period[(period, resolution.plan_version_id)].append(resolution)
-    for ((start, end), _version_id), resolutions in overage_by_period.items():
-        terms = PriceTerms.from_version(resolutions[0].plan_version)
+    versions = PricePlanVersion.objects.prefetch_related("tiers").in_bulk({v for _, v in overage_by_period})
+    for ((start, end), version_id), resolutions in overage_by_period.items():
+        terms = PriceTerms.from_version(versions[version_id])
         before = Resolution.objects.filter(
             account=account, funding=Resolution.Funding.OVERAGE, voided_at=None,
             resolved_at__gte=start, resolved_at__lt=end,
         ).count()  # fmt: skip
         charged = price_quantity(quantity=before, terms=terms) if before else 0
+        unit = terms.unit_amount_decimal if not terms.tiers_mode else None  # per-unit: a plain product
         for position, resolution in enumerate(resolutions, start=before + 1):
-            total = price_quantity(quantity=position, terms=terms)
+            total = round_minor(unit * position) if unit is not None else price_quantity(quantity=position, terms=terms)
             resolution.amount_minor, charged = total - charged, total
             row = delta[_local_date(account, resolution.resolved_at)]
             row[2] += 1
@@ -364,11 +378,18 @@ def _fund_batch(account: Account, batch: list[Resolution], now: dt.datetime) -> 
     return credited, len(batch) - credited
 
 
-def _funding_write(batch: list[Resolution]) -> None:
+def _funding_write(batch: list[_FundingRow]) -> None:
     """Write the funding of a batch: on PostgreSQL one UPDATE ... FROM unnest(arrays), which costs a
     fraction of Django's bulk_update (a CASE per row); elsewhere bulk_update."""
     if connection.vendor != "postgresql":
-        Resolution.objects.bulk_update(batch, ["funding", "credit_pack", "amount_minor"], batch_size=1000)
+        Resolution.objects.bulk_update(
+            [
+                Resolution(pk=r.pk, funding=r.funding, credit_pack_id=r.credit_pack_id, amount_minor=r.amount_minor)
+                for r in batch
+            ],
+            ["funding", "credit_pack", "amount_minor"],
+            batch_size=1000,
+        )
         return
     table = Resolution._meta.db_table
     with connection.cursor() as cursor:
