@@ -133,51 +133,77 @@ def conversations_evaluate(*, account: Account, conversation_ids: Iterable[str],
         facts[conversation_id].append(EventFact(occurred_at, event_type, event_id))
         if conversation_id not in last_event or occurred_at > last_event[conversation_id]:
             last_event[conversation_id] = occurred_at
-    known = {
-        c.conversation_id: c for c in Conversation.objects.filter(account=account, conversation_id__in=conversation_ids)
-    }
+    # Plain rows, not model instances: this runs for every ingested batch.
+    disputed = set(
+        Conversation.objects.filter(
+            account=account, conversation_id__in=conversation_ids, voided_by_staff=True
+        ).values_list("conversation_id", flat=True)
+    )
     active = {
-        r.conversation_id: r
-        for r in Resolution.objects.filter(account=account, conversation_id__in=conversation_ids, voided_at=None)
+        conversation_id: (pk, kind, resolved_at)
+        for conversation_id, pk, kind, resolved_at in Resolution.objects.filter(
+            account=account, conversation_id__in=conversation_ids, voided_at=None
+        ).values_list("conversation_id", "id", "kind", "resolved_at")
     }
-    to_upsert, to_create, to_void = [], [], []
+    states, to_create, void_ids = [], [], []
     for conversation_id in conversation_ids:
-        conversation = known.get(conversation_id)
-        if conversation is not None and conversation.voided_by_staff:
+        if conversation_id in disputed:
             continue  # disputed and voided: never billed again, whatever arrives
         outcome = conversation_evaluate(facts[conversation_id], window=window, now=now)
         current = active.get(conversation_id)
-        if current is not None and (
-            outcome.status != RESOLVED or (outcome.kind, outcome.resolved_at) != (current.kind, current.resolved_at)
-        ):
-            to_void.append(current)
+        if current is not None and (outcome.status != RESOLVED or (outcome.kind, outcome.resolved_at) != current[1:]):
+            void_ids.append(current[0])
             current = None
         if outcome.status == RESOLVED and current is None:
             to_create.append(_resolution(account, conversation_id, outcome, now))
-        to_upsert.append(
-            Conversation(
-                account=account,
-                conversation_id=conversation_id,
-                status=outcome.status,
-                window_ends_at=outcome.window_ends_at,
-                last_event_at=last_event[conversation_id],
-                updated_at=now,
-            )  # fmt: skip
-        )
+        states.append((conversation_id, outcome.status, outcome.window_ends_at, last_event[conversation_id]))
+    to_void = list(Resolution.objects.filter(pk__in=void_ids)) if void_ids else []
     if to_void:
-        Resolution.objects.filter(pk__in=[r.pk for r in to_void]).update(voided_at=now, void_reason=SUPERSEDED)
+        Resolution.objects.filter(pk__in=void_ids).update(voided_at=now, void_reason=SUPERSEDED)
         _unfund_voided(account, to_void, now)
     if to_create:
         Resolution.objects.bulk_create(to_create, batch_size=500)
-    Conversation.objects.bulk_create(
-        to_upsert,
-        batch_size=500,
-        update_conflicts=True,
-        unique_fields=["account", "conversation_id"],
-        update_fields=["status", "window_ends_at", "last_event_at", "updated_at"],
-    )
+    _conversations_upsert(account, states, now)
     _rollups_adjust(account, added=to_create, removed=to_void)
     return len(to_create)
+
+
+def _conversations_upsert(account: Account, states: list[tuple], now: dt.datetime) -> None:
+    """Write each conversation's evaluated state: on PostgreSQL one INSERT ... ON CONFLICT over arrays."""
+    if not states:
+        return
+    if connection.vendor != "postgresql":
+        Conversation.objects.bulk_create(
+            [
+                Conversation(
+                    account=account,
+                    conversation_id=cid,
+                    status=status,
+                    window_ends_at=window_ends_at,
+                    last_event_at=last_event_at,
+                    updated_at=now,
+                )  # fmt: skip
+                for cid, status, window_ends_at, last_event_at in states
+            ],
+            batch_size=500,
+            update_conflicts=True,
+            unique_fields=["account", "conversation_id"],
+            update_fields=["status", "window_ends_at", "last_event_at", "updated_at"],
+        )
+        return
+    ids, statuses, windows, lasts = (list(column) for column in zip(*states, strict=True))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""INSERT INTO {Conversation._meta.db_table}
+                    (account_id, conversation_id, status, window_ends_at, last_event_at, voided_by_staff, updated_at)
+                SELECT %s, v.cid, v.status, v.window_ends_at, v.last_event_at, false, %s
+                FROM unnest(%s::varchar[], %s::varchar[], %s::timestamptz[], %s::timestamptz[])
+                    AS v(cid, status, window_ends_at, last_event_at)
+                ON CONFLICT (account_id, conversation_id) DO UPDATE SET status = EXCLUDED.status,
+                    window_ends_at = EXCLUDED.window_ends_at, last_event_at = EXCLUDED.last_event_at,
+                    updated_at = EXCLUDED.updated_at""",
+            [account.pk, now, ids, statuses, windows, lasts],
+        )
 
 
 def _resolution(account: Account, conversation_id: str, outcome: Outcome, now: dt.datetime) -> Resolution:
