@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -131,7 +132,7 @@ def body_encode(batch: list[Event]) -> bytes:
 class Workload:
     conversations: list[list[Event]]
     batches: list[list[Event]]  # timed
-    profile_batches: list[list[Event]]  # the same stream, after the timed part
+    profile_batches: list[list[Event]]  # the same stream, after the timed part: half sampled, half timed in-process
     bodies: list[bytes] = field(default_factory=list)
 
     @property
@@ -154,7 +155,7 @@ class Workload:
 
 def workload_make(args, now: dt.datetime) -> Workload:
     rng = random.Random(args.seed)
-    n_total = args.events + args.profile_batches * args.batch_size
+    n_total = args.events + 2 * args.profile_batches * args.batch_size
     conversations = conversations_generate(n_total, days=args.days, now=now, rng=rng)
     events = [e for c in conversations for e in c]
     if args.order == "time":  # as a live platform posts them: conversations interleave and span batches
@@ -257,9 +258,6 @@ class Server:
             return
         raise BenchError(f"gunicorn did not answer within {timeout:.0f} s:\n{self.log_tail()}")
 
-    def worker_pids(self) -> list[int]:
-        return [pid for pid, (ppid, _) in _processes().items() if ppid == self.proc.pid]
-
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -268,6 +266,31 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class Analyzer(threading.Thread):
+    """Stands in for autovacuum's ANALYZE on a server that runs with autovacuum off: without it the planner never
+    learns that the tables grew, and plans the id lookups of a batch as scans of the whole account."""
+
+    TABLES = ("resolutions_conversationevent", "resolutions_conversation", "resolutions_resolution")
+
+    def __init__(self, conninfo: str, every: float):
+        super().__init__(name="analyzer", daemon=True)
+        self.conninfo, self.every = conninfo, every
+        self.stopping = threading.Event()
+        self.runs, self.seconds = 0, 0.0
+
+    def run(self) -> None:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            while not self.stopping.wait(self.every):
+                started = time.perf_counter()
+                conn.execute(f"ANALYZE {', '.join(self.TABLES)}")
+                self.seconds += time.perf_counter() - started
+                self.runs += 1
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join()
 
 
 # --- CPU accounting (/proc) ---------------------------------------------------------------------------
@@ -288,16 +311,16 @@ def _processes() -> dict[int, tuple[int, float]]:
     return out
 
 
-def _postgres_backends(db: str) -> set[int]:
+def _postgres_backends(db: str, processes: dict[int, tuple[int, float]]) -> set[int]:
+    """Backends connected to database `db`: children of the postmaster whose title names it."""
     pids = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if cmdline.startswith("postgres:") and f" {db} " in cmdline:
-                pids.add(int(entry.name))
+    for pid in processes:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cmdline.startswith("postgres:") and f" {db} " in cmdline:
+            pids.add(pid)
     return pids
 
 
@@ -308,37 +331,56 @@ def _machine_jiffies() -> tuple[int, int]:
     return sum(values[:8]) - idle, sum(values[:8])
 
 
-@dataclass
-class CpuSnapshot:
-    processes: dict[int, tuple[int, float]]
-    backends: set[int]
-    machine: tuple[int, int]
-    client: float
-    wall: float
+class CpuMonitor(threading.Thread):
+    """Average cores busy during the timed run: gunicorn workers, PostgreSQL backends of the scratch database, this
+    process (the client threads, and this monitor), the rest of the machine. Samples /proc every `every` s, so that
+    a process ending during the run (a backend closed when Django's CONN_MAX_AGE runs out) is still counted."""
 
-    @classmethod
-    def take(cls, db: str) -> CpuSnapshot:
+    def __init__(self, db: str, server_pid: int, every: float = 0.5):
+        super().__init__(name="cpu-monitor", daemon=True)
+        self.db, self.server_pid, self.every = db, server_pid, every
+        self.stopping = threading.Event()
+        self.base: dict[int, float] = {}
+        self.seen: dict[str, dict[int, float]] = {"server": {}, "postgres": {}}
+        self._sample(first=True)
+        self.machine0, self.client0, self.wall0 = _machine_jiffies(), self._client(), time.perf_counter()
+
+    @staticmethod
+    def _client() -> float:
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        return cls(_processes(), _postgres_backends(db), _machine_jiffies(), usage.ru_utime + usage.ru_stime,
-                   time.perf_counter())  # fmt: skip
+        return usage.ru_utime + usage.ru_stime
 
+    def _sample(self, first: bool = False) -> None:
+        processes = _processes()
+        groups = {
+            "server": {pid for pid, (ppid, _) in processes.items() if ppid == self.server_pid},
+            "postgres": _postgres_backends(self.db, processes) | set(self.seen["postgres"]),
+        }
+        for group, pids in groups.items():
+            for pid in pids & set(processes):
+                self.seen[group][pid] = processes[pid][1]
+                if first:
+                    self.base[pid] = processes[pid][1]
 
-def cpu_usage(before: CpuSnapshot, after: CpuSnapshot, server_pids: list[int]) -> dict[str, float]:
-    """Average cores busy per group between two snapshots (a backend born in between started from 0)."""
-    wall = after.wall - before.wall
+    def run(self) -> None:
+        while not self.stopping.wait(self.every):
+            self._sample()
 
-    def used(pids) -> float:
-        return sum(after.processes[p][1] - before.processes.get(p, (0, 0.0))[1] for p in pids if p in after.processes)
-
-    busy = (after.machine[0] - before.machine[0]) / max(1, after.machine[1] - before.machine[1]) * (os.cpu_count() or 1)
-    usage = {
-        "server": used(server_pids) / wall,
-        "postgres": used(after.backends | before.backends) / wall,
-        "client": (after.client - before.client) / wall,
-        "machine": busy,
-    }
-    usage["other"] = max(0.0, busy - usage["server"] - usage["postgres"] - usage["client"])
-    return usage
+    def stop(self) -> dict[str, float]:
+        self.stopping.set()
+        self.join()
+        self._sample()
+        wall = time.perf_counter() - self.wall0
+        machine = _machine_jiffies()
+        busy = (machine[0] - self.machine0[0]) / max(1, machine[1] - self.machine0[1]) * (os.cpu_count() or 1)
+        usage = {
+            group: sum(cpu - self.base.get(pid, 0.0) for pid, cpu in seen.items()) / wall
+            for group, seen in self.seen.items()
+        }
+        usage["client"] = (self._client() - self.client0) / wall
+        usage["machine"] = busy
+        usage["other"] = max(0.0, busy - usage["server"] - usage["postgres"] - usage["client"])
+        return usage
 
 
 # --- measurements ------------------------------------------------------------------------------------
@@ -482,16 +524,18 @@ def pyspy_summarize(raw: str, *, batch_ms: float, top: int = 14) -> list[str]:
     for row in raw.splitlines():
         stack, _, count = row.rpartition(" ")
         frames = [m for m in map(FRAME.match, stack.split(";")) if m]
-        if not count.isdigit() or not any(m["func"] == "handle_request" for m in frames):
+        if not count.isdigit() or not any(m["func"].endswith("handle_request") for m in frames):
             continue  # a worker waiting for a connection, not serving one
         n = int(count)
         total += n
         for key in {(m["file"], int(m["line"])) for m in frames if _is_portal(m["file"])}:
             by_line[key] += n
-        if any(m["func"] == "post" and m["file"].endswith("resolutions/apis.py") for m in frames):
+        if any(m["func"] == "ConversationEventsApi.post" for m in frames):
             in_view += n
         leaf = frames[-1]
-        by_leaf[f"{leaf['func']} ({_short(leaf['file'])})"] += n
+        caller = next((m for m in reversed(frames) if _is_portal(m["file"])), None)
+        from_line = f"{_short(caller['file'])}:{caller['line']}" if caller else "(outside portal code)"
+        by_leaf[f"{leaf['func']} ({_short(leaf['file'])}) | {from_line}"] += n
     if not total:
         return ["py-spy recorded no sample inside a request."]
     lines = [
@@ -504,20 +548,24 @@ def pyspy_summarize(raw: str, *, batch_ms: float, top: int = 14) -> list[str]:
     for (path, line), n in by_line.most_common(top):
         where = f"{_short(path)}:{line} `{_source_line(path, line)}`"
         lines.append(f"| {where} | {n / total:.1%} | {n / total * batch_ms:,.0f} |")
-    lines += ["", "| leaf function (self time) | share | ms/batch |", "| --- | ---: | ---: |"]
-    for name, n in by_leaf.most_common(10):
+    lines += [
+        "",
+        "| leaf function (self time; Connection.wait = waiting for PostgreSQL) | from portal line | share | ms/batch |",
+        "| --- | --- | ---: | ---: |",
+    ]
+    for name, n in by_leaf.most_common(12):
         lines.append(f"| {name} | {n / total:.1%} | {n / total * batch_ms:,.0f} |")
     return lines
 
 
-def profile_pyspy(pyspy: str, server: Server, pool, headers, workload: Workload, out_dir: Path) -> list[str]:
+def profile_pyspy(pyspy: str, server: Server, pool, headers, batches: list[list[Event]], out_dir: Path) -> list[str]:
     raw_path = out_dir / "pyspy.txt"
     cmd = [pyspy, "record", "--pid", str(server.proc.pid), "--subprocesses", "--idle", "--nonblocking",
            "--full-filenames", "--rate", "250", "--format", "raw", "--output", str(raw_path)]  # fmt: skip
     spy = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     time.sleep(1.5)  # let it attach to the master and its workers
-    bodies = [body_encode(b) for b in workload.profile_batches]
-    run = batches_post(pool, headers, bodies, [len(b) for b in workload.profile_batches], concurrency=1)
+    bodies = [body_encode(b) for b in batches]
+    run = batches_post(pool, headers, bodies, [len(b) for b in batches], concurrency=1)
     time.sleep(0.3)
     spy.send_signal(signal.SIGINT)
     try:
@@ -533,20 +581,22 @@ def profile_pyspy(pyspy: str, server: Server, pool, headers, workload: Workload,
     head = (
         f"Profile: py-spy record --idle --nonblocking at 250 Hz on the gunicorn workers while {len(bodies)} more "
         f"batches of the same stream were posted one at a time: {batch_ms:,.0f} ms per batch of "
-        f"{len(workload.profile_batches[0]):,} on average (no lock contention at concurrency 1)."
+        f"{len(batches[0]):,} on average (no lock contention at concurrency 1)."
     )
     return [head, "", *pyspy_summarize(raw_path.read_text(), batch_ms=batch_ms)]
 
 
-def profile_cprofile(env: dict[str, str], api_key: str, workload: Workload, out_dir: Path) -> list[str]:
-    bodies_path = out_dir / "profile_bodies.jsonl"
-    bodies_path.write_bytes(b"\n".join(body_encode(b) for b in workload.profile_batches))
+def profile_in_process(mode: str, env: dict[str, str], api_key: str, batches: list[list[Event]], out_dir: Path):
+    """bench/profile_batch.py in a subprocess with the portal's environment: "phases" or "cprofile"."""
+    bodies_path = out_dir / f"profile_{mode}.jsonl"
+    bodies_path.write_bytes(b"\n".join(body_encode(b) for b in batches))
+    script = ROOT / "bench" / "profile_batch.py"
     proc = subprocess.run(
-        [str(VENV_BIN / "python"), str(ROOT / "bench" / "profile_batch.py"), "--bodies", str(bodies_path)],
+        [str(VENV_BIN / "python"), str(script), "--mode", mode, "--bodies", str(bodies_path)],
         cwd=ROOT, env={**env, "BENCH_API_KEY": api_key}, capture_output=True, text=True,
     )  # fmt: skip
     if proc.returncode != 0:
-        raise BenchError(f"cProfile run failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+        raise BenchError(f"profile_batch.py --mode {mode} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
     return proc.stdout.rstrip().splitlines()
 
 
@@ -559,23 +609,36 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def machine_facts(admin_url: str) -> list[str]:
+    settings = ("server_version", "fsync", "synchronous_commit", "autovacuum")
     with psycopg.connect(admin_url) as conn:
-        pg = {k: conn.execute(f"SHOW {k}").fetchone()[0] for k in ("server_version", "fsync", "synchronous_commit")}
+        pg = {k: conn.execute(f"SHOW {k}").fetchone()[0] for k in settings}
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     gunicorn = subprocess.run([str(VENV_BIN / "gunicorn"), "--version"], capture_output=True, text=True).stdout
+    git = subprocess.run(["git", "log", "-1", "--format=%h %cI"], cwd=ROOT, capture_output=True, text=True).stdout
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "resolutions", "accounts", "billing_portal"],
+        cwd=ROOT, capture_output=True, text=True,
+    ).stdout.splitlines()  # fmt: skip
     return [
-        f"nproc {len(os.sched_getaffinity(0))} ({cpu}), load average at start {os.getloadavg()[0]:.2f} "
+        f"portal code: git {git.strip() or '?'}; uncommitted files in its apps: {len(dirty)}",
+        f"machine: nproc {len(os.sched_getaffinity(0))} ({cpu}), load average at start {os.getloadavg()[0]:.2f} "
         "(the cores are shared with other work)",
-        f"PostgreSQL {pg['server_version']} (fsync {pg['fsync']}, synchronous_commit {pg['synchronous_commit']}), "
-        f"Python {platform.python_version()}, {gunicorn.strip()}, psycopg {psycopg.__version__}",
+        f"software: PostgreSQL {pg['server_version']} (fsync {pg['fsync']}, synchronous_commit "
+        f"{pg['synchronous_commit']}, autovacuum {pg['autovacuum']}), Python {platform.python_version()}, "
+        f"{gunicorn.strip()}, psycopg {psycopg.__version__}",
     ]
+
+
+def autovacuum_on(admin_url: str) -> bool:
+    with psycopg.connect(admin_url) as conn:
+        return conn.execute("SHOW autovacuum").fetchone()[0] == "on"
 
 
 def status(ok: bool) -> str:
     return "met" if ok else "**MISSED**"
 
 
-def report_table(*, ingest_eps, copy_eps, eval_eps, p50, p95) -> list[str]:
+def report_table(*, ingest_eps, copy_eps, eval_eps, p50, p95, first, last) -> list[str]:
     ratio = ingest_eps / copy_eps
     return [
         "| figure | value | target | |",
@@ -586,6 +649,7 @@ def report_table(*, ingest_eps, copy_eps, eval_eps, p50, p95) -> list[str]:
         f"| ingestion / COPY | {ratio:.1%} | >= {TARGET_COPY_RATIO:.0%} | {status(ratio >= TARGET_COPY_RATIO)} |",
         f"| evaluation, conversation_evaluate alone | {eval_eps:,.0f} events/s | | |",
         f"| batch latency p50 / p95 | {p50 * 1000:,.0f} / {p95 * 1000:,.0f} ms | | |",
+        f"| mean latency, first / last tenth of the batches | {first * 1000:,.0f} / {last * 1000:,.0f} ms | | |",
     ]
 
 
@@ -593,7 +657,7 @@ def results_append(path: Path, lines: list[str]) -> None:
     new = not path.exists() or not path.read_text().strip()
     with open(path, "a") as out:
         if new:
-            out.write("# Ingestion benchmark results\n\nAppended by `bench/ingest.py`, one section per run.\n")
+            out.write("# Benchmark results\n\nAppended by the scripts of bench/, one section per run.\n")
         out.write("\n" + "\n".join(lines) + "\n")
 
 
@@ -611,6 +675,13 @@ def parse_args(argv):
                         "conversation: each conversation's events together")  # fmt: skip
     parser.add_argument("--days", type=float, default=3.0, help="conversations start within the last DAYS")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--analyze-every",
+        type=float,
+        default=10.0,
+        help="when the server runs with autovacuum off, ANALYZE the portal's tables every SECONDS while posting, "
+        "as autovacuum would (0: never, to measure the server as configured)",
+    )
     parser.add_argument("--db", default="bench_portal", help="scratch database, dropped and recreated")
     parser.add_argument("--pg", default=os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
                         help="admin connection (creates and drops the scratch database)")  # fmt: skip
@@ -651,7 +722,7 @@ def main(argv=None) -> int:
     conninfo = db_url_for(args.pg, args.db)
     env = portal_env(django_db_url(args.pg, args.db))
     facts = machine_facts(args.pg)
-    server = None
+    server = analyzer = None
     work_dir = tempfile.TemporaryDirectory(prefix="bench-ingest-")
     try:
         t = step(f"scratch database {args.db}: drop, create, migrate (about a minute)")
@@ -697,13 +768,16 @@ def main(argv=None) -> int:
         with ThreadPoolExecutor(args.concurrency) as executor:  # warm-up: each worker loads the app, connects
             list(executor.map(lambda _: server.wait_ready(pool, headers), range(4 * args.workers)))
 
+        if args.analyze_every > 0 and not autovacuum_on(args.pg):
+            analyzer = Analyzer(conninfo, args.analyze_every)
+            analyzer.start()
         step(f"posting {len(workload.batches)} batches from {args.concurrency} client threads")
-        before = CpuSnapshot.take(args.db)
+        monitor = CpuMonitor(args.db, server.proc.pid)
+        monitor.start()
         run = batches_post(pool, headers, workload.bodies, [len(b) for b in workload.batches], args.concurrency)
-        after = CpuSnapshot.take(args.db)
+        cpu = monitor.stop()
         if run.errors:
             raise BenchError(f"{len(run.errors)} batch(es) failed, first: " + "; ".join(run.errors[:3]))
-        cpu = cpu_usage(before, after, server.worker_pids())
         ingest_eps = workload.n_events / run.elapsed
         stored = ingested_check(conninfo, setup["account_id"], workload)
         p50, p95 = _percentile(run.latencies, 0.50), _percentile(run.latencies, 0.95)
@@ -711,37 +785,61 @@ def main(argv=None) -> int:
 
         profile_lines: list[str] = []
         if args.profile != "none":
+            sampled, timed = (
+                workload.profile_batches[: args.profile_batches],
+                workload.profile_batches[args.profile_batches :],
+            )
             use_pyspy = pyspy is not None and args.profile in ("auto", "py-spy")
-            step(f"profile: {'py-spy' if use_pyspy else 'cProfile in-process'} on {args.profile_batches} batches")
+            step(f"profile: {'py-spy' if use_pyspy else 'cProfile in-process'} on {len(sampled)} more batches")
             if use_pyspy:
-                profile_lines = profile_pyspy(pyspy, server, pool, headers, workload, Path(work_dir.name))
+                profile_lines = profile_pyspy(pyspy, server, pool, headers, sampled, Path(work_dir.name))
             else:
-                profile_lines = profile_cprofile(env, setup["api_key"], workload, Path(work_dir.name))
+                profile_lines = profile_in_process("cprofile", env, setup["api_key"], sampled, Path(work_dir.name))
         server.stop()
         server = None
+        if args.profile != "none":
+            step(f"profile: in-process phase timings on {len(timed)} more batches")
+            phase_lines = profile_in_process("phases", env, setup["api_key"], timed, Path(work_dir.name))
+            profile_lines += ["", *phase_lines]
+        if analyzer is not None:
+            analyzer.stop()
+            statistics = (
+                f"autovacuum is off on this server, so the bench ran ANALYZE on {', '.join(Analyzer.TABLES)} every "
+                f"{args.analyze_every:g} s while posting ({analyzer.runs} times, {analyzer.seconds:.1f} s in all)"
+            )
+        elif autovacuum_on(args.pg):
+            statistics = "autovacuum is on: the server keeps the planner's statistics"
+        else:
+            statistics = "autovacuum is off and --analyze-every 0: the planner's statistics stay those of empty tables"
 
-        table = report_table(ingest_eps=ingest_eps, copy_eps=copy_eps, eval_eps=eval_eps, p50=p50, p95=p95)
+        tenth = max(1, len(run.latencies) // 10)
+        first, last = (sum(part) / len(part) for part in (run.latencies[:tenth], run.latencies[-tenth:]))
+        table = report_table(
+            ingest_eps=ingest_eps, copy_eps=copy_eps, eval_eps=eval_eps, p50=p50, p95=p95, first=first, last=last
+        )
         missed = [ln for ln in table if "MISSED" in ln]
         verdict = "MISSED: " + ", ".join(ln.split("|")[1].strip() for ln in missed) if missed else "all targets met"
         cpu_line = (
             f"CPU during the timed run, average cores busy (of {os.cpu_count()}): gunicorn workers "
             f"{cpu['server']:.2f}, PostgreSQL backends {cpu['postgres']:.2f}, "
-            f"bench client threads {cpu['client']:.2f}, "
-            f"other processes {cpu['other']:.2f} (machine {cpu['machine']:.2f})."
+            f"bench process (client threads) {cpu['client']:.2f}, "
+            f"other processes {cpu['other']:.2f} (machine {cpu['machine']:.2f}). CPU time per batch: gunicorn "
+            f"{cpu['server'] * run.elapsed / len(workload.batches) * 1000:,.0f} ms, PostgreSQL "
+            f"{cpu['postgres'] * run.elapsed / len(workload.batches) * 1000:,.0f} ms."
         )
         workload_line = (
             f"Workload: {workload.n_events:,} events in {len(workload.batches)} batches of {args.batch_size:,}, "
             f"{len({e.conversation_id for b in workload.batches for e in b}):,} conversations, order={args.order}, "
             f"{touched:,.0f} conversations touched per batch, {rework:.2f} events re-evaluated per event ingested; "
             f"one account; gunicorn sync workers {args.workers}, client threads {args.concurrency}; "
-            f"stored afterwards {stored}."
+            f"stored afterwards {stored}; planner statistics: {statistics}."
         )
         report = [
-            f"## {now:%Y-%m-%d %H:%M} UTC: --workers {args.workers} --concurrency {args.concurrency}",
+            f"## Ingestion, {now:%Y-%m-%d %H:%M} UTC: --workers {args.workers} --concurrency {args.concurrency}",
             "",
             f"- date -u: `{date}`",
             f"- command: `{command}`",
-            *[f"- machine: {fact}" for fact in facts],
+            *[f"- {fact}" for fact in facts],
             f"- {workload_line}",
             "",
             *table,
@@ -763,6 +861,8 @@ def main(argv=None) -> int:
     finally:
         if server is not None:
             server.stop()
+        if analyzer is not None:
+            analyzer.stop()
         work_dir.cleanup()
         if not args.keep_db:
             db_drop(args.pg, args.db)
