@@ -134,11 +134,14 @@ def conversations_evaluate(*, account: Account, conversation_ids: Iterable[str],
         if conversation_id not in last_event or occurred_at > last_event[conversation_id]:
             last_event[conversation_id] = occurred_at
     # Plain rows, not model instances: this runs for every ingested batch.
-    disputed = set(
-        Conversation.objects.filter(
-            account=account, conversation_id__in=conversation_ids, voided_by_staff=True
-        ).values_list("conversation_id", flat=True)
-    )
+    # Few accounts have disputed conversations: ask the small partial index first, the ids only if any.
+    disputed = set()
+    if Conversation.objects.filter(account=account, voided_by_staff=True).exists():
+        disputed = set(
+            Conversation.objects.filter(
+                account=account, conversation_id__in=conversation_ids, voided_by_staff=True
+            ).values_list("conversation_id", flat=True)
+        )
     active = {
         conversation_id: (pk, kind, resolved_at)
         for conversation_id, pk, kind, resolved_at in Resolution.objects.filter(
