@@ -21,7 +21,6 @@ import platform
 import random
 import re
 import resource
-import secrets
 import shlex
 import shutil
 import signal
@@ -38,7 +37,7 @@ from pathlib import Path
 
 import psycopg
 import urllib3
-from psycopg import sql
+from scratch_db import db_drop, db_recreate, db_url_for, django_db_url, portal_env
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -167,41 +166,6 @@ def workload_make(args, now: dt.datetime) -> Workload:
 
 
 # --- database and portal processes ------------------------------------------------------------------
-
-
-def db_url_for(admin_url: str, db: str) -> str:
-    return str(psycopg.conninfo.make_conninfo(admin_url, dbname=db))
-
-
-def django_db_url(admin_url: str, db: str) -> str:
-    """DATABASE_URL for django-environ (a URL, not a libpq keyword string)."""
-    info = psycopg.conninfo.conninfo_to_dict(admin_url)
-    user = info.get("user", "postgres")
-    password = f":{info['password']}" if info.get("password") else ""
-    return f"postgres://{user}{password}@{info.get('host', '127.0.0.1')}:{info.get('port', 5432)}/{db}"
-
-
-def db_recreate(admin_url: str, db: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
-
-
-def db_drop(admin_url: str, db: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
-
-
-def portal_env(database_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("BILLING_CLOCK_NOW", "DJANGO_SETTINGS_MODULE")}
-    env.update(
-        DATABASE_URL=database_url,
-        SECRET_KEY=secrets.token_urlsafe(50),
-        DJANGO_DEBUG="false",
-        ALLOWED_HOSTS="127.0.0.1",
-        LOG_LEVEL="WARNING",
-    )
-    return env
 
 
 def manage(args: list[str], env: dict[str, str]) -> str:
