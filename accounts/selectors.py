@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.http import Http404
 
-from .models import Account, ApiKey, AuditLogEntry, PricePlan, PricePlanVersion, Role, User
+from .models import Account, ApiKey, AuditLogEntry, PricePlan, Role, User
 
 
 def account_list_visible(*, user: User) -> QuerySet[Account]:
@@ -49,15 +49,3 @@ def audit_log_list(*, account: Account | None = None, limit: int = 50) -> QueryS
 
 def price_plan_list() -> QuerySet[PricePlan]:
     return PricePlan.objects.prefetch_related("versions__tiers", "versions__offers")
-
-
-def price_plan_version_get(*, plan_slug: str, number: int) -> PricePlanVersion:
-    version = (
-        PricePlanVersion.objects.select_related("plan")
-        .prefetch_related("tiers", "offers")
-        .filter(plan__slug=plan_slug, number=number)
-        .first()
-    )
-    if version is None:
-        raise Http404("No such plan version.")
-    return version

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from scratch_db import db_drop, db_recreate, db_url_for, django_db_url, portal_env
+from scratch_db import db_drop, db_recreate, db_url_for, django_db_url, portal_env, step
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -841,11 +841,6 @@ def parse_args(argv):
     if not 1 <= args.days <= 300:
         parser.error("--days must be 1 to 300")
     return args
-
-
-def step(message: str) -> float:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-    return time.perf_counter()
 
 
 def main(argv=None) -> int:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import psycopg
 import urllib3
-from scratch_db import db_drop, db_recreate, db_url_for, django_db_url, portal_env
+from scratch_db import db_drop, db_recreate, db_url_for, django_db_url, portal_env, step
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -669,11 +669,6 @@ def parse_args(argv):
     if args.profile == "none":
         args.profile_batches = 0
     return args
-
-
-def step(message: str) -> float:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-    return time.perf_counter()
 
 
 def main(argv=None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 
 import psycopg
 from psycopg import sql
@@ -45,3 +46,9 @@ def portal_env(database_url: str) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="billing_portal.settings",
     )
     return env
+
+
+def step(message: str) -> float:
+    """Print a timestamped progress line; return a perf_counter start."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+    return time.perf_counter()

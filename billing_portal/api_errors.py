@@ -44,10 +44,6 @@ def api_exception_handler(exc, context):
     return response
 
 
-def validation_error_response(errors: list[dict], code: int = status.HTTP_400_BAD_REQUEST) -> Response:
-    return Response({"errors": errors}, status=code)
-
-
 def json_not_found(request, exception=None):
     """Django's 404 for API paths answers JSON; pages keep the HTML page."""
     if request.path.startswith("/api/"):

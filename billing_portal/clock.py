@@ -64,17 +64,19 @@ def _instant_argument(value: str) -> dt.datetime:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def _instant_argument():
-    from .command_args import instant  # command_args builds on this module
-
-    return instant
+def instant_argument(value: str) -> dt.datetime:
+    """argparse type for an ISO 8601 instant: bad input becomes argparse's one-line error."""
+    try:
+        return parse_instant(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_now_argument(parser: argparse.ArgumentParser) -> None:
     """Give a management command the `--now ISO8601` option; run its work inside `frozen_for(options)`."""
     parser.add_argument(
         "--now",
-        type=_instant_argument(),
+        type=instant_argument,
         default=None,
         help="Run as if it were this instant (ISO 8601 with timezone), like a Stripe test clock.",
     )
