@@ -3,6 +3,11 @@ from django.db.models.signals import post_migrate
 
 
 def _ensure_staff_groups(sender, **kwargs):
+    from django.apps import apps
+
+    # post_migrate is sent once per app; the permissions of every app exist only after the last one.
+    if sender is not list(apps.get_app_configs())[-1]:
+        return
     from .services import staff_groups_ensure
 
     staff_groups_ensure()
@@ -19,5 +24,4 @@ class AccountsConfig(AppConfig):
 
         stripe_client.configure_globals()
 
-        # Every app's post_migrate, so permissions of apps migrated after this one exist too.
         post_migrate.connect(_ensure_staff_groups, dispatch_uid="accounts.staff_groups")
