@@ -52,8 +52,10 @@ def credit_alerts_check(*, account: Account, burn_per_day: float, now: dt.dateti
     """Raise alerts whose condition became true, clear those that stopped; returns the newly raised."""
     now = now or clock.now()
     raised = []
+    conditions = credit_alert_conditions(account=account, now=now, burn_per_day=burn_per_day)
+    if not any(conditions.values()) and not CreditAlert.objects.filter(account=account, active=True).exists():
+        return raised  # nothing to raise or clear: the usual case, no rows locked or written
     with transaction.atomic():
-        conditions = credit_alert_conditions(account=account, now=now, burn_per_day=burn_per_day)
         for kind, message in conditions.items():
             alert, _ = CreditAlert.objects.select_for_update().get_or_create(account=account, kind=kind)
             if message and not alert.active:

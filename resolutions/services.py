@@ -236,6 +236,23 @@ def _rollups_apply(account: Account, delta: dict[dt.date, list[int]]) -> None:
     delta = {day: row for day, row in delta.items() if any(row)}
     if not delta:
         return
+    if connection.vendor == "postgresql":  # one statement for every day touched
+        days = sorted(delta)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""INSERT INTO {DailyUsage._meta.db_table}
+                        (account_id, date, resolutions, credited, overage, amount_minor)
+                    SELECT %s, v.day, v.resolutions, v.credited, v.overage, v.amount
+                    FROM unnest(%s::date[], %s::int[], %s::int[], %s::int[], %s::bigint[])
+                        AS v(day, resolutions, credited, overage, amount)
+                    ON CONFLICT (account_id, date) DO UPDATE SET
+                        resolutions = {DailyUsage._meta.db_table}.resolutions + EXCLUDED.resolutions,
+                        credited = {DailyUsage._meta.db_table}.credited + EXCLUDED.credited,
+                        overage = {DailyUsage._meta.db_table}.overage + EXCLUDED.overage,
+                        amount_minor = {DailyUsage._meta.db_table}.amount_minor + EXCLUDED.amount_minor""",
+                [account.pk, days, *([delta[d][i] for d in days] for i in range(4))],
+            )
+        return
     existing = set(DailyUsage.objects.filter(account=account, date__in=list(delta)).values_list("date", flat=True))
     DailyUsage.objects.bulk_create(
         [DailyUsage(account=account, date=day) for day in delta if day not in existing]
