@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import defaultdict
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.mail import send_mail
@@ -20,44 +22,86 @@ from .models import CreditAlert, CreditPack
 logger = logging.getLogger(__name__)
 
 
-def credit_alert_conditions(*, account: Account, now: dt.datetime, burn_per_day: float) -> dict[str, str | None]:
-    """Each alert kind -> its message when the condition holds now, else None. `burn_per_day` is the
-    recent average of credited resolutions a day (the caller reads it from its usage rollups)."""
-    packs = CreditPack.objects.filter(account=account, status=CreditPack.Status.ACTIVE, expires_at__gt=now)
-    totals = packs.aggregate(granted=Sum("granted"), remaining=Sum("remaining"), last=Max("expires_at"))
-    granted, remaining = totals["granted"] or 0, totals["remaining"] or 0
+@dataclass(frozen=True, slots=True)
+class CreditStanding:
+    """What the alert rules look at, per account: its active packs' totals and its recent burn rate."""
+
+    granted: int = 0
+    remaining: int = 0
+    last_expiry: dt.datetime | None = None
+    burn_per_day: float = 0.0  # credited resolutions a day, recent average (from the usage rollups)
+
+
+def credit_standings(*, account_ids: list[int], now: dt.datetime, burn_by_account: dict[int, float]) -> dict:
+    """account id -> CreditStanding, from one aggregate query over the accounts' active packs."""
+    standings = {pk: CreditStanding(burn_per_day=burn_by_account.get(pk, 0.0)) for pk in account_ids}
+    totals = (
+        CreditPack.objects.filter(account_id__in=account_ids, status=CreditPack.Status.ACTIVE, expires_at__gt=now)
+        .values("account_id")
+        .annotate(granted=Sum("granted"), remaining=Sum("remaining"), last=Max("expires_at"))
+        .order_by()
+    )
+    for row in totals:
+        pk = row["account_id"]
+        burn = standings[pk].burn_per_day
+        standings[pk] = CreditStanding(row["granted"] or 0, row["remaining"] or 0, row["last"], burn)
+    return standings
+
+
+def credit_alert_conditions(*, standing: CreditStanding, threshold_percent: int, now: dt.datetime) -> dict:
+    """Each alert kind -> its message when the condition holds now, else None (a pure function)."""
     conditions: dict[str, str | None] = {CreditAlert.Kind.LOW_BALANCE: None, CreditAlert.Kind.BURN_RATE: None}
+    granted, remaining = standing.granted, standing.remaining
     if not granted:
         return conditions
-    threshold = account.low_credit_threshold_percent
-    if remaining * 100 < granted * threshold:
+    if remaining * 100 < granted * threshold_percent:
         conditions[CreditAlert.Kind.LOW_BALANCE] = (
-            f"{remaining:,} of {granted:,} prepaid resolutions left (below {threshold} %). "
+            f"{remaining:,} of {granted:,} prepaid resolutions left (below {threshold_percent} %). "
             "Resolutions beyond your credits are billed as overage."
         )
-    burn = burn_per_day
+    burn = standing.burn_per_day
     if burn > 0 and remaining > 0:
         days_left = remaining / burn
-        days_to_expiry = (totals["last"] - now).total_seconds() / 86400
+        days_to_expiry = (standing.last_expiry - now).total_seconds() / 86400
         if days_left < days_to_expiry:
             runs_out = (now + dt.timedelta(days=days_left)).date()
             conditions[CreditAlert.Kind.BURN_RATE] = (
                 f"At {burn:,.0f} resolutions a day, your credits run out around {runs_out:%d %b %Y}, "
-                f"before they expire on {totals['last']:%d %b %Y}."
+                f"before they expire on {standing.last_expiry:%d %b %Y}."
             )
     return conditions
 
 
-def credit_alerts_check(*, account: Account, burn_per_day: float, now: dt.datetime | None = None) -> list[CreditAlert]:
-    """Raise alerts whose condition became true, clear those that stopped; returns the newly raised."""
+def credit_alerts_check(
+    *, account_ids: list[int], burn_by_account: dict[int, float], now: dt.datetime | None = None
+) -> list[CreditAlert]:
+    """Raise alerts whose condition became true, clear those that stopped; returns the newly raised.
+    Reads the accounts' standings and active alerts in three queries; only accounts with something to
+    raise, update or clear are locked and written (one transaction each)."""
     now = now or clock.now()
+    if not account_ids:
+        return []
+    standings = credit_standings(account_ids=account_ids, now=now, burn_by_account=burn_by_account)
+    thresholds = dict(Account.objects.filter(pk__in=account_ids).values_list("pk", "low_credit_threshold_percent"))
+    active: dict[int, dict[str, str]] = defaultdict(dict)
+    for account_id, kind, message in CreditAlert.objects.filter(account_id__in=account_ids, active=True).values_list(
+        "account_id", "kind", "message"
+    ):
+        active[account_id][kind] = message
     raised = []
-    conditions = credit_alert_conditions(account=account, now=now, burn_per_day=burn_per_day)
-    if not any(conditions.values()) and not CreditAlert.objects.filter(account=account, active=True).exists():
-        return raised  # nothing to raise or clear: the usual case, no rows locked or written
+    for pk in sorted(thresholds):
+        conditions = credit_alert_conditions(standing=standings[pk], threshold_percent=thresholds[pk], now=now)
+        if all(active[pk].get(kind) == message for kind, message in conditions.items()):
+            continue  # nothing to raise, update or clear: the usual case, no rows locked or written
+        raised += _alerts_apply(account_id=pk, conditions=conditions, now=now)
+    return raised
+
+
+def _alerts_apply(*, account_id: int, conditions: dict, now: dt.datetime) -> list[CreditAlert]:
+    raised = []
     with transaction.atomic():
         for kind, message in conditions.items():
-            alert, _ = CreditAlert.objects.select_for_update().get_or_create(account=account, kind=kind)
+            alert, _ = CreditAlert.objects.select_for_update().get_or_create(account_id=account_id, kind=kind)
             if message and not alert.active:
                 alert.active, alert.message, alert.raised_at = True, message, now
                 alert.times_raised += 1

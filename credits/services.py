@@ -79,72 +79,97 @@ def credit_pack_grant(
     return pack
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Demand:
     """One resolution asking for one credit: the key names it in the ledger; `at` is when it happened."""
 
+    account_id: int
     key: str
     at: dt.datetime
 
 
-def _priority(pack: CreditPack) -> tuple:
-    return (pack.expires_at, _SOURCE_RANK.get(pack.source, 1), pack.created_at, pack.pk)
+@dataclass(slots=True)
+class _Drawable:
+    priority: tuple
+    pk: int
+    starts_at: dt.datetime
+    expires_at: dt.datetime
+    remaining: int
+    used: int = 0
 
 
-def credits_draw(*, account: Account, demands: list[Demand], now: dt.datetime) -> dict[str, CreditPack | None]:
-    """Fund each demand, in the order given, from the active pack that covers its instant and expires
-    soonest; None when no pack can (overage). Runs inside the caller's transaction, which must hold the
-    account's lock; pack rows are locked in primary-key order. Writes one ledger entry per credit."""
+def credits_draw(*, demands: list[Demand], now: dt.datetime) -> list[int | None]:
+    """Fund each demand, in the order given, from its account's active pack that covers its instant and
+    expires soonest; returns the pack id per demand, None when no pack can (overage). Demands may span
+    several accounts. Runs inside the caller's transaction, which must hold the accounts' locks; pack rows
+    are locked in primary-key order. Writes one ledger entry per credit (plain rows, COPYed on PostgreSQL)
+    and each used pack's balance with one statement."""
     if not demands:
-        return {}
+        return []
+    account_ids = sorted({d.account_id for d in demands})
     earliest = min(d.at for d in demands)
-    packs = list(
+    drawable: dict[int, list[_Drawable]] = {pk: [] for pk in account_ids}
+    for pk, account_id, source, starts_at, expires_at, created_at, remaining in (
         CreditPack.objects.select_for_update()
-        .filter(account=account, status=CreditPack.Status.ACTIVE, remaining__gt=0, expires_at__gt=earliest)
+        .filter(account_id__in=account_ids, status=CreditPack.Status.ACTIVE, remaining__gt=0, expires_at__gt=earliest)
         .order_by("pk")
-    )
-    packs.sort(key=_priority)
-    funded: dict[str, CreditPack | None] = {}
-    entries = []
-    used: dict[int, int] = {}
+        .values_list("pk", "account_id", "source", "starts_at", "expires_at", "created_at", "remaining")
+    ):
+        priority = (expires_at, _SOURCE_RANK.get(source, 1), created_at, pk)
+        drawable[account_id].append(_Drawable(priority, pk, starts_at, expires_at, remaining))
+    for packs in drawable.values():
+        packs.sort(key=lambda p: p.priority)
+    funded: list[int | None] = []
+    entries: list[tuple] = []
+    drawdown = CreditLedgerEntry.Kind.DRAWDOWN.value
     for demand in demands:
-        pack = next(
-            (p for p in packs if p.remaining > 0 and p.starts_at <= demand.at < p.expires_at), None
-        )  # few packs per account: a scan is cheaper than an interval structure
-        funded[demand.key] = pack
+        at = demand.at
+        # Few packs per account: a scan is cheaper than an interval structure.
+        pack = next((p for p in drawable[demand.account_id] if p.remaining and p.starts_at <= at < p.expires_at), None)
         if pack is None:
+            funded.append(None)
             continue
         pack.remaining -= 1
-        used[pack.pk] = used.get(pack.pk, 0) + 1
-        entries.append(
-            CreditLedgerEntry(
-                pack=pack,
-                account=account,
-                kind=CreditLedgerEntry.Kind.DRAWDOWN,
-                quantity=-1,
-                idempotency_key=f"drawdown:{demand.key}",
-                created_at=now,
-            )  # fmt: skip
-        )
+        pack.used += 1
+        funded.append(pack.pk)
+        entries.append((pack.pk, demand.account_id, drawdown, -1, f"drawdown:{demand.key}", now))
     if entries:
         _ledger_insert(entries)
-        CreditPack.objects.bulk_update([p for p in packs if p.pk in used], ["remaining"], batch_size=500)
+        _pack_balances_write([(p.pk, p.remaining) for packs in drawable.values() for p in packs if p.used])
     return funded
 
 
-def _ledger_insert(entries: list[CreditLedgerEntry]) -> None:
-    """Append entries: COPY on PostgreSQL (one round trip, no per-row ORM cost), bulk_create elsewhere.
-    The unique idempotency keys still hold: a duplicate aborts the whole transaction."""
+_LEDGER_COLUMNS = ("pack_id", "account_id", "kind", "quantity", "idempotency_key", "created_at")
+
+
+def _ledger_insert(entries: list[tuple]) -> None:
+    """Append entries (tuples in _LEDGER_COLUMNS order): COPY on PostgreSQL (one round trip, no per-row ORM
+    cost), bulk_create elsewhere. The unique idempotency keys still hold: a duplicate aborts the whole
+    transaction."""
     if connection.vendor != "postgresql":
-        CreditLedgerEntry.objects.bulk_create(entries, batch_size=1000)
+        CreditLedgerEntry.objects.bulk_create(
+            [CreditLedgerEntry(**dict(zip(_LEDGER_COLUMNS, row, strict=True))) for row in entries], batch_size=1000
+        )
         return
-    columns = "pack_id, account_id, kind, quantity, idempotency_key, created_at"
-    with (
-        connection.cursor() as cursor,
-        cursor.cursor.copy(f"COPY {CreditLedgerEntry._meta.db_table} ({columns}) FROM STDIN") as copy,
-    ):
-        for e in entries:
-            copy.write_row((e.pack_id, e.account_id, e.kind, e.quantity, e.idempotency_key, e.created_at))
+    statement = f"COPY {CreditLedgerEntry._meta.db_table} ({', '.join(_LEDGER_COLUMNS)}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+        for row in entries:
+            copy.write_row(row)
+
+
+def _pack_balances_write(balances: list[tuple[int, int]]) -> None:
+    """Set each (pack id, remaining): one UPDATE ... FROM unnest on PostgreSQL."""
+    if connection.vendor != "postgresql":
+        for pk, remaining in balances:
+            CreditPack.objects.filter(pk=pk).update(remaining=remaining)
+        return
+    pks, remaining = (list(column) for column in zip(*balances, strict=True))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""UPDATE {CreditPack._meta.db_table} AS p SET remaining = v.remaining
+                FROM unnest(%s::bigint[], %s::int[]) AS v(id, remaining) WHERE p.id = v.id""",
+            [pks, remaining],
+        )
 
 
 def credit_give_back(*, account: Account, pack_id: int, key: str, now: dt.datetime) -> bool:

@@ -80,11 +80,14 @@ class Resolution(models.Model):
         CREDIT = "credit", "Credit pack"
         OVERAGE = "overage", "Overage"
 
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    # Lean on indexes: every index is written again by each funding UPDATE (funding is in the unfunded
+    # index's predicate, so no update is HOT). The account's composite indexes below lead with it; plan
+    # versions and packs are never deleted (PROTECT), and nothing reads resolutions by version or pack.
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+", db_index=False)
     conversation_id = models.CharField(max_length=MAX_ID_LENGTH)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     resolved_at = models.DateTimeField()
-    plan_version = models.ForeignKey(PricePlanVersion, on_delete=models.PROTECT, related_name="+")
+    plan_version = models.ForeignKey(PricePlanVersion, on_delete=models.PROTECT, related_name="+", db_index=False)
 
     class Reversal(models.TextChoices):
         NONE = "", "Nothing to reverse"
@@ -92,7 +95,9 @@ class Resolution(models.Model):
         SENT = "sent", "Reversed in Stripe"
 
     funding = models.CharField(max_length=16, choices=Funding.choices, default=Funding.UNFUNDED)
-    credit_pack = models.ForeignKey(CreditPack, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    credit_pack = models.ForeignKey(
+        CreditPack, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+    )
     amount_minor = models.BigIntegerField(
         default=0, help_text="Overage money of this resolution, minor units: its marginal share of its period."
     )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import F, Sum
+from django.db.models import Count, F, Sum
 
 from accounts.models import Account, PricePlanVersion, User
 from accounts.services import audit_log_write
@@ -233,32 +233,36 @@ def _rollups_adjust(account: Account, *, added: list[Resolution], removed: list[
 
 
 def _rollups_apply(account: Account, delta: dict[dt.date, list[int]]) -> None:
-    delta = {day: row for day, row in delta.items() if any(row)}
+    _rollups_apply_many({(account.pk, day): row for day, row in delta.items()})
+
+
+def _rollups_apply_many(delta: dict[tuple[int, dt.date], list[int]]) -> None:
+    """Add (resolutions, credited, overage, amount) to the (account, day) counters, whose accounts the
+    caller's transaction has locked. On PostgreSQL one INSERT ... ON CONFLICT over arrays."""
+    delta = {key: row for key, row in delta.items() if any(row)}
     if not delta:
         return
-    if connection.vendor == "postgresql":  # one statement for every day touched
-        days = sorted(delta)
+    keys = sorted(delta)
+    if connection.vendor == "postgresql":
+        table = DailyUsage._meta.db_table
         with connection.cursor() as cursor:
             cursor.execute(
-                f"""INSERT INTO {DailyUsage._meta.db_table}
-                        (account_id, date, resolutions, credited, overage, amount_minor)
-                    SELECT %s, v.day, v.resolutions, v.credited, v.overage, v.amount
-                    FROM unnest(%s::date[], %s::int[], %s::int[], %s::int[], %s::bigint[])
-                        AS v(day, resolutions, credited, overage, amount)
+                f"""INSERT INTO {table} (account_id, date, resolutions, credited, overage, amount_minor)
+                    SELECT v.account_id, v.day, v.resolutions, v.credited, v.overage, v.amount
+                    FROM unnest(%s::bigint[], %s::date[], %s::int[], %s::int[], %s::int[], %s::bigint[])
+                        AS v(account_id, day, resolutions, credited, overage, amount)
                     ON CONFLICT (account_id, date) DO UPDATE SET
-                        resolutions = {DailyUsage._meta.db_table}.resolutions + EXCLUDED.resolutions,
-                        credited = {DailyUsage._meta.db_table}.credited + EXCLUDED.credited,
-                        overage = {DailyUsage._meta.db_table}.overage + EXCLUDED.overage,
-                        amount_minor = {DailyUsage._meta.db_table}.amount_minor + EXCLUDED.amount_minor""",
-                [account.pk, days, *([delta[d][i] for d in days] for i in range(4))],
+                        resolutions = {table}.resolutions + EXCLUDED.resolutions,
+                        credited = {table}.credited + EXCLUDED.credited,
+                        overage = {table}.overage + EXCLUDED.overage,
+                        amount_minor = {table}.amount_minor + EXCLUDED.amount_minor""",
+                [[k[0] for k in keys], [k[1] for k in keys], *([delta[k][i] for k in keys] for i in range(4))],
             )
         return
-    existing = set(DailyUsage.objects.filter(account=account, date__in=list(delta)).values_list("date", flat=True))
-    DailyUsage.objects.bulk_create(
-        [DailyUsage(account=account, date=day) for day in delta if day not in existing]
-    )  # the account lock makes this race-free
-    for day, (resolutions, credited, overage, amount) in delta.items():
-        DailyUsage.objects.filter(account=account, date=day).update(
+    for account_id, day in keys:
+        resolutions, credited, overage, amount = delta[(account_id, day)]
+        DailyUsage.objects.get_or_create(account_id=account_id, date=day)  # the account lock makes this race-free
+        DailyUsage.objects.filter(account_id=account_id, date=day).update(
             resolutions=F("resolutions") + resolutions, credited=F("credited") + credited,
             overage=F("overage") + overage, amount_minor=F("amount_minor") + amount,
         )  # fmt: skip
@@ -332,96 +336,173 @@ class FundingResult:
 def resolutions_fund(*, now: dt.datetime | None = None, account_ids: list[int] | None = None) -> FundingResult:
     """Draw down credits for unfunded resolutions, in the order they were resolved (resolved_at, then id);
     what no pack covers is overage, priced at its marginal share of its billing period's charge (so the
-    shares of a period add up to exactly what Stripe will invoice for it). Batched per account under the
-    account's lock; running it twice changes nothing the second time."""
+    shares of a period add up to exactly what Stripe will invoice for it). Running it twice changes nothing
+    the second time.
+
+    Work goes in batches of at most FUND_BATCH resolutions, one transaction each: a big account alone (in
+    as many batches as it needs), small accounts several to a batch, their rows locked in id order. Each
+    batch costs a fixed number of statements, whatever the number of accounts in it."""
     now = now or clock.now()
     pending = Resolution.objects.filter(funding=Resolution.Funding.UNFUNDED, voided_at=None, resolved_at__lte=now)
     if account_ids is not None:
         pending = pending.filter(account_id__in=account_ids)
+    by_account = pending.values("account_id").annotate(n=Count("id")).order_by("account_id")
+    sizes = dict(by_account.values_list("account_id", "n"))
     credited = overage = 0
-    to_fund = list(pending.values_list("account_id", flat=True).distinct().order_by("account_id"))
-    for account_id in to_fund:
+    for group in _account_groups(sizes, FUND_BATCH):
         while True:
             with transaction.atomic():
-                account = Account.objects.select_for_update().get(pk=account_id)
-                batch = [
-                    _FundingRow(pk, resolved_at, version_id)
-                    for pk, resolved_at, version_id in Resolution.objects.filter(
-                        account=account, funding=Resolution.Funding.UNFUNDED, voided_at=None, resolved_at__lte=now
-                    )
-                    .order_by("resolved_at", "id")
-                    .values_list("id", "resolved_at", "plan_version_id")[:FUND_BATCH]
-                ]  # plain rows: model instances would cost more than the funding itself
-                if not batch:
-                    break
-                c, o = _fund_batch(account, batch, now)
-                credited, overage = credited + c, overage + o
-            if len(batch) < FUND_BATCH:
+                c, o = _fund_group(group, now)
+            credited, overage = credited + c, overage + o
+            if c + o < FUND_BATCH:
                 break
     # Alerts: accounts just funded, and accounts with a raised alert (a new pack may have cleared it).
     raised = CreditAlert.objects.filter(active=True).values_list("account_id", flat=True)
     if account_ids is not None:
         raised = raised.filter(account_id__in=account_ids)
-    for account in Account.objects.filter(pk__in=set(to_fund) | set(raised)):
-        credit_alerts_check(account=account, burn_per_day=_burn_per_day(account.pk, now), now=now)
+    to_check = sorted(set(sizes) | set(raised))
+    credit_alerts_check(account_ids=to_check, burn_by_account=_burn_per_day(to_check, now), now=now)
     return FundingResult(credited, overage)
+
+
+def _account_groups(sizes: dict[int, int], limit: int) -> list[list[int]]:
+    """Accounts (in id order) packed into groups of at most `limit` resolutions; a bigger account alone."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    total = 0
+    for account_id, n in sizes.items():
+        if current and total + n > limit:
+            groups.append(current)
+            current, total = [], 0
+        current.append(account_id)
+        total += n
+    if current:
+        groups.append(current)
+    return groups
 
 
 BURN_WINDOW_DAYS = 14
 
 
-def _burn_per_day(account_id: int, now: dt.datetime) -> float:
-    """Credited resolutions a day, averaged over the last two weeks of rollups."""
+def _burn_per_day(account_ids: list[int], now: dt.datetime) -> dict[int, float]:
+    """Credited resolutions a day per account, averaged over the last two weeks of rollups (one query)."""
     since = (now - dt.timedelta(days=BURN_WINDOW_DAYS)).date()
-    credited = DailyUsage.objects.filter(account_id=account_id, date__gte=since).aggregate(n=Sum("credited"))["n"]
-    return (credited or 0) / BURN_WINDOW_DAYS
+    rows = (
+        DailyUsage.objects.filter(account_id__in=account_ids, date__gte=since)
+        .values("account_id")
+        .annotate(n=Sum("credited"))
+        .order_by()
+        .values_list("account_id", "n")
+    )
+    return {account_id: (n or 0) / BURN_WINDOW_DAYS for account_id, n in rows}
 
 
 @dataclass(slots=True)
 class _FundingRow:
     pk: int
+    account_id: int
     resolved_at: dt.datetime
     plan_version_id: int
-    funding: str = Resolution.Funding.UNFUNDED
+    funding: str = Resolution.Funding.UNFUNDED.value
     credit_pack_id: int | None = None
     amount_minor: int = 0
 
 
-def _fund_batch(account: Account, batch: list[_FundingRow], now: dt.datetime) -> tuple[int, int]:
-    funded = credits_draw(
-        account=account, demands=[Demand(key=f"resolution:{r.pk}", at=r.resolved_at) for r in batch], now=now
+def _fund_group(group: list[int], now: dt.datetime) -> tuple[int, int]:
+    """Fund up to FUND_BATCH of the group's unfunded resolutions (inside the caller's transaction)."""
+    locked = Account.objects.select_for_update().filter(pk__in=group).order_by("pk").only("created_at", "timezone")
+    accounts = {a.pk: a for a in locked}
+    batch = [
+        _FundingRow(*row)
+        for row in Resolution.objects.filter(
+            account_id__in=group, funding=Resolution.Funding.UNFUNDED, voided_at=None, resolved_at__lte=now
+        )
+        .order_by("account_id", "resolved_at", "id")
+        .values_list("id", "account_id", "resolved_at", "plan_version_id")[:FUND_BATCH]
+    ]  # plain rows: model instances would cost more than the funding itself
+    if not batch:
+        return 0, 0
+    packs = credits_draw(
+        demands=[Demand(account_id=r.account_id, key=f"resolution:{r.pk}", at=r.resolved_at) for r in batch], now=now
     )
-    delta: dict[dt.date, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    delta: dict[tuple[int, dt.date], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     overage_by_period: dict[tuple, list[_FundingRow]] = defaultdict(list)
     credited = 0
-    for resolution in batch:
-        pack = funded[f"resolution:{resolution.pk}"]
-        if pack is not None:
-            resolution.funding, resolution.credit_pack_id = Resolution.Funding.CREDIT, pack.pk
-            delta[_local_date(account, resolution.resolved_at)][1] += 1
+    local_date = _LocalDates()
+    period: tuple[int, dt.datetime, dt.datetime] | None = None
+    for resolution, pack_id in zip(batch, packs, strict=True):
+        account = accounts[resolution.account_id]
+        if pack_id is not None:
+            resolution.funding, resolution.credit_pack_id = Resolution.Funding.CREDIT.value, pack_id
+            delta[(account.pk, local_date(account, resolution.resolved_at))][1] += 1
             credited += 1
-        else:
-            resolution.funding = Resolution.Funding.OVERAGE
-            period = billing_period(anchor=account.created_at, instant=resolution.resolved_at)
-            overage_by_period[(period, resolution.plan_version_id)].append(resolution)
-    versions = PricePlanVersion.objects.prefetch_related("tiers").in_bulk({v for _, v in overage_by_period})
-    for ((start, end), version_id), resolutions in overage_by_period.items():
-        terms = PriceTerms.from_version(versions[version_id])
-        before = Resolution.objects.filter(
-            account=account, funding=Resolution.Funding.OVERAGE, voided_at=None,
-            resolved_at__gte=start, resolved_at__lt=end,
-        ).count()  # fmt: skip
-        charged = price_quantity(quantity=before, terms=terms) if before else 0
-        unit = terms.unit_amount_decimal if not terms.tiers_mode else None  # per-unit: a plain product
-        for position, resolution in enumerate(resolutions, start=before + 1):
-            total = round_minor(unit * position) if unit is not None else price_quantity(quantity=position, terms=terms)
-            resolution.amount_minor, charged = total - charged, total
-            row = delta[_local_date(account, resolution.resolved_at)]
-            row[2] += 1
-            row[3] += resolution.amount_minor
+            continue
+        resolution.funding = Resolution.Funding.OVERAGE.value
+        # Rows come in resolved_at order per account: most share the previous row's period.
+        if period is None or period[0] != account.pk or not period[1] <= resolution.resolved_at < period[2]:
+            period = (account.pk, *billing_period(anchor=account.created_at, instant=resolution.resolved_at))
+        overage_by_period[(*period, resolution.plan_version_id)].append(resolution)
+    if overage_by_period:
+        versions = PricePlanVersion.objects.prefetch_related("tiers").in_bulk({key[3] for key in overage_by_period})
+        terms = {pk: PriceTerms.from_version(version) for pk, version in versions.items()}
+        before_counts = _overage_counts(list(overage_by_period))
+        for key, resolutions in overage_by_period.items():
+            account_id, _, _, version_id = key
+            _overage_price(resolutions, terms[version_id], before_counts[key])
+            account = accounts[account_id]
+            for resolution in resolutions:
+                row = delta[(account_id, local_date(account, resolution.resolved_at))]
+                row[2] += 1
+                row[3] += resolution.amount_minor
     _funding_write(batch)
-    _rollups_apply(account, delta)
+    _rollups_apply_many(delta)
     return credited, len(batch) - credited
+
+
+class _LocalDates:
+    """An instant's date in its account's timezone, with the zone looked up once per timezone name."""
+
+    def __init__(self) -> None:
+        self._zones: dict[str, zoneinfo.ZoneInfo] = {}
+
+    def __call__(self, account: Account, instant: dt.datetime) -> dt.date:
+        zone = self._zones.get(account.timezone)
+        if zone is None:
+            zone = self._zones[account.timezone] = zoneinfo.ZoneInfo(account.timezone)
+        return instant.astimezone(zone).date()
+
+
+def _overage_price(resolutions: list[_FundingRow], terms: PriceTerms, before: int) -> None:
+    """Give each resolution, in order, its marginal share of the period's charge after `before` earlier
+    overage resolutions of the same period."""
+    charged = price_quantity(quantity=before, terms=terms) if before else 0
+    unit = terms.unit_amount_decimal if not terms.tiers_mode else None  # per-unit: a plain product
+    for position, resolution in enumerate(resolutions, start=before + 1):
+        total = round_minor(unit * position) if unit is not None else price_quantity(quantity=position, terms=terms)
+        resolution.amount_minor, charged = total - charged, total
+
+
+def _overage_counts(keys: list[tuple]) -> dict[tuple, int]:
+    """Per (account, period start, period end, version): overage resolutions already in that account's
+    period (whatever their version, as Stripe's meter counts them). One statement on PostgreSQL."""
+    if connection.vendor != "postgresql":
+        return {
+            key: Resolution.objects.filter(
+                account_id=key[0], funding=Resolution.Funding.OVERAGE, voided_at=None,
+                resolved_at__gte=key[1], resolved_at__lt=key[2],
+            ).count()
+            for key in keys
+        }  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""SELECT v.i, (SELECT count(*) FROM {Resolution._meta.db_table} r
+                             WHERE r.account_id = v.account_id AND r.funding = 'overage' AND r.voided_at IS NULL
+                               AND r.resolved_at >= v.starts AND r.resolved_at < v.ends)
+                FROM unnest(%s::int[], %s::bigint[], %s::timestamptz[], %s::timestamptz[])
+                    AS v(i, account_id, starts, ends)""",
+            [list(range(len(keys))), [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]],
+        )
+        return {keys[i]: n for i, n in cursor.fetchall()}
 
 
 def _funding_write(batch: list[_FundingRow]) -> None:
