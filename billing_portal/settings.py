@@ -159,6 +159,15 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# --- Conversation events ----------------------------------------------------------------------------
+# "deferred": a batch is stored and acknowledged (202), and a Celery task evaluates its conversations right
+# after it commits (billing_tick and the periodic billing cycle evaluate whatever is still queued): batches of
+# one account are stored in parallel. "inline": the request evaluates them before answering (batches of one
+# account then take turns on the account's lock); the test suite uses it, so that a 202 means "evaluated".
+EVENT_EVALUATION = env.str("EVENT_EVALUATION", default="deferred")
+if EVENT_EVALUATION not in ("deferred", "inline"):
+    raise ImproperlyConfigured(f'EVENT_EVALUATION must be "deferred" or "inline", not {EVENT_EVALUATION!r}.')
+
 # --- Celery -----------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):

@@ -6,6 +6,8 @@ DATABASE_URL and CELERY_BROKER_URL still come from the environment: CI points th
 import os
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz")
+# A 202 means "evaluated" in tests; the deferred mode (the default elsewhere) has tests of its own.
+os.environ.setdefault("EVENT_EVALUATION", "inline")
 
 from .settings import *  # noqa: E402,F403
 

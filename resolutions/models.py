@@ -145,3 +145,17 @@ class DailyUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account_id} {self.date}: {self.resolutions}"
+
+
+class PendingEvaluation(models.Model):
+    """Conversations that received events and await (re-)evaluation: one row per ingested batch, written
+    without taking the account's lock, so that the batches of one account are stored in parallel. The
+    evaluator (a Celery task right after the batch commits, `billing_tick`, or the request itself when
+    EVENT_EVALUATION is "inline") takes the account's lock, evaluates, and deletes the rows it read."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+")
+    conversation_ids = models.JSONField(help_text="The batch's distinct conversation ids.")
+    created_at = models.DateTimeField(default=clock.now)
+
+    def __str__(self) -> str:
+        return f"{len(self.conversation_ids)} conversation(s) of account {self.account_id}"

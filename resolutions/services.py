@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Count, F, Sum
@@ -24,7 +25,7 @@ from credits.models import CreditAlert
 from credits.services import Demand, credit_give_back, credits_draw
 
 from .ingestion import IncomingEvent
-from .models import Conversation, ConversationEvent, DailyUsage, Resolution
+from .models import Conversation, ConversationEvent, DailyUsage, PendingEvaluation, Resolution
 from .rating import PriceTerms, price_quantity
 from .rules import RESOLVED, EventFact, Outcome, conversation_evaluate
 
@@ -47,12 +48,14 @@ class IngestResult:
 
 
 def conversation_events_ingest(*, account: Account, events: list[IncomingEvent]) -> IngestResult:
-    """Store a validated batch and re-evaluate the conversations it touches, in one transaction.
+    """Store a validated batch and queue its conversations for evaluation, in one transaction.
 
     A repeated id with the same payload is a duplicate and changes nothing; with another payload the
-    whole batch is refused (EventConflict) and nothing is stored. Ingestion of one account is
-    serialised by a row lock on the account, so concurrent batches cannot both store the same id.
-    Round trips: lock, look up ids, insert, load the touched conversations, write outcomes, rollups.
+    whole batch is refused (EventConflict) and nothing is stored. The store takes no account-wide lock:
+    the unique (account, event id) index decides between concurrent batches (rows are written in id
+    order, so two batches wait for each other at most, never deadlock). The conversations are evaluated
+    under the account's lock: in this transaction when settings.EVENT_EVALUATION is "inline", else by
+    `conversations_evaluate_task` once the batch has committed (and by every billing tick).
     """
     now = clock.now()
     first_by_id: dict[str, IncomingEvent] = {}
@@ -69,40 +72,76 @@ def conversation_events_ingest(*, account: Account, events: list[IncomingEvent])
     if conflicts:
         raise EventConflict(conflicts)
 
+    inline = settings.EVENT_EVALUATION == "inline"
     with transaction.atomic():
-        Account.objects.select_for_update().filter(pk=account.pk).values_list("pk", flat=True).get()
-        stored = ConversationEvent.objects.filter(account=account, event_id__in=list(first_by_id)).values_list(
-            "event_id", "conversation_id", "type", "occurred_at"
-        )
+        stored = _events_store(account, sorted(first_by_id.values(), key=lambda e: e.event_id), now)
         duplicates = in_batch_duplicates
-        for event_id, conversation_id, event_type, occurred_at in stored:
-            event = first_by_id.pop(event_id)
-            if event.payload == (conversation_id, event_type, occurred_at):
-                duplicates += 1
+        if len(stored) < len(first_by_id):  # the rest were there before: same payload, or a conflict
+            previous = ConversationEvent.objects.filter(
+                account=account, event_id__in=[i for i in first_by_id if i not in stored]
+            ).values_list("event_id", "conversation_id", "type", "occurred_at")
+            for event_id, conversation_id, event_type, occurred_at in previous:
+                event = first_by_id[event_id]
+                if event.payload == (conversation_id, event_type, occurred_at):
+                    duplicates += 1
+                else:
+                    conflicts.append(_conflict(event.index, "This id was already used with a different payload."))
+            if conflicts:
+                raise EventConflict(sorted(conflicts, key=lambda c: c["index"]))  # rolls the batch back
+        if stored:
+            conversation_ids = sorted({first_by_id[i].conversation_id for i in stored})
+            PendingEvaluation.objects.create(account=account, conversation_ids=conversation_ids, created_at=now)
+            if inline:
+                conversations_evaluate_pending(account_ids=[account.pk], now=now)
             else:
-                conflicts.append(_conflict(event.index, "This id was already used with a different payload."))
-        if conflicts:
-            raise EventConflict(conflicts)
-        new_events = list(first_by_id.values())
-        if new_events:
-            _events_insert(account, new_events, now)
-            conversations_evaluate(account=account, conversation_ids={e.conversation_id for e in new_events}, now=now)
-    return IngestResult(accepted=len(new_events), duplicates=duplicates)
+                transaction.on_commit(lambda: _evaluation_request(account.pk))
+    return IngestResult(accepted=len(stored), duplicates=duplicates)
+
+
+def _evaluation_request(account_id: int) -> None:
+    """Ask a worker to evaluate the account's queued conversations. If the broker cannot be reached the
+    batch is still stored and queued: the next billing tick evaluates it (so a 202 is still the truth)."""
+    from .tasks import conversations_evaluate_task
+
+    try:
+        conversations_evaluate_task.delay(account_id)
+    except Exception as exc:  # noqa: BLE001 - kombu raises its own and OS errors; none may fail the request
+        logger.warning(
+            "Evaluation of account %s left to the next billing tick: broker unreachable (%s)", account_id, exc
+        )
 
 
 def _conflict(index: int, message: str) -> dict:
     return {"index": index, "field": "id", "message": message}
 
 
-def _events_insert(account: Account, events: list[IncomingEvent], now: dt.datetime) -> None:
+def _events_store(account: Account, events: list[IncomingEvent], now: dt.datetime) -> set[str]:
+    """Insert the events whose id the account has not used yet; returns the ids inserted. On PostgreSQL one
+    INSERT ... ON CONFLICT DO NOTHING RETURNING over arrays; elsewhere a lookup and bulk_create (SQLite
+    has one writer at a time, so the lookup cannot race)."""
     if connection.vendor == "postgresql":
-        # COPY: one round trip for the whole batch, and the fastest path PostgreSQL has.
-        table = ConversationEvent._meta.db_table
-        columns = "account_id, event_id, conversation_id, type, occurred_at, received_at"
-        with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-            for e in events:
-                copy.write_row((account.pk, e.event_id, e.conversation_id, e.type, e.occurred_at, now))
-        return
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""INSERT INTO {ConversationEvent._meta.db_table}
+                        (account_id, event_id, conversation_id, type, occurred_at, received_at)
+                    SELECT %s, v.event_id, v.conversation_id, v.type, v.occurred_at, %s
+                    FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::timestamptz[])
+                        AS v(event_id, conversation_id, type, occurred_at)
+                    ORDER BY v.event_id
+                    ON CONFLICT (account_id, event_id) DO NOTHING
+                    RETURNING event_id""",
+                [
+                    account.pk, now, [e.event_id for e in events], [e.conversation_id for e in events],
+                    [e.type for e in events], [e.occurred_at for e in events],
+                ],
+            )  # fmt: skip
+            return {row[0] for row in cursor.fetchall()}
+    existing = set(
+        ConversationEvent.objects.filter(account=account, event_id__in=[e.event_id for e in events]).values_list(
+            "event_id", flat=True
+        )
+    )
+    new = [e for e in events if e.event_id not in existing]
     ConversationEvent.objects.bulk_create(
         [
             ConversationEvent(
@@ -113,10 +152,43 @@ def _events_insert(account: Account, events: list[IncomingEvent], now: dt.dateti
                 occurred_at=e.occurred_at,
                 received_at=now,
             )  # fmt: skip
-            for e in events
+            for e in new
         ],
         batch_size=500,
     )
+    return {e.event_id for e in new}
+
+
+EVALUATE_CONVERSATIONS = 5000  # conversations evaluated per transaction when draining the queue
+
+
+def conversations_evaluate_pending(*, account_ids: list[int] | None = None, now: dt.datetime | None = None) -> int:
+    """Evaluate the queued conversations (PendingEvaluation), per account under its lock, up to about
+    EVALUATE_CONVERSATIONS per transaction; the queue rows read are deleted in the same transaction, so a
+    crash leaves them for the next run and a second run finds nothing. Returns resolutions created."""
+    now = now or clock.now()
+    queued = PendingEvaluation.objects.all()
+    if account_ids is not None:
+        queued = queued.filter(account_id__in=account_ids)
+    created = 0
+    for account_id in sorted(set(queued.values_list("account_id", flat=True))):
+        while True:
+            with transaction.atomic():
+                account = Account.objects.select_for_update().select_related("plan_version").get(pk=account_id)
+                row_ids, conversation_ids = [], set()
+                rows = PendingEvaluation.objects.filter(account_id=account_id).order_by("pk")
+                for pk, ids in rows.values_list("pk", "conversation_ids").iterator(chunk_size=100):
+                    row_ids.append(pk)
+                    conversation_ids.update(ids)
+                    if len(conversation_ids) >= EVALUATE_CONVERSATIONS:
+                        break
+                if not row_ids:
+                    break
+                created += conversations_evaluate(account=account, conversation_ids=sorted(conversation_ids), now=now)
+                PendingEvaluation.objects.filter(pk__in=row_ids).delete()
+            if len(conversation_ids) < EVALUATE_CONVERSATIONS:
+                break
+    return created
 
 
 def conversations_evaluate(*, account: Account, conversation_ids: Iterable[str], now: dt.datetime) -> int:

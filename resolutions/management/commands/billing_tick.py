@@ -11,12 +11,13 @@ from billing_portal import clock
 from credits.conversions import seat_conversions_resume_stalled
 from credits.purchases import credit_packs_reconcile_pending
 from credits.services import credit_packs_expire
-from resolutions.services import resolution_windows_finalise, resolutions_fund
+from resolutions.services import conversations_evaluate_pending, resolution_windows_finalise, resolutions_fund
 
 
 class Command(BaseCommand):
     help = (
-        "Run what the periodic Celery tasks do, in order: finalise elapsed inactivity windows, draw down "
+        "Run what the periodic Celery tasks do, in order: evaluate conversations whose events are queued, "
+        "finalise elapsed inactivity windows, draw down "
         "credits, expire packs, undo unfinished account provisionings. (Stripe meter reporting joins with its issue.)"
     )
 
@@ -26,6 +27,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         with clock.frozen_for(options) as now:
+            evaluated = conversations_evaluate_pending(now=now)  # events stored but not yet evaluated
             finalised = resolution_windows_finalise(now=now)
             activated = credit_packs_reconcile_pending(now=now)  # paid packs count before draw-down
             funding = resolutions_fund(now=now)  # before expiry: a pack still funds what happened before it expired
@@ -34,6 +36,7 @@ class Command(BaseCommand):
             conversions = seat_conversions_resume_stalled(now=now)
         summary = {
             "now": now.isoformat(),
+            "evaluated_resolutions": evaluated,
             "assumed_resolutions": finalised,
             "packs_activated": activated,
             "credited": funding.credited,
@@ -47,7 +50,8 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(summary))
             return
         self.stdout.write(
-            f"{now.isoformat()}: {finalised} assumed resolution(s); funded {funding.credited} from credits and "
+            f"{now.isoformat()}: {evaluated} resolution(s) from queued events; {finalised} assumed resolution(s); "
+            f"funded {funding.credited} from credits and "
             f"{funding.overage} as overage; {len(breakage)} pack(s) expired "
             f"({summary['breakage_resolutions']} unused resolutions written off); {undone} provisioning(s) undone."
         )
