@@ -1,13 +1,18 @@
 """Ingestion benchmark of POST /api/v1/conversation-events, end to end over HTTP, against a COPY baseline.
 
 Run from the project root:  .venv/bin/python bench/ingest.py [--events 200000] [--workers 2] [--concurrency 4]
+                                                            [--evaluation deferred|inline]
 
 One run: a scratch PostgreSQL database (dropped and recreated), `manage.py migrate`, one account and API key
 made by the portal's own services, gunicorn (sync workers) serving billing_portal.wsgi:application, events
 generated in memory, then three measurements on the same rows: the real endpoint (events/s, batch
 latency), a bare COPY of the same rows into a table shaped like resolutions_conversationevent, and the pure
-rule function resolutions.rules.conversation_evaluate. A profile of the server follows (py-spy if it is
-installed, else cProfile in-process), then the report, appended to bench/RESULTS.md. See bench/README.md.
+rule function resolutions.rules.conversation_evaluate. With --evaluation deferred (the portal's default) a
+Celery worker (solo pool, Redis if it answers, else the filesystem broker) evaluates the queued conversations
+while the batches are posted, and the run waits until the queue is empty: the report gives the time it took to
+catch up after the last 202 and the rate of events stored and evaluated, first POST to empty queue. A profile
+of the server follows (py-spy if it is installed, else cProfile in-process), then the report, appended to
+bench/RESULTS.md. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -232,6 +237,56 @@ class Server:
                 self.proc.wait()
 
 
+class Worker:
+    """A Celery worker (solo pool: one process, one task at a time) consuming the portal's queue, as production
+    runs beside gunicorn when EVENT_EVALUATION is "deferred" (the default)."""
+
+    def __init__(self, *, env: dict[str, str], log_path: Path):
+        celery = [str(VENV_BIN / "celery"), "-A", "billing_portal"]
+        subprocess.run([*celery, "purge", "-f"], cwd=ROOT, env=env, capture_output=True, timeout=120)
+        self.log_path = log_path
+        cmd = [*celery, "worker", "--pool", "solo", "--without-gossip", "--without-mingle", "--loglevel", "warning"]
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def queue_length(conninfo: str) -> int:
+    """Ingested batches whose conversations are not evaluated yet."""
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute("SELECT count(*) FROM resolutions_pendingevaluation").fetchone()[0]
+
+
+def queue_wait_empty(conninfo: str, timeout: float) -> float:
+    """Seconds until the evaluation queue is empty (polled every 50 ms)."""
+    started = time.perf_counter()
+    while queue_length(conninfo):
+        if time.perf_counter() - started > timeout:
+            raise BenchError(f"the evaluation queue was not empty after {timeout:.0f} s")
+        time.sleep(0.05)
+    return time.perf_counter() - started
+
+
+def broker_url(work_dir: Path) -> str:
+    """Redis (db 13) when it answers on 127.0.0.1:6379, else the portal's filesystem broker in a scratch folder."""
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            if sock.recv(16).startswith(b"+PONG"):
+                return "redis://127.0.0.1:6379/13"
+    except OSError:
+        pass
+    return "filesystem://"
+
+
 class Analyzer(threading.Thread):
     """Stands in for autovacuum's ANALYZE on a server that runs with autovacuum off: without it the planner never
     learns that the tables grew, and plans the id lookups of a batch as scans of the whole account."""
@@ -300,12 +355,12 @@ class CpuMonitor(threading.Thread):
     process (the client threads, and this monitor), the rest of the machine. Samples /proc every `every` s, so that
     a process ending during the run (a backend closed when Django's CONN_MAX_AGE runs out) is still counted."""
 
-    def __init__(self, db: str, server_pid: int, every: float = 0.5):
+    def __init__(self, db: str, server_pid: int, worker_pid: int | None = None, every: float = 0.5):
         super().__init__(name="cpu-monitor", daemon=True)
-        self.db, self.server_pid, self.every = db, server_pid, every
+        self.db, self.server_pid, self.worker_pid, self.every = db, server_pid, worker_pid, every
         self.stopping = threading.Event()
         self.base: dict[int, float] = {}
-        self.seen: dict[str, dict[int, float]] = {"server": {}, "postgres": {}}
+        self.seen: dict[str, dict[int, float]] = {"server": {}, "postgres": {}, "worker": {}}
         self._sample(first=True)
         self.machine0, self.client0, self.wall0 = _machine_jiffies(), self._client(), time.perf_counter()
 
@@ -319,6 +374,7 @@ class CpuMonitor(threading.Thread):
         groups = {
             "server": {pid for pid, (ppid, _) in processes.items() if ppid == self.server_pid},
             "postgres": _postgres_backends(self.db, processes) | set(self.seen["postgres"]),
+            "worker": {pid for pid, (ppid, _) in processes.items() if self.worker_pid in (pid, ppid)},
         }
         for group, pids in groups.items():
             for pid in pids & set(processes):
@@ -343,7 +399,7 @@ class CpuMonitor(threading.Thread):
         }
         usage["client"] = (self._client() - self.client0) / wall
         usage["machine"] = busy
-        usage["other"] = max(0.0, busy - usage["server"] - usage["postgres"] - usage["client"])
+        usage["other"] = max(0.0, busy - usage["server"] - usage["postgres"] - usage["worker"] - usage["client"])
         return usage
 
 
@@ -633,6 +689,10 @@ def parse_args(argv):
     parser.add_argument("--events", type=int, default=200_000, help="events to ingest in the timed run")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers")
     parser.add_argument("--concurrency", type=int, default=4, help="client threads posting batches")
+    parser.add_argument("--evaluation", choices=("deferred", "inline"), default="deferred",
+                        help="EVENT_EVALUATION of the server: deferred (the default; a Celery worker evaluates "
+                        "the queued conversations while batches are posted) or inline (each request evaluates "
+                        "its own)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=MAX_BATCH, help="events per request (at most 1,000)")
     parser.add_argument("--order", choices=("time", "conversation"), default="time",
                         help="time: events sorted by occurred_at, as a live sender posts them (default); "
@@ -681,8 +741,11 @@ def main(argv=None) -> int:
     conninfo = db_url_for(args.pg, args.db)
     env = portal_env(django_db_url(args.pg, args.db))
     facts = machine_facts(args.pg)
-    server = analyzer = None
+    server = analyzer = worker = None
     work_dir = tempfile.TemporaryDirectory(prefix="bench-ingest-")
+    env["EVENT_EVALUATION"] = args.evaluation
+    if args.evaluation == "deferred":
+        env["CELERY_BROKER_URL"] = broker_url(Path(work_dir.name))
     try:
         t = step(f"scratch database {args.db}: drop, create, migrate (about a minute)")
         db_recreate(args.pg, args.db)
@@ -730,14 +793,25 @@ def main(argv=None) -> int:
         if args.analyze_every > 0 and not autovacuum_on(args.pg):
             analyzer = Analyzer(conninfo, args.analyze_every)
             analyzer.start()
+        if args.evaluation == "deferred":
+            step(f"Celery worker (solo pool), broker {env['CELERY_BROKER_URL']}")
+            worker = Worker(env=env, log_path=Path(work_dir.name) / "worker.log")
+            queue_wait_empty(conninfo, timeout=120)  # the warm-up stored nothing; the worker is up when it drains
         step(f"posting {len(workload.batches)} batches from {args.concurrency} client threads")
-        monitor = CpuMonitor(args.db, server.proc.pid)
+        monitor = CpuMonitor(args.db, server.proc.pid, worker.proc.pid if worker else None)
         monitor.start()
         run = batches_post(pool, headers, workload.bodies, [len(b) for b in workload.batches], args.concurrency)
+        queued_at_end = queue_length(conninfo) if worker else 0
         cpu = monitor.stop()
         if run.errors:
             raise BenchError(f"{len(run.errors)} batch(es) failed, first: " + "; ".join(run.errors[:3]))
         ingest_eps = workload.n_events / run.elapsed
+        drain_s = 0.0
+        if worker is not None:
+            drain_s = queue_wait_empty(conninfo, timeout=900)
+            print(f"    evaluation caught up {drain_s:.1f} s after the last 202 ({queued_at_end} batches were queued)")
+            worker.stop()
+            worker = None
         stored = ingested_check(conninfo, setup["account_id"], workload)
         p50, p95 = _percentile(run.latencies, 0.50), _percentile(run.latencies, 0.95)
         print(f"    {ingest_eps:,.0f} events/s ({run.elapsed:.1f} s); stored {stored}")
@@ -776,25 +850,38 @@ def main(argv=None) -> int:
         table = report_table(
             ingest_eps=ingest_eps, copy_eps=copy_eps, eval_eps=eval_eps, p50=p50, p95=p95, first=first, last=last
         )
+        if args.evaluation == "deferred":
+            table += [
+                f"| evaluation (Celery worker) caught up, after the last 202 | {drain_s:.1f} s "
+                f"({queued_at_end} batches queued then) | | |",
+                f"| stored and evaluated, first POST to empty queue | "
+                f"{workload.n_events / (run.elapsed + drain_s):,.0f} events/s | | |",
+            ]
         missed = [ln for ln in table if "MISSED" in ln]
         verdict = "MISSED: " + ", ".join(ln.split("|")[1].strip() for ln in missed) if missed else "all targets met"
         cpu_line = (
             f"CPU during the timed run, average cores busy (of {os.cpu_count()}): gunicorn workers "
             f"{cpu['server']:.2f}, PostgreSQL backends {cpu['postgres']:.2f}, "
-            f"bench process (client threads) {cpu['client']:.2f}, "
+            + (f"Celery worker {cpu['worker']:.2f}, " if args.evaluation == "deferred" else "")
+            + f"bench process (client threads) {cpu['client']:.2f}, "
             f"other processes {cpu['other']:.2f} (machine {cpu['machine']:.2f}). CPU time per batch: gunicorn "
             f"{cpu['server'] * run.elapsed / len(workload.batches) * 1000:,.0f} ms, PostgreSQL "
             f"{cpu['postgres'] * run.elapsed / len(workload.batches) * 1000:,.0f} ms."
+        )
+        evaluated_by = " (a Celery worker, solo pool, evaluated while the batches were posted)" * (
+            args.evaluation == "deferred"
         )
         workload_line = (
             f"Workload: {workload.n_events:,} events in {len(workload.batches)} batches of {args.batch_size:,}, "
             f"{len({e.conversation_id for b in workload.batches for e in b}):,} conversations, order={args.order}, "
             f"{touched:,.0f} conversations touched per batch, {rework:.2f} events re-evaluated per event ingested; "
             f"one account; gunicorn sync workers {args.workers}, client threads {args.concurrency}; "
+            f"EVENT_EVALUATION={args.evaluation}{evaluated_by}; "
             f"stored afterwards {stored}; planner statistics: {statistics}."
         )
         report = [
-            f"## Ingestion, {now:%Y-%m-%d %H:%M} UTC: --workers {args.workers} --concurrency {args.concurrency}",
+            f"## Ingestion, {now:%Y-%m-%d %H:%M} UTC: --evaluation {args.evaluation} --workers {args.workers} "
+            f"--concurrency {args.concurrency}",
             "",
             f"- date -u: `{date}`",
             f"- command: `{command}`",
@@ -820,6 +907,8 @@ def main(argv=None) -> int:
     finally:
         if server is not None:
             server.stop()
+        if worker is not None:
+            worker.stop()
         if analyzer is not None:
             analyzer.stop()
         work_dir.cleanup()

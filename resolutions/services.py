@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Count, F, Sum
+from django.db.models import Count, F, Q, Sum
 
 from accounts.models import Account, PricePlanVersion, User
 from accounts.services import audit_log_write
 from billing_portal import clock
+from billing_portal.db import rows_fetch
 from billing_portal.money import round_minor
 from billing_portal.periods import billing_period
 from credits.alerts import credit_alerts_check
@@ -397,6 +398,7 @@ def resolution_void(*, resolution: Resolution, actor: User, reason: str) -> Reso
 
 
 FUND_BATCH = 5000
+FUND_BATCHES_PER_TRANSACTION = 10  # a transaction holds its accounts' locks for at most 50,000 resolutions
 
 
 @dataclass(frozen=True)
@@ -411,9 +413,10 @@ def resolutions_fund(*, now: dt.datetime | None = None, account_ids: list[int] |
     shares of a period add up to exactly what Stripe will invoice for it). Running it twice changes nothing
     the second time.
 
-    Work goes in batches of at most FUND_BATCH resolutions, one transaction each: a big account alone (in
-    as many batches as it needs), small accounts several to a batch, their rows locked in id order. Each
-    batch costs a fixed number of statements, whatever the number of accounts in it."""
+    Work goes in batches of at most FUND_BATCH resolutions: a big account alone (in as many batches as it
+    needs), small accounts several to a batch, their rows locked in id order. A transaction runs up to
+    FUND_BATCHES_PER_TRANSACTION batches of its group, reading on from where the previous batch stopped;
+    each batch costs a fixed number of statements, whatever the number of accounts in it."""
     now = now or clock.now()
     pending = Resolution.objects.filter(funding=Resolution.Funding.UNFUNDED, voided_at=None, resolved_at__lte=now)
     if account_ids is not None:
@@ -422,12 +425,16 @@ def resolutions_fund(*, now: dt.datetime | None = None, account_ids: list[int] |
     sizes = dict(by_account.values_list("account_id", "n"))
     credited = overage = 0
     for group in _account_groups(sizes, FUND_BATCH):
-        while True:
+        more = True
+        while more:
             with transaction.atomic():
-                c, o = _fund_group(group, now)
-            credited, overage = credited + c, overage + o
-            if c + o < FUND_BATCH:
-                break
+                run = _FundingRun(group, now)
+                for _ in range(FUND_BATCHES_PER_TRANSACTION):
+                    c, o = run.batch_fund()
+                    credited, overage = credited + c, overage + o
+                    more = c + o == FUND_BATCH
+                    if not more:
+                        break
     # Alerts: accounts just funded, and accounts with a raised alert (a new pack may have cleared it).
     raised = CreditAlert.objects.filter(active=True).values_list("account_id", flat=True)
     if account_ids is not None:
@@ -480,68 +487,126 @@ class _FundingRow:
     amount_minor: int = 0
 
 
-def _fund_group(group: list[int], now: dt.datetime) -> tuple[int, int]:
-    """Fund up to FUND_BATCH of the group's unfunded resolutions (inside the caller's transaction)."""
-    locked = Account.objects.select_for_update().filter(pk__in=group).order_by("pk").only("created_at", "timezone")
-    accounts = {a.pk: a for a in locked}
-    batch = [
-        _FundingRow(*row)
-        for row in Resolution.objects.filter(
-            account_id__in=group, funding=Resolution.Funding.UNFUNDED, voided_at=None, resolved_at__lte=now
+_UNFUNDED_AFTER = f"""
+    SELECT id, account_id, resolved_at, plan_version_id FROM {Resolution._meta.db_table}
+    WHERE account_id = ANY(%s) AND funding = 'unfunded' AND voided_at IS NULL AND resolved_at <= %s
+      AND (account_id, resolved_at, id) > (%s, %s, %s)
+    ORDER BY account_id, resolved_at, id LIMIT %s"""
+
+
+class _FundingRun:
+    """One transaction's funding of an account group: takes the accounts' locks (in id order), then funds
+    batch after batch, each reading on from the previous one's last (account, resolved_at, id), and keeps
+    each billing period's overage count as it grows instead of counting it again (the locks keep others
+    from changing it meanwhile)."""
+
+    def __init__(self, group: list[int], now: dt.datetime):
+        self.group, self.now = group, now
+        locked = Account.objects.select_for_update().filter(pk__in=group).order_by("pk")
+        self.accounts = {a.pk: a for a in locked.only("created_at", "timezone")}
+        self.after: tuple = (0, dt.datetime.min.replace(tzinfo=dt.UTC), 0)
+        self.overage_counts: dict[tuple[int, dt.datetime, dt.datetime], int] = {}
+        self.terms: dict[int, PriceTerms] = {}
+        self.local_date = _LocalDates()
+
+    def _unfunded(self) -> list[_FundingRow]:
+        if connection.vendor == "postgresql":  # the partial index, from the keyset on; binary rows (C loaders)
+            return [
+                _FundingRow(*row)
+                for row in rows_fetch(_UNFUNDED_AFTER, [self.group, self.now, *self.after, FUND_BATCH])
+            ]
+        a, t, i = self.after
+        keyset = Q(account_id__gt=a) | Q(account_id=a, resolved_at__gt=t) | Q(account_id=a, resolved_at=t, id__gt=i)
+        rows = Resolution.objects.filter(
+            keyset, account_id__in=self.group, funding=Resolution.Funding.UNFUNDED, voided_at=None,
+            resolved_at__lte=self.now,
+        ).order_by("account_id", "resolved_at", "id")  # fmt: skip
+        return [
+            _FundingRow(*row)
+            for row in rows.values_list("id", "account_id", "resolved_at", "plan_version_id")[:FUND_BATCH]
+        ]
+
+    def batch_fund(self) -> tuple[int, int]:
+        """Fund the next batch of up to FUND_BATCH resolutions; returns (credited, overage)."""
+        batch = self._unfunded()
+        if not batch:
+            return 0, 0
+        last = batch[-1]
+        self.after = (last.account_id, last.resolved_at, last.pk)
+        packs = credits_draw(
+            demands=[Demand(r.account_id, f"resolution:{r.pk}", r.resolved_at) for r in batch], now=self.now
         )
-        .order_by("account_id", "resolved_at", "id")
-        .values_list("id", "account_id", "resolved_at", "plan_version_id")[:FUND_BATCH]
-    ]  # plain rows: model instances would cost more than the funding itself
-    if not batch:
-        return 0, 0
-    packs = credits_draw(
-        demands=[Demand(account_id=r.account_id, key=f"resolution:{r.pk}", at=r.resolved_at) for r in batch], now=now
-    )
-    delta: dict[tuple[int, dt.date], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    overage_by_period: dict[tuple, list[_FundingRow]] = defaultdict(list)
-    credited = 0
-    local_date = _LocalDates()
-    period: tuple[int, dt.datetime, dt.datetime] | None = None
-    for resolution, pack_id in zip(batch, packs, strict=True):
-        account = accounts[resolution.account_id]
-        if pack_id is not None:
-            resolution.funding, resolution.credit_pack_id = Resolution.Funding.CREDIT.value, pack_id
-            delta[(account.pk, local_date(account, resolution.resolved_at))][1] += 1
-            credited += 1
-            continue
-        resolution.funding = Resolution.Funding.OVERAGE.value
-        # Rows come in resolved_at order per account: most share the previous row's period.
-        if period is None or period[0] != account.pk or not period[1] <= resolution.resolved_at < period[2]:
-            period = (account.pk, *billing_period(anchor=account.created_at, instant=resolution.resolved_at))
-        overage_by_period[(*period, resolution.plan_version_id)].append(resolution)
-    if overage_by_period:
-        versions = PricePlanVersion.objects.prefetch_related("tiers").in_bulk({key[3] for key in overage_by_period})
-        terms = {pk: PriceTerms.from_version(version) for pk, version in versions.items()}
-        before_counts = _overage_counts(list(overage_by_period))
+        delta: dict[tuple[int, dt.date], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        overage_by_period: dict[tuple, list[_FundingRow]] = defaultdict(list)
+        credited = 0
+        accounts, local_date = self.accounts, self.local_date
+        period: tuple[int, dt.datetime, dt.datetime] | None = None
+        for resolution, pack_id in zip(batch, packs, strict=True):
+            account = accounts[resolution.account_id]
+            if pack_id is not None:
+                resolution.funding, resolution.credit_pack_id = Resolution.Funding.CREDIT.value, pack_id
+                delta[(account.pk, local_date(account, resolution.resolved_at))][1] += 1
+                credited += 1
+                continue
+            resolution.funding = Resolution.Funding.OVERAGE.value
+            # Rows come in resolved_at order per account: most share the previous row's period.
+            if period is None or period[0] != account.pk or not period[1] <= resolution.resolved_at < period[2]:
+                period = (account.pk, *billing_period(anchor=account.created_at, instant=resolution.resolved_at))
+            overage_by_period[period].append(resolution)
+        if overage_by_period:
+            self._overage_price(overage_by_period, delta)
+        _funding_write(batch)
+        _rollups_apply_many(delta)
+        return credited, len(batch) - credited
+
+    def _overage_price(self, overage_by_period: dict[tuple, list[_FundingRow]], delta: dict) -> None:
+        """Give each overage resolution its marginal share of its period's charge, after the overage the
+        period already has (counted once per transaction, then carried)."""
+        unknown = [key for key in overage_by_period if key not in self.overage_counts]
+        self.overage_counts.update(_overage_counts(unknown))
+        versions = {r.plan_version_id for rows in overage_by_period.values() for r in rows} - set(self.terms)
+        if versions:
+            for pk, version in PricePlanVersion.objects.prefetch_related("tiers").in_bulk(versions).items():
+                self.terms[pk] = PriceTerms.from_version(version)
         for key, resolutions in overage_by_period.items():
-            account_id, _, _, version_id = key
-            _overage_price(resolutions, terms[version_id], before_counts[key])
-            account = accounts[account_id]
+            account_id = key[0]
+            account = self.accounts[account_id]
+            before = self.overage_counts[key]
+            # A plan version holds for whole periods, so one period's resolutions share one version.
+            terms = self.terms[resolutions[0].plan_version_id]
+            _overage_price(resolutions, terms, before)
+            self.overage_counts[key] = before + len(resolutions)
             for resolution in resolutions:
-                row = delta[(account_id, local_date(account, resolution.resolved_at))]
+                row = delta[(account_id, self.local_date(account, resolution.resolved_at))]
                 row[2] += 1
                 row[3] += resolution.amount_minor
-    _funding_write(batch)
-    _rollups_apply_many(delta)
-    return credited, len(batch) - credited
 
 
 class _LocalDates:
-    """An instant's date in its account's timezone, with the zone looked up once per timezone name."""
+    """An instant's date in its account's timezone. Instants come mostly in order, so the last day's bounds
+    are kept per account and most instants need no time zone arithmetic at all."""
 
     def __init__(self) -> None:
         self._zones: dict[str, zoneinfo.ZoneInfo] = {}
+        self._day: dict[int, tuple[dt.datetime, dt.datetime, dt.date]] = {}
 
     def __call__(self, account: Account, instant: dt.datetime) -> dt.date:
+        known = self._day.get(account.pk)
+        if known is not None and known[0] <= instant < known[1]:
+            return known[2]
         zone = self._zones.get(account.timezone)
         if zone is None:
             zone = self._zones[account.timezone] = zoneinfo.ZoneInfo(account.timezone)
-        return instant.astimezone(zone).date()
+        day = instant.astimezone(zone).date()
+        starts = dt.datetime.combine(day, dt.time(), tzinfo=zone)
+        ends = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=zone)
+        tick = dt.timedelta(microseconds=1)
+        if (
+            starts.astimezone(zone).date() == day
+            and (ends - tick).astimezone(zone).date() == day < ends.astimezone(zone).date()
+        ):
+            self._day[account.pk] = (starts, ends, day)  # not where a DST change skips or repeats midnight
+        return day
 
 
 def _overage_price(resolutions: list[_FundingRow], terms: PriceTerms, before: int) -> None:
@@ -555,8 +620,10 @@ def _overage_price(resolutions: list[_FundingRow], terms: PriceTerms, before: in
 
 
 def _overage_counts(keys: list[tuple]) -> dict[tuple, int]:
-    """Per (account, period start, period end, version): overage resolutions already in that account's
-    period (whatever their version, as Stripe's meter counts them). One statement on PostgreSQL."""
+    """Per (account, period start, period end): overage resolutions already in that account's period (of
+    any plan version, as Stripe's meter counts them). One statement on PostgreSQL."""
+    if not keys:
+        return {}
     if connection.vendor != "postgresql":
         return {
             key: Resolution.objects.filter(

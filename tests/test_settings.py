@@ -46,3 +46,8 @@ def test_stripe_api_version_is_pinned():
     from django.conf import settings
 
     assert settings.STRIPE_API_VERSION == "2026-08-26.dahlia"
+
+
+def test_refuses_an_unknown_event_evaluation_mode():
+    result = run_django_setup(DJANGO_DEBUG="true", EVENT_EVALUATION="later")
+    assert result.returncode != 0 and 'EVENT_EVALUATION must be "deferred" or "inline"' in result.stderr

@@ -1,6 +1,7 @@
 """Concurrent ingestion on PostgreSQL: the account lock and the unique constraints keep it exact."""
 
 import threading
+from unittest import mock
 
 import pytest
 from django.db import connection
@@ -42,3 +43,43 @@ def test_the_same_batch_posted_by_eight_threads_at_once_is_stored_once(account, 
     assert ConversationEvent.objects.count() == 400
     assert Resolution.objects.filter(voided_at=None).count() == 200
     assert sum(DailyUsage.objects.values_list("resolutions", flat=True)) == 200
+
+
+def test_deferred_overlapping_batches_in_opposite_orders_store_each_event_once(account, billing_admin, settings):
+    """Without the account lock, the unique index decides. Batches share ids but list them in opposite
+    orders (rows are written in id order, so they wait for each other rather than deadlock); then one
+    drain evaluates everything once."""
+    from rest_framework.test import APIClient
+
+    from resolutions.models import PendingEvaluation
+    from resolutions.services import conversations_evaluate_pending
+
+    settings.EVENT_EVALUATION = "deferred"
+    _, raw_key = api_key_create(account=account, name="bot", actor=billing_admin)
+    events = []
+    for i in range(300):
+        events += [event(f"a{i}", f"c{i}", "ai_answer", 60), event(f"b{i}", f"c{i}", "customer_confirmed", 30)]
+    batches = [events[:400], list(reversed(events[:400])), events[200:], list(reversed(events[200:]))] * 2
+    results, barrier = [], threading.Barrier(len(batches))
+
+    def post(batch):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+        barrier.wait()
+        response = client.post("/api/v1/conversation-events", {"events": batch}, format="json")
+        results.append((response.status_code, response.json()))
+        connection.close()
+
+    with clock.frozen(NOW), mock.patch("resolutions.services._evaluation_request"):  # no broker needed here
+        threads = [threading.Thread(target=post, args=(b,)) for b in batches]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert [r[0] for r in results] == [202] * len(batches), results
+    assert sum(r[1]["accepted"] for r in results) == 600
+    assert sum(r[1]["duplicates"] for r in results) == sum(len(b) for b in batches) - 600
+    assert ConversationEvent.objects.count() == 600 and not Resolution.objects.exists()
+    assert conversations_evaluate_pending(now=NOW) == 300
+    assert not PendingEvaluation.objects.exists()
+    assert sum(DailyUsage.objects.values_list("resolutions", flat=True)) == 300
