@@ -12,9 +12,26 @@ import psycopg
 from django.db import connection
 
 
+def _binary(sql: str) -> str:
+    """`%s` placeholders as `%b`: parameters sent in binary. Arrays above all: psycopg dumps a list of 5,000
+    values in binary about 4x faster than in text, which quotes and escapes each element in Python."""
+    return sql.replace("%s", "%b")
+
+
 def rows_fetch(sql: str, params: list | tuple) -> list[tuple]:
-    """All rows of one query, loaded in binary. PostgreSQL only; `%s` placeholders, as with Django."""
+    """All rows of one query (or of a write's RETURNING), loaded in binary, its parameters bound on the
+    server and sent in binary. PostgreSQL only; `%s` placeholders (no literal % in the statement)."""
     connection.ensure_connection()
     with psycopg.Cursor(connection.connection) as cursor:  # server-side binding: binary results allowed
-        cursor.execute(sql, params, binary=True)
+        cursor.execute(_binary(sql), params, binary=True, prepare=False)  # a custom plan each time, as Django's
         return cursor.fetchall()
+
+
+def execute_bound(sql: str, params: list | tuple) -> int:
+    """Run one write with its parameters bound on the server and sent in binary: Django's client-side cursor
+    would quote every array element into the query text in Python. Returns the rows affected. PostgreSQL
+    only; `%s` placeholders (no literal % in the statement)."""
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(_binary(sql), params, prepare=False)
+        return cursor.rowcount

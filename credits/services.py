@@ -14,6 +14,7 @@ from django.db import IntegrityError, connection, transaction
 from accounts.models import Account, CreditPackOffer, User
 from accounts.services import Actor, audit_log_write
 from billing_portal import clock
+from billing_portal.db import execute_bound
 
 from .models import CreditLedgerEntry, CreditPack
 
@@ -164,12 +165,11 @@ def _pack_balances_write(balances: list[tuple[int, int]]) -> None:
             CreditPack.objects.filter(pk=pk).update(remaining=remaining)
         return
     pks, remaining = (list(column) for column in zip(*balances, strict=True))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""UPDATE {CreditPack._meta.db_table} AS p SET remaining = v.remaining
-                FROM unnest(%s::bigint[], %s::int[]) AS v(id, remaining) WHERE p.id = v.id""",
-            [pks, remaining],
-        )
+    execute_bound(
+        f"""UPDATE {CreditPack._meta.db_table} AS p SET remaining = v.remaining
+            FROM unnest(%s::bigint[], %s::int[]) AS v(id, remaining) WHERE p.id = v.id""",
+        [pks, remaining],
+    )
 
 
 def credit_give_back(*, account: Account, pack_id: int, key: str, now: dt.datetime) -> bool:

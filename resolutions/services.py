@@ -18,7 +18,7 @@ from django.db.models import Count, F, Q, Sum
 from accounts.models import Account, PricePlanVersion, User
 from accounts.services import audit_log_write
 from billing_portal import clock
-from billing_portal.db import rows_fetch
+from billing_portal.db import execute_bound, rows_fetch
 from billing_portal.money import round_minor
 from billing_portal.periods import billing_period
 from credits.alerts import credit_alerts_check
@@ -121,22 +121,21 @@ def _events_store(account: Account, events: list[IncomingEvent], now: dt.datetim
     INSERT ... ON CONFLICT DO NOTHING RETURNING over arrays; elsewhere a lookup and bulk_create (SQLite
     has one writer at a time, so the lookup cannot race)."""
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"""INSERT INTO {ConversationEvent._meta.db_table}
-                        (account_id, event_id, conversation_id, type, occurred_at, received_at)
-                    SELECT %s, v.event_id, v.conversation_id, v.type, v.occurred_at, %s
-                    FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::timestamptz[])
-                        AS v(event_id, conversation_id, type, occurred_at)
-                    ORDER BY v.event_id
-                    ON CONFLICT (account_id, event_id) DO NOTHING
-                    RETURNING event_id""",
-                [
-                    account.pk, now, [e.event_id for e in events], [e.conversation_id for e in events],
-                    [e.type for e in events], [e.occurred_at for e in events],
-                ],
-            )  # fmt: skip
-            return {row[0] for row in cursor.fetchall()}
+        inserted = rows_fetch(
+            f"""INSERT INTO {ConversationEvent._meta.db_table}
+                    (account_id, event_id, conversation_id, type, occurred_at, received_at)
+                SELECT %s, v.event_id, v.conversation_id, v.type, v.occurred_at, %s
+                FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::timestamptz[])
+                    AS v(event_id, conversation_id, type, occurred_at)
+                ORDER BY v.event_id
+                ON CONFLICT (account_id, event_id) DO NOTHING
+                RETURNING event_id""",
+            [
+                account.pk, now, [e.event_id for e in events], [e.conversation_id for e in events],
+                [e.type for e in events], [e.occurred_at for e in events],
+            ],
+        )  # fmt: skip
+        return {row[0] for row in inserted}
     existing = set(
         ConversationEvent.objects.filter(account=account, event_id__in=[e.event_id for e in events]).values_list(
             "event_id", flat=True
@@ -200,26 +199,28 @@ def conversations_evaluate(*, account: Account, conversation_ids: Iterable[str],
     window = account.plan_version.inactivity_window
     facts: dict[str, list[EventFact]] = defaultdict(list)
     last_event: dict[str, dt.datetime] = {}
-    for conversation_id, event_type, occurred_at, event_id in ConversationEvent.objects.filter(
-        account=account, conversation_id__in=conversation_ids
-    ).values_list("conversation_id", "type", "occurred_at", "event_id"):
+    # Plain rows, not model instances: this runs for every ingested batch.
+    for conversation_id, event_type, occurred_at, event_id in _rows_of_conversations(
+        ConversationEvent, account, conversation_ids, ("conversation_id", "type", "occurred_at", "event_id")
+    ):
         facts[conversation_id].append(EventFact(occurred_at, event_type, event_id))
         if conversation_id not in last_event or occurred_at > last_event[conversation_id]:
             last_event[conversation_id] = occurred_at
-    # Plain rows, not model instances: this runs for every ingested batch.
     # Few accounts have disputed conversations: ask the small partial index first, the ids only if any.
     disputed = set()
     if Conversation.objects.filter(account=account, voided_by_staff=True).exists():
-        disputed = set(
-            Conversation.objects.filter(
-                account=account, conversation_id__in=conversation_ids, voided_by_staff=True
-            ).values_list("conversation_id", flat=True)
-        )
+        disputed = {
+            conversation_id
+            for conversation_id, voided_by_staff in _rows_of_conversations(
+                Conversation, account, conversation_ids, ("conversation_id", "voided_by_staff")
+            )
+            if voided_by_staff
+        }
     active = {
         conversation_id: (pk, kind, resolved_at)
-        for conversation_id, pk, kind, resolved_at in Resolution.objects.filter(
-            account=account, conversation_id__in=conversation_ids, voided_at=None
-        ).values_list("conversation_id", "id", "kind", "resolved_at")
+        for conversation_id, pk, kind, resolved_at in _rows_of_conversations(
+            Resolution, account, conversation_ids, ("conversation_id", "id", "kind", "resolved_at"), billable=True
+        )
     }
     states, to_create, void_ids = [], [], []
     for conversation_id in conversation_ids:
@@ -242,6 +243,22 @@ def conversations_evaluate(*, account: Account, conversation_ids: Iterable[str],
     _conversations_upsert(account, states, now)
     _rollups_adjust(account, added=to_create, removed=to_void)
     return len(to_create)
+
+
+def _rows_of_conversations(model, account: Account, conversation_ids: list[str], columns: tuple, billable=False):
+    """Rows (tuples of `columns`) of `model` for the given conversations of the account; with billable, only
+    resolutions not voided. On PostgreSQL one `= ANY(array)` lookup in binary rows (psycopg's C loaders);
+    elsewhere the ORM."""
+    if not conversation_ids:
+        return []
+    if connection.vendor != "postgresql":
+        rows = model.objects.filter(account=account, conversation_id__in=conversation_ids)
+        return rows.filter(voided_at=None).values_list(*columns) if billable else rows.values_list(*columns)
+    sql = (
+        f"SELECT {', '.join(columns)} FROM {model._meta.db_table} WHERE account_id = %s AND conversation_id = ANY(%s)"
+        + (" AND voided_at IS NULL" if billable else "")
+    )
+    return rows_fetch(sql, [account.pk, conversation_ids])
 
 
 def _conversations_upsert(account: Account, states: list[tuple], now: dt.datetime) -> None:
@@ -268,18 +285,17 @@ def _conversations_upsert(account: Account, states: list[tuple], now: dt.datetim
         )
         return
     ids, statuses, windows, lasts = (list(column) for column in zip(*states, strict=True))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""INSERT INTO {Conversation._meta.db_table}
-                    (account_id, conversation_id, status, window_ends_at, last_event_at, voided_by_staff, updated_at)
-                SELECT %s, v.cid, v.status, v.window_ends_at, v.last_event_at, false, %s
-                FROM unnest(%s::varchar[], %s::varchar[], %s::timestamptz[], %s::timestamptz[])
-                    AS v(cid, status, window_ends_at, last_event_at)
-                ON CONFLICT (account_id, conversation_id) DO UPDATE SET status = EXCLUDED.status,
-                    window_ends_at = EXCLUDED.window_ends_at, last_event_at = EXCLUDED.last_event_at,
-                    updated_at = EXCLUDED.updated_at""",
-            [account.pk, now, ids, statuses, windows, lasts],
-        )
+    execute_bound(
+        f"""INSERT INTO {Conversation._meta.db_table}
+                (account_id, conversation_id, status, window_ends_at, last_event_at, voided_by_staff, updated_at)
+            SELECT %s, v.cid, v.status, v.window_ends_at, v.last_event_at, false, %s
+            FROM unnest(%s::varchar[], %s::varchar[], %s::timestamptz[], %s::timestamptz[])
+                AS v(cid, status, window_ends_at, last_event_at)
+            ON CONFLICT (account_id, conversation_id) DO UPDATE SET status = EXCLUDED.status,
+                window_ends_at = EXCLUDED.window_ends_at, last_event_at = EXCLUDED.last_event_at,
+                updated_at = EXCLUDED.updated_at""",
+        [account.pk, now, ids, statuses, windows, lasts],
+    )
 
 
 def _resolution(account: Account, conversation_id: str, outcome: Outcome, now: dt.datetime) -> Resolution:
@@ -318,19 +334,18 @@ def _rollups_apply_many(delta: dict[tuple[int, dt.date], list[int]]) -> None:
     keys = sorted(delta)
     if connection.vendor == "postgresql":
         table = DailyUsage._meta.db_table
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"""INSERT INTO {table} (account_id, date, resolutions, credited, overage, amount_minor)
-                    SELECT v.account_id, v.day, v.resolutions, v.credited, v.overage, v.amount
-                    FROM unnest(%s::bigint[], %s::date[], %s::int[], %s::int[], %s::int[], %s::bigint[])
-                        AS v(account_id, day, resolutions, credited, overage, amount)
-                    ON CONFLICT (account_id, date) DO UPDATE SET
-                        resolutions = {table}.resolutions + EXCLUDED.resolutions,
-                        credited = {table}.credited + EXCLUDED.credited,
-                        overage = {table}.overage + EXCLUDED.overage,
-                        amount_minor = {table}.amount_minor + EXCLUDED.amount_minor""",
-                [[k[0] for k in keys], [k[1] for k in keys], *([delta[k][i] for k in keys] for i in range(4))],
-            )
+        execute_bound(
+            f"""INSERT INTO {table} (account_id, date, resolutions, credited, overage, amount_minor)
+                SELECT v.account_id, v.day, v.resolutions, v.credited, v.overage, v.amount
+                FROM unnest(%s::bigint[], %s::date[], %s::int[], %s::int[], %s::int[], %s::bigint[])
+                    AS v(account_id, day, resolutions, credited, overage, amount)
+                ON CONFLICT (account_id, date) DO UPDATE SET
+                    resolutions = {table}.resolutions + EXCLUDED.resolutions,
+                    credited = {table}.credited + EXCLUDED.credited,
+                    overage = {table}.overage + EXCLUDED.overage,
+                    amount_minor = {table}.amount_minor + EXCLUDED.amount_minor""",
+            [[k[0] for k in keys], [k[1] for k in keys], *([delta[k][i] for k in keys] for i in range(4))],
+        )
         return
     for account_id, day in keys:
         resolutions, credited, overage, amount = delta[(account_id, day)]
@@ -632,16 +647,15 @@ def _overage_counts(keys: list[tuple]) -> dict[tuple, int]:
             ).count()
             for key in keys
         }  # fmt: skip
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""SELECT v.i, (SELECT count(*) FROM {Resolution._meta.db_table} r
-                             WHERE r.account_id = v.account_id AND r.funding = 'overage' AND r.voided_at IS NULL
-                               AND r.resolved_at >= v.starts AND r.resolved_at < v.ends)
-                FROM unnest(%s::int[], %s::bigint[], %s::timestamptz[], %s::timestamptz[])
-                    AS v(i, account_id, starts, ends)""",
-            [list(range(len(keys))), [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]],
-        )
-        return {keys[i]: n for i, n in cursor.fetchall()}
+    counts = rows_fetch(
+        f"""SELECT v.i, (SELECT count(*) FROM {Resolution._meta.db_table} r
+                         WHERE r.account_id = v.account_id AND r.funding = 'overage' AND r.voided_at IS NULL
+                           AND r.resolved_at >= v.starts AND r.resolved_at < v.ends)
+            FROM unnest(%s::int[], %s::bigint[], %s::timestamptz[], %s::timestamptz[])
+                AS v(i, account_id, starts, ends)""",
+        [list(range(len(keys))), [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]],
+    )
+    return {keys[i]: n for i, n in counts}
 
 
 def _funding_write(batch: list[_FundingRow]) -> None:
@@ -657,17 +671,16 @@ def _funding_write(batch: list[_FundingRow]) -> None:
             batch_size=1000,
         )
         return
-    table = Resolution._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""UPDATE {table} AS r SET funding = v.funding, credit_pack_id = v.pack, amount_minor = v.amount
-                FROM unnest(%s::bigint[], %s::varchar[], %s::bigint[], %s::bigint[]) AS v(id, funding, pack, amount)
-                WHERE r.id = v.id""",
-            [
-                [r.pk for r in batch], [r.funding for r in batch], [r.credit_pack_id for r in batch],
-                [r.amount_minor for r in batch],
-            ],
-        )  # fmt: skip
+    execute_bound(
+        f"""UPDATE {Resolution._meta.db_table} AS r
+            SET funding = v.funding, credit_pack_id = v.pack, amount_minor = v.amount
+            FROM unnest(%s::bigint[], %s::varchar[], %s::bigint[], %s::bigint[]) AS v(id, funding, pack, amount)
+            WHERE r.id = v.id""",
+        [
+            [r.pk for r in batch], [r.funding for r in batch], [r.credit_pack_id for r in batch],
+            [r.amount_minor for r in batch],
+        ],
+    )  # fmt: skip
 
 
 def _unfund_voided(account: Account, resolutions: list[Resolution], now: dt.datetime) -> None:
