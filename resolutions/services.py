@@ -9,6 +9,7 @@ import zoneinfo
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -28,7 +29,7 @@ from credits.services import Demand, credit_give_back, credits_draw
 from .ingestion import IncomingEvent
 from .models import Conversation, ConversationEvent, DailyUsage, PendingEvaluation, Resolution
 from .rating import PriceTerms, price_quantity
-from .rules import RESOLVED, EventFact, Outcome, conversation_evaluate
+from .rules import RESOLVED, EventFact, conversation_evaluate
 
 logger = logging.getLogger(__name__)
 SUPERSEDED = "Superseded: a late event, earlier in time, changed this conversation's outcome."
@@ -232,14 +233,14 @@ def conversations_evaluate(*, account: Account, conversation_ids: Iterable[str],
             void_ids.append(current[0])
             current = None
         if outcome.status == RESOLVED and current is None:
-            to_create.append(_resolution(account, conversation_id, outcome, now))
+            to_create.append(_NewResolution(conversation_id, outcome.kind, outcome.resolved_at))
         states.append((conversation_id, outcome.status, outcome.window_ends_at, last_event[conversation_id]))
     to_void = list(Resolution.objects.filter(pk__in=void_ids)) if void_ids else []
     if to_void:
         Resolution.objects.filter(pk__in=void_ids).update(voided_at=now, void_reason=SUPERSEDED)
         _unfund_voided(account, to_void, now)
     if to_create:
-        Resolution.objects.bulk_create(to_create, batch_size=500)
+        _resolutions_insert(account, to_create, now)
     _conversations_upsert(account, states, now)
     _rollups_adjust(account, added=to_create, removed=to_void)
     return len(to_create)
@@ -298,10 +299,46 @@ def _conversations_upsert(account: Account, states: list[tuple], now: dt.datetim
     )
 
 
-def _resolution(account: Account, conversation_id: str, outcome: Outcome, now: dt.datetime) -> Resolution:
-    return Resolution(
-        account=account, conversation_id=conversation_id, kind=outcome.kind, resolved_at=outcome.resolved_at,
-        plan_version_id=account.plan_version_id, funding=Resolution.Funding.UNFUNDED, created_at=now,
+class _NewResolution(NamedTuple):
+    """A resolution to write: unfunded, so no money yet (what _rollups_adjust reads of it, too)."""
+
+    conversation_id: str
+    kind: str
+    resolved_at: dt.datetime
+    funding: str = Resolution.Funding.UNFUNDED.value
+    amount_minor: int = 0
+
+
+def _resolutions_insert(account: Account, new: list[_NewResolution], now: dt.datetime) -> None:
+    """Write new (unfunded) resolutions of the account's current plan version: on PostgreSQL one INSERT
+    over arrays, elsewhere bulk_create. The partial unique index still refuses a second billable
+    resolution of a conversation."""
+    if connection.vendor != "postgresql":
+        Resolution.objects.bulk_create(
+            [
+                Resolution(
+                    account=account,
+                    conversation_id=r.conversation_id,
+                    kind=r.kind,
+                    resolved_at=r.resolved_at,
+                    plan_version_id=account.plan_version_id,
+                    funding=r.funding,
+                    created_at=now,
+                )  # fmt: skip
+                for r in new
+            ],
+            batch_size=500,
+        )
+        return
+    execute_bound(
+        f"""INSERT INTO {Resolution._meta.db_table} (account_id, conversation_id, kind, resolved_at,
+                plan_version_id, funding, amount_minor, reversal, created_at, void_reason)
+            SELECT %s, v.conversation_id, v.kind, v.resolved_at, %s, %s, 0, '', %s, ''
+            FROM unnest(%s::varchar[], %s::varchar[], %s::timestamptz[]) AS v(conversation_id, kind, resolved_at)""",
+        [
+            account.pk, account.plan_version_id, Resolution.Funding.UNFUNDED.value, now,
+            [r.conversation_id for r in new], [r.kind for r in new], [r.resolved_at for r in new],
+        ],
     )  # fmt: skip
 
 
