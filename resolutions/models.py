@@ -117,11 +117,9 @@ class Resolution(models.Model):
         ]
         indexes = [
             models.Index(fields=["account", "resolved_at", "id"], name="resolution_account_time_idx"),
-            models.Index(
-                fields=["account", "resolved_at", "id"],
-                condition=Q(funding="unfunded", voided_at__isnull=True),
-                name="resolution_unfunded_idx",
-            ),
+            # Funding reads each account's new resolutions in id order (FundingProgress); no index may name
+            # the funding columns, so that funding them is a heap-only update (see the 0007 migration).
+            models.Index(fields=["account", "id"], name="resolution_account_id_idx"),
         ]
 
     def __str__(self) -> str:
@@ -159,3 +157,19 @@ class PendingEvaluation(models.Model):
 
     def __str__(self) -> str:
         return f"{len(self.conversation_ids)} conversation(s) of account {self.account_id}"
+
+
+class FundingProgress(models.Model):
+    """How far funding has read an account's resolutions: each one with an id up to `funded_through_id` is
+    funded or voided. An account's resolutions are only written under its lock, so their ids grow in the
+    order they commit; funding reads on from the mark instead of asking an index for unfunded rows (such an
+    index would have to change with every funding write, which PostgreSQL could then never do in place)."""
+
+    account = models.OneToOneField(Account, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    funded_through_id = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "funding progress"
+
+    def __str__(self) -> str:
+        return f"account {self.account_id}: funded through resolution {self.funded_through_id}"

@@ -14,7 +14,7 @@ from typing import NamedTuple
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import F, Sum
 
 from accounts.models import Account, PricePlanVersion, User
 from accounts.services import audit_log_write
@@ -27,7 +27,14 @@ from credits.models import CreditAlert
 from credits.services import Demand, credit_give_back, credits_draw
 
 from .ingestion import IncomingEvent
-from .models import Conversation, ConversationEvent, DailyUsage, PendingEvaluation, Resolution
+from .models import (
+    Conversation,
+    ConversationEvent,
+    DailyUsage,
+    FundingProgress,
+    PendingEvaluation,
+    Resolution,
+)
 from .rating import PriceTerms, price_quantity
 from .rules import RESOLVED, EventFact, conversation_evaluate
 
@@ -449,8 +456,8 @@ def resolution_void(*, resolution: Resolution, actor: User, reason: str) -> Reso
     return resolution
 
 
-FUND_BATCH = 5000
-FUND_BATCHES_PER_TRANSACTION = 10  # a transaction holds its accounts' locks for at most 50,000 resolutions
+FUND_BATCH = 5000  # resolutions per statement
+FUND_CHUNK = 50_000  # resolutions read, put in order and funded per transaction (under their accounts' locks)
 
 
 @dataclass(frozen=True)
@@ -460,33 +467,25 @@ class FundingResult:
 
 
 def resolutions_fund(*, now: dt.datetime | None = None, account_ids: list[int] | None = None) -> FundingResult:
-    """Draw down credits for unfunded resolutions, in the order they were resolved (resolved_at, then id);
-    what no pack covers is overage, priced at its marginal share of its billing period's charge (so the
-    shares of a period add up to exactly what Stripe will invoice for it). Running it twice changes nothing
-    the second time.
+    """Draw down credits for unfunded resolutions; what no pack covers is overage, priced at its marginal
+    share of its billing period's charge (so the shares of a period add up to exactly what Stripe will
+    invoice for it). Running it twice changes nothing the second time.
 
-    Work goes in batches of at most FUND_BATCH resolutions: a big account alone (in as many batches as it
-    needs), small accounts several to a batch, their rows locked in id order. A transaction runs up to
-    FUND_BATCHES_PER_TRANSACTION batches of its group, reading on from where the previous batch stopped;
-    each batch costs a fixed number of statements, whatever the number of accounts in it."""
+    Each account's resolutions are read on from its FundingProgress mark, in id order (the order they were
+    written), up to FUND_CHUNK per transaction; a chunk is funded in the order its resolutions were
+    resolved (resolved_at, then id), FUND_BATCH per statement. Small accounts go several to a transaction
+    (at most FUND_BATCH resolutions in all), their rows locked in id order. No index involves the funding
+    columns, so PostgreSQL writes the funding as heap-only (HOT) updates where the page has room."""
     now = now or clock.now()
-    pending = Resolution.objects.filter(funding=Resolution.Funding.UNFUNDED, voided_at=None, resolved_at__lte=now)
-    if account_ids is not None:
-        pending = pending.filter(account_id__in=account_ids)
-    by_account = pending.values("account_id").annotate(n=Count("id")).order_by("account_id")
-    sizes = dict(by_account.values_list("account_id", "n"))
+    sizes = _unfunded_counts(now, account_ids)
     credited = overage = 0
     for group in _account_groups(sizes, FUND_BATCH):
-        more = True
-        while more:
+        while True:
             with transaction.atomic():
-                run = _FundingRun(group, now)
-                for _ in range(FUND_BATCHES_PER_TRANSACTION):
-                    c, o = run.batch_fund()
-                    credited, overage = credited + c, overage + o
-                    more = c + o == FUND_BATCH
-                    if not more:
-                        break
+                c, o, more = _FundingRun(group, now).chunk_fund()
+            credited, overage = credited + c, overage + o
+            if not more:
+                break
     # Alerts: accounts just funded, and accounts with a raised alert (a new pack may have cleared it).
     raised = CreditAlert.objects.filter(active=True).values_list("account_id", flat=True)
     if account_ids is not None:
@@ -494,6 +493,32 @@ def resolutions_fund(*, now: dt.datetime | None = None, account_ids: list[int] |
     to_check = sorted(set(sizes) | set(raised))
     credit_alerts_check(account_ids=to_check, burn_by_account=_burn_per_day(to_check, now), now=now)
     return FundingResult(credited, overage)
+
+
+def _unfunded_counts(now: dt.datetime, account_ids: list[int] | None) -> dict[int, int]:
+    """Account id -> resolutions to fund now (past its FundingProgress mark), in account id order."""
+    if connection.vendor == "postgresql":  # one index range scan per account, from its mark on
+        only = "AND a.id = ANY(%s)" if account_ids is not None else ""
+        rows = rows_fetch(
+            f"""SELECT a.id, c.n FROM {Account._meta.db_table} a
+                LEFT JOIN {FundingProgress._meta.db_table} p ON p.account_id = a.id
+                CROSS JOIN LATERAL (
+                    SELECT count(*) AS n FROM {Resolution._meta.db_table} r
+                    WHERE r.account_id = a.id AND r.id > coalesce(p.funded_through_id, 0)
+                      AND r.funding = 'unfunded' AND r.voided_at IS NULL AND r.resolved_at <= %s) c
+                WHERE c.n > 0 {only} ORDER BY a.id""",
+            [now, *([list(account_ids)] if account_ids is not None else [])],
+        )
+        return dict(rows)
+    marks = dict(FundingProgress.objects.values_list("account_id", "funded_through_id"))
+    pending = Resolution.objects.filter(funding=Resolution.Funding.UNFUNDED, voided_at=None, resolved_at__lte=now)
+    if account_ids is not None:
+        pending = pending.filter(account_id__in=account_ids)
+    sizes: dict[int, int] = defaultdict(int)
+    for account_id, pk in pending.values_list("account_id", "id"):
+        if pk > marks.get(account_id, 0):
+            sizes[account_id] += 1
+    return dict(sorted(sizes.items()))
 
 
 def _account_groups(sizes: dict[int, int], limit: int) -> list[list[int]]:
@@ -539,52 +564,79 @@ class _FundingRow:
     amount_minor: int = 0
 
 
-_UNFUNDED_AFTER = f"""
-    SELECT id, account_id, resolved_at, plan_version_id FROM {Resolution._meta.db_table}
-    WHERE account_id = ANY(%s) AND funding = 'unfunded' AND voided_at IS NULL AND resolved_at <= %s
-      AND (account_id, resolved_at, id) > (%s, %s, %s)
-    ORDER BY account_id, resolved_at, id LIMIT %s"""
+_UNFUNDED_FROM_MARKS = f"""
+    SELECT r.id, r.account_id, r.resolved_at, r.plan_version_id
+    FROM unnest(%s::bigint[], %s::bigint[]) AS m(account_id, after_id)
+    CROSS JOIN LATERAL (
+        SELECT id, account_id, resolved_at, plan_version_id FROM {Resolution._meta.db_table} r
+        WHERE r.account_id = m.account_id AND r.id > m.after_id AND r.funding = 'unfunded' AND r.voided_at IS NULL
+        ORDER BY r.id LIMIT %s) r
+    ORDER BY r.account_id, r.id LIMIT %s"""
 
 
 class _FundingRun:
-    """One transaction's funding of an account group: takes the accounts' locks (in id order), then funds
-    batch after batch, each reading on from the previous one's last (account, resolved_at, id), and keeps
-    each billing period's overage count as it grows instead of counting it again (the locks keep others
-    from changing it meanwhile)."""
+    """One transaction's funding of an account group: takes the accounts' locks (in id order), reads the
+    next chunk of their unfunded resolutions from their marks, funds it, and moves the marks. Each
+    billing period's overage count is read once and then carried as it grows (the locks keep others from
+    changing it meanwhile).
+
+    The marks rely on one rule: an account's resolutions are only written under the account's lock (see
+    conversations_evaluate), so their ids grow in the order they are committed, and funding (which holds
+    the same lock) never skips over one that is still to commit."""
 
     def __init__(self, group: list[int], now: dt.datetime):
         self.group, self.now = group, now
         locked = Account.objects.select_for_update().filter(pk__in=group).order_by("pk")
         self.accounts = {a.pk: a for a in locked.only("created_at", "timezone")}
-        self.after: tuple = (0, dt.datetime.min.replace(tzinfo=dt.UTC), 0)
+        self.marks = {pk: 0 for pk in group} | dict(
+            FundingProgress.objects.filter(account_id__in=group).values_list("account_id", "funded_through_id")
+        )
         self.overage_counts: dict[tuple[int, dt.datetime, dt.datetime], int] = {}
         self.terms: dict[int, PriceTerms] = {}
         self.local_date = _LocalDates()
 
     def _unfunded(self) -> list[_FundingRow]:
-        if connection.vendor == "postgresql":  # the partial index, from the keyset on; binary rows (C loaders)
-            return [
-                _FundingRow(*row)
-                for row in rows_fetch(_UNFUNDED_AFTER, [self.group, self.now, *self.after, FUND_BATCH])
-            ]
-        a, t, i = self.after
-        keyset = Q(account_id__gt=a) | Q(account_id=a, resolved_at__gt=t) | Q(account_id=a, resolved_at=t, id__gt=i)
-        rows = Resolution.objects.filter(
-            keyset, account_id__in=self.group, funding=Resolution.Funding.UNFUNDED, voided_at=None,
-            resolved_at__lte=self.now,
-        ).order_by("account_id", "resolved_at", "id")  # fmt: skip
-        return [
-            _FundingRow(*row)
-            for row in rows.values_list("id", "account_id", "resolved_at", "plan_version_id")[:FUND_BATCH]
-        ]
+        """Up to FUND_CHUNK unfunded, unvoided resolutions past the marks, in (account, id) order; resolved
+        in the future too (so that the marks stop before them)."""
+        if connection.vendor == "postgresql":  # index range scans from the marks; binary rows (C loaders)
+            group = sorted(self.group)
+            params = [group, [self.marks[pk] for pk in group], FUND_CHUNK, FUND_CHUNK]
+            return [_FundingRow(*row) for row in rows_fetch(_UNFUNDED_FROM_MARKS, params)]
+        rows: list[_FundingRow] = []
+        for account_id in sorted(self.group):
+            pending = Resolution.objects.filter(
+                account_id=account_id, id__gt=self.marks[account_id], funding=Resolution.Funding.UNFUNDED,
+                voided_at=None,
+            ).order_by("id")  # fmt: skip
+            values = pending.values_list("id", "account_id", "resolved_at", "plan_version_id")
+            rows += [_FundingRow(*row) for row in values[: FUND_CHUNK - len(rows)]]
+            if len(rows) == FUND_CHUNK:
+                break
+        return rows
 
-    def batch_fund(self) -> tuple[int, int]:
-        """Fund the next batch of up to FUND_BATCH resolutions; returns (credited, overage)."""
-        batch = self._unfunded()
-        if not batch:
-            return 0, 0
-        last = batch[-1]
-        self.after = (last.account_id, last.resolved_at, last.pk)
+    def chunk_fund(self) -> tuple[int, int, bool]:
+        """Fund the next chunk; returns (credited, overage, whether more may be waiting)."""
+        rows = self._unfunded()
+        due = [r for r in rows if r.resolved_at <= self.now]
+        marks: dict[int, int] = {}  # (account, id) order: a mark moves to the last id read, but stops
+        held: set[int] = set()  # before the first resolution that is not due yet
+        for r in rows:
+            if r.account_id in held:
+                continue
+            if r.resolved_at > self.now:
+                marks[r.account_id] = r.pk - 1
+                held.add(r.account_id)
+            else:
+                marks[r.account_id] = r.pk
+        due.sort(key=lambda r: (r.account_id, r.resolved_at, r.pk))
+        credited = 0
+        for start in range(0, len(due), FUND_BATCH):
+            credited += self._batch_fund(due[start : start + FUND_BATCH])
+        _funding_marks_write(marks)
+        return credited, len(due) - credited, len(rows) == FUND_CHUNK and bool(due)
+
+    def _batch_fund(self, batch: list[_FundingRow]) -> int:
+        """Fund a batch in the order given; returns how many were credited (the rest is overage)."""
         packs = credits_draw(
             demands=[Demand(r.account_id, f"resolution:{r.pk}", r.resolved_at) for r in batch], now=self.now
         )
@@ -609,7 +661,7 @@ class _FundingRun:
             self._overage_price(overage_by_period, delta)
         _funding_write(batch)
         _rollups_apply_many(delta)
-        return credited, len(batch) - credited
+        return credited
 
     def _overage_price(self, overage_by_period: dict[tuple, list[_FundingRow]], delta: dict) -> None:
         """Give each overage resolution its marginal share of its period's charge, after the overage the
@@ -693,6 +745,23 @@ def _overage_counts(keys: list[tuple]) -> dict[tuple, int]:
         [list(range(len(keys))), [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]],
     )
     return {keys[i]: n for i, n in counts}
+
+
+def _funding_marks_write(marks: dict[int, int]) -> None:
+    """Move the accounts' FundingProgress marks (the caller holds their locks)."""
+    if not marks:
+        return
+    if connection.vendor != "postgresql":
+        for account_id, mark in marks.items():
+            FundingProgress.objects.update_or_create(account_id=account_id, defaults={"funded_through_id": mark})
+        return
+    accounts = sorted(marks)
+    execute_bound(
+        f"""INSERT INTO {FundingProgress._meta.db_table} (account_id, funded_through_id)
+            SELECT * FROM unnest(%s::bigint[], %s::bigint[])
+            ON CONFLICT (account_id) DO UPDATE SET funded_through_id = EXCLUDED.funded_through_id""",
+        [accounts, [marks[a] for a in accounts]],
+    )
 
 
 def _funding_write(batch: list[_FundingRow]) -> None:
