@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import defaultdict
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -76,45 +75,59 @@ def credit_alerts_check(
     *, account_ids: list[int], burn_by_account: dict[int, float], now: dt.datetime | None = None
 ) -> list[CreditAlert]:
     """Raise alerts whose condition became true, clear those that stopped; returns the newly raised.
-    Reads the accounts' standings and active alerts in three queries; only accounts with something to
-    raise, update or clear are locked and written (one transaction each)."""
+    Reads the accounts' standings and alerts in three queries. If anything is to raise, update or clear,
+    one transaction locks those accounts (in id order, as funding does), decides again on the locked
+    state, and writes every changed alert with one upsert; emails go once it has committed."""
     now = now or clock.now()
     if not account_ids:
         return []
     standings = credit_standings(account_ids=account_ids, now=now, burn_by_account=burn_by_account)
     thresholds = dict(Account.objects.filter(pk__in=account_ids).values_list("pk", "low_credit_threshold_percent"))
-    active: dict[int, dict[str, str]] = defaultdict(dict)
-    for account_id, kind, message in CreditAlert.objects.filter(account_id__in=account_ids, active=True).values_list(
-        "account_id", "kind", "message"
-    ):
-        active[account_id][kind] = message
-    raised = []
-    for pk in sorted(thresholds):
-        conditions = credit_alert_conditions(standing=standings[pk], threshold_percent=thresholds[pk], now=now)
-        if all(active[pk].get(kind) == message for kind, message in conditions.items()):
-            continue  # nothing to raise, update or clear: the usual case, no rows locked or written
-        raised += _alerts_apply(account_id=pk, conditions=conditions, now=now)
+    conditions = {
+        pk: credit_alert_conditions(standing=standings[pk], threshold_percent=thresholds[pk], now=now)
+        for pk in thresholds
+    }
+    first = _alert_changes(conditions, _alerts_of(list(conditions)), now)
+    if not first:
+        return []  # nothing to raise, update or clear: the usual case, no rows locked or written
+    changing = sorted({alert.account_id for alert, _ in first})
+    with transaction.atomic():
+        list(Account.objects.select_for_update().filter(pk__in=changing).order_by("pk").values_list("pk", flat=True))
+        changes = _alert_changes({pk: conditions[pk] for pk in changing}, _alerts_of(changing), now)
+        CreditAlert.objects.bulk_create(
+            [alert for alert, _ in changes],
+            update_conflicts=True,
+            unique_fields=["account", "kind"],
+            update_fields=["active", "message", "raised_at", "cleared_at", "times_raised"],
+        )
+        raised = [alert for alert, is_raised in changes if is_raised]
+        for alert in raised:
+            transaction.on_commit(lambda a=alert: _email(a))
     return raised
 
 
-def _alerts_apply(*, account_id: int, conditions: dict, now: dt.datetime) -> list[CreditAlert]:
-    raised = []
-    with transaction.atomic():
-        for kind, message in conditions.items():
-            alert, _ = CreditAlert.objects.select_for_update().get_or_create(account_id=account_id, kind=kind)
+def _alerts_of(account_ids: list[int]) -> dict[tuple[int, str], CreditAlert]:
+    alerts = CreditAlert.objects.filter(account_id__in=account_ids)
+    return {(a.account_id, a.kind): a for a in alerts}
+
+
+def _alert_changes(conditions: dict[int, dict], alerts: dict, now: dt.datetime) -> list[tuple[CreditAlert, bool]]:
+    """(alert as it should be stored, whether it is newly raised) for each alert that changes."""
+    changes = []
+    for account_id, by_kind in conditions.items():
+        for kind, message in by_kind.items():
+            alert = alerts.get((account_id, kind)) or CreditAlert(account_id=account_id, kind=kind)
             if message and not alert.active:
                 alert.active, alert.message, alert.raised_at = True, message, now
                 alert.times_raised += 1
-                alert.save()
-                raised.append(alert)
-                transaction.on_commit(lambda a=alert: _email(a))
-            elif message and alert.active and alert.message != message:
+                changes.append((alert, True))
+            elif message and alert.message != message:
                 alert.message = message  # keep the banner's figures current; no second email
-                alert.save(update_fields=["message"])
+                changes.append((alert, False))
             elif not message and alert.active:
                 alert.active, alert.cleared_at = False, now
-                alert.save(update_fields=["active", "cleared_at"])
-    return raised
+                changes.append((alert, False))
+    return changes
 
 
 def _email(alert: CreditAlert) -> None:
