@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import operator
 import zoneinfo
 from collections import defaultdict
 from collections.abc import Iterable
@@ -629,7 +630,7 @@ class _FundingRun:
                 held.add(account_id)
             else:
                 marks[account_id] = pk
-        due.sort(key=lambda r: (r.account_id, r.resolved_at, r.pk))
+        due.sort(key=operator.attrgetter("account_id", "resolved_at", "pk"))
         credited = 0
         for start in range(0, len(due), FUND_BATCH):
             credited += self._batch_fund(due[start : start + FUND_BATCH])
@@ -645,18 +646,20 @@ class _FundingRun:
         overage_by_period: dict[tuple, list[_FundingRow]] = defaultdict(list)
         credited = 0
         accounts, local_date = self.accounts, self.local_date
+        credit, overage = Resolution.Funding.CREDIT.value, Resolution.Funding.OVERAGE.value
         period: tuple[int, dt.datetime, dt.datetime] | None = None
         for resolution, pack_id in zip(batch, packs, strict=True):
-            account = accounts[resolution.account_id]
+            account_id = resolution.account_id
+            account = accounts[account_id]
             if pack_id is not None:
-                resolution.funding, resolution.credit_pack_id = Resolution.Funding.CREDIT.value, pack_id
-                delta[(account.pk, local_date(account, resolution.resolved_at))][1] += 1
+                resolution.funding, resolution.credit_pack_id = credit, pack_id
+                delta[(account_id, local_date(account, resolution.resolved_at))][1] += 1
                 credited += 1
                 continue
-            resolution.funding = Resolution.Funding.OVERAGE.value
+            resolution.funding = overage
             # Rows come in resolved_at order per account: most share the previous row's period.
-            if period is None or period[0] != account.pk or not period[1] <= resolution.resolved_at < period[2]:
-                period = (account.pk, *billing_period(anchor=account.created_at, instant=resolution.resolved_at))
+            if period is None or period[0] != account_id or not period[1] <= resolution.resolved_at < period[2]:
+                period = (account_id, *billing_period(anchor=account.created_at, instant=resolution.resolved_at))
             overage_by_period[period].append(resolution)
         if overage_by_period:
             self._overage_price(overage_by_period, delta)
@@ -696,7 +699,7 @@ class _LocalDates:
         self._day: dict[int, tuple[dt.datetime, dt.datetime, dt.date]] = {}
 
     def __call__(self, account: Account, instant: dt.datetime) -> dt.date:
-        known = self._day.get(account.pk)
+        known = self._day.get(account.id)
         if known is not None and known[0] <= instant < known[1]:
             return known[2]
         zone = self._zones.get(account.timezone)
@@ -711,7 +714,7 @@ class _LocalDates:
             starts.astimezone(zone).date() == day
             and (ends - tick).astimezone(zone).date() == day < ends.astimezone(zone).date()
         ):
-            self._day[account.pk] = (starts, ends, day)  # not where a DST change skips or repeats midnight
+            self._day[account.id] = (starts, ends, day)  # not where a DST change skips or repeats midnight
         return day
 
 
