@@ -1,7 +1,7 @@
 """Demo traffic: 90 days of conversations per demo account, sent through the same validation and
 ingestion services as the API, day by day with the clock set to that day (so the 35-day lateness limit
-holds as it would have in real time), then each day what the periodic task does: finalise elapsed
-windows, draw down credits, expire packs."""
+holds as it would have in real time), then each day what the periodic task does: evaluate what is
+queued, finalise elapsed windows, draw down credits, expire packs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,12 @@ from billing_portal import clock
 from credits.services import credit_packs_expire
 
 from .ingestion import MAX_BATCH, events_parse
-from .services import conversation_events_ingest, resolution_windows_finalise, resolutions_fund
+from .services import (
+    conversation_events_ingest,
+    conversations_evaluate_pending,
+    resolution_windows_finalise,
+    resolutions_fund,
+)
 
 
 @dataclass(frozen=True)
@@ -98,7 +103,8 @@ def demo_traffic_ingest(
                         raise ValueError(f"demo traffic is invalid: {errors[:3]}")
                     conversation_events_ingest(account=account, events=parsed)
                 sent[account.slug] += len(events)
-            resolution_windows_finalise(now=post_at)  # what the periodic task does, day by day
+            conversations_evaluate_pending(now=post_at)  # what the periodic task does, day by day
+            resolution_windows_finalise(now=post_at)
             resolutions_fund(now=post_at)
             credit_packs_expire(now=post_at)
         if progress:
