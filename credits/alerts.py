@@ -92,7 +92,12 @@ def credit_alerts_check(
         return []  # nothing to raise, update or clear: the usual case, no rows locked or written
     changing = sorted({alert.account_id for alert, _ in first})
     with transaction.atomic():
-        list(Account.objects.select_for_update().filter(pk__in=changing).order_by("pk").values_list("pk", flat=True))
+        list(
+            Account.objects.select_for_update(no_key=True)
+            .filter(pk__in=changing)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
         changes = _alert_changes({pk: conditions[pk] for pk in changing}, _alerts_of(changing), now)
         CreditAlert.objects.bulk_create(
             [alert for alert, _ in changes],

@@ -103,7 +103,7 @@ def seat_conversion_confirm(*, account: Account, seats: int, actor: Actor) -> Se
     preview = seat_conversion_preview(account=account, seats=seats)
     try:
         with transaction.atomic():
-            Account.objects.select_for_update().filter(pk=account.pk).values_list("pk", flat=True).get()
+            Account.objects.select_for_update(no_key=True).filter(pk=account.pk).values_list("pk", flat=True).get()
             conversion = SeatConversion.objects.create(
                 account=account, seats=seats, seats_before=preview.seats_before,
                 stripe_subscription_item_id=preview.stripe_subscription_item_id,

@@ -214,7 +214,7 @@ def credit_packs_expire(*, now: dt.datetime | None = None) -> list[Breakage]:
     )
     for pack_id, account_id in list(due):
         with transaction.atomic():
-            Account.objects.select_for_update().filter(pk=account_id).values_list("pk", flat=True).get()
+            Account.objects.select_for_update(no_key=True).filter(pk=account_id).values_list("pk", flat=True).get()
             pack = CreditPack.objects.select_for_update().get(pk=pack_id)
             if pack.status != CreditPack.Status.ACTIVE:
                 continue

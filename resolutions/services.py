@@ -183,7 +183,11 @@ def conversations_evaluate_pending(*, account_ids: list[int] | None = None, now:
     for account_id in sorted(set(queued.values_list("account_id", flat=True))):
         while True:
             with transaction.atomic():
-                account = Account.objects.select_for_update().select_related("plan_version").get(pk=account_id)
+                account = (
+                    Account.objects.select_for_update(no_key=True, of=("self",))
+                    .select_related("plan_version")
+                    .get(pk=account_id)
+                )
                 row_ids, conversation_ids = [], set()
                 rows = PendingEvaluation.objects.filter(account_id=account_id).order_by("pk")
                 for pk, ids in rows.values_list("pk", "conversation_ids").iterator(chunk_size=100):
@@ -417,7 +421,11 @@ def resolution_windows_finalise(*, now: dt.datetime | None = None) -> int:
     for account_id in list(due_accounts):
         while True:
             with transaction.atomic():
-                account = Account.objects.select_for_update().select_related("plan_version").get(pk=account_id)
+                account = (
+                    Account.objects.select_for_update(no_key=True, of=("self",))
+                    .select_related("plan_version")
+                    .get(pk=account_id)
+                )
                 due = list(
                     Conversation.objects.filter(
                         account=account, status=Conversation.Status.AWAITING, window_ends_at__lte=now
@@ -438,7 +446,7 @@ def resolution_void(*, resolution: Resolution, actor: User, reason: str) -> Reso
     if not reason:
         raise ValidationError({"reason": "Say why the resolution is voided (the customer will see it)."})
     with transaction.atomic():
-        account = Account.objects.select_for_update().get(pk=resolution.account_id)
+        account = Account.objects.select_for_update(no_key=True).get(pk=resolution.account_id)
         resolution = Resolution.objects.select_for_update().get(pk=resolution.pk)
         if resolution.voided_at is not None:
             raise ValidationError("This resolution is already voided.")
@@ -585,7 +593,7 @@ class _FundingRun:
 
     def __init__(self, group: list[int], now: dt.datetime):
         self.group, self.now = group, now
-        locked = Account.objects.select_for_update().filter(pk__in=group).order_by("pk")
+        locked = Account.objects.select_for_update(no_key=True).filter(pk__in=group).order_by("pk")
         self.accounts = {a.pk: a for a in locked.only("created_at", "timezone")}
         self.marks = {pk: 0 for pk in group} | dict(
             FundingProgress.objects.filter(account_id__in=group).values_list("account_id", "funded_through_id")

@@ -106,7 +106,7 @@ def account_provision(
             idempotency_key=f"account:{account.uid}:subscription",
         )
         with transaction.atomic():
-            account = Account.objects.select_for_update().get(pk=account.pk)
+            account = Account.objects.select_for_update(no_key=True).get(pk=account.pk)
             account.status = Account.Status.ACTIVE
             account.save(update_fields=["status"])
             Customer.sync_from_stripe_data(customer, api_key=settings.STRIPE_SECRET_KEY)

@@ -83,3 +83,46 @@ def test_deferred_overlapping_batches_in_opposite_orders_store_each_event_once(a
     assert conversations_evaluate_pending(now=NOW) == 300
     assert not PendingEvaluation.objects.exists()
     assert sum(DailyUsage.objects.values_list("resolutions", flat=True)) == 300
+
+
+def test_deferred_ingestion_is_not_held_up_by_an_evaluator_holding_the_account_lock(account, billing_admin, settings):
+    """The evaluator's account lock is FOR NO KEY UPDATE: the foreign-key checks of an ingested batch (FOR
+    KEY SHARE on the account row) do not wait for it. A plain FOR UPDATE would make every batch wait."""
+    from django.db import transaction
+    from rest_framework.test import APIClient
+
+    from accounts.models import Account
+
+    settings.EVENT_EVALUATION = "deferred"
+    _, raw_key = api_key_create(account=account, name="bot", actor=billing_admin)
+    locked, release, answers = threading.Event(), threading.Event(), []
+
+    def evaluator():
+        with transaction.atomic():
+            Account.objects.select_for_update(no_key=True, of=("self",)).select_related("plan_version").get(
+                pk=account.pk
+            )  # as conversations_evaluate_pending takes it
+            locked.set()
+            release.wait(30)
+        connection.close()
+
+    def post():
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+        batch = {"events": [event("a1", "c1", "ai_answer", 60)]}
+        answers.append(client.post("/api/v1/conversation-events", batch, format="json").status_code)
+        connection.close()
+
+    holder = threading.Thread(target=evaluator)
+    holder.start()
+    assert locked.wait(10)
+    with clock.frozen(NOW), mock.patch("resolutions.services._evaluation_request"):
+        poster = threading.Thread(target=post)
+        poster.start()
+        poster.join(10)
+    finished_while_locked = not poster.is_alive()
+    release.set()
+    holder.join()
+    poster.join()
+    assert finished_while_locked and answers == [202]
+    assert ConversationEvent.objects.count() == 1
