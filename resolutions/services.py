@@ -489,9 +489,10 @@ def resolutions_fund(*, now: dt.datetime | None = None, account_ids: list[int] |
     sizes = _unfunded_counts(account_ids)
     credited = overage = 0
     for group in _account_groups(sizes, FUND_BATCH):
+        read_through: dict[int, int] = {}  # per account, the last id read by this call (marks may lag behind)
         while True:
             with transaction.atomic():
-                c, o, more = _FundingRun(group, now).chunk_fund()
+                c, o, more = _FundingRun(group, now, read_through).chunk_fund()
             credited, overage = credited + c, overage + o
             if not more:
                 break
@@ -591,13 +592,16 @@ class _FundingRun:
     conversations_evaluate), so their ids grow in the order they are committed, and funding (which holds
     the same lock) never skips over one that is still to commit."""
 
-    def __init__(self, group: list[int], now: dt.datetime):
-        self.group, self.now = group, now
+    def __init__(self, group: list[int], now: dt.datetime, read_through: dict[int, int]):
+        self.group, self.now, self.read_through = group, now, read_through
         locked = Account.objects.select_for_update(no_key=True).filter(pk__in=group).order_by("pk")
         self.accounts = {a.pk: a for a in locked.only("created_at", "timezone")}
         self.marks = {pk: 0 for pk in group} | dict(
             FundingProgress.objects.filter(account_id__in=group).values_list("account_id", "funded_through_id")
         )
+        # Reads go on from where this call's previous chunk stopped, even when a mark stays behind a
+        # resolution that is not due yet: so a chunk never reads the same rows again.
+        self.read_from = {pk: max(self.marks[pk], read_through.get(pk, 0)) for pk in group}
         self.overage_counts: dict[tuple[int, dt.datetime, dt.datetime], int] = {}
         self.terms: dict[int, PriceTerms] = {}
         self.local_date = _LocalDates()
@@ -608,10 +612,10 @@ class _FundingRun:
         that the marks move past them."""
         if connection.vendor == "postgresql":  # index range scans from the marks; binary rows (C loaders)
             group = sorted(self.group)
-            return rows_fetch(_PAST_MARKS, [group, [self.marks[pk] for pk in group], FUND_CHUNK, FUND_CHUNK])
+            return rows_fetch(_PAST_MARKS, [group, [self.read_from[pk] for pk in group], FUND_CHUNK, FUND_CHUNK])
         rows: list[tuple] = []
         for account_id in sorted(self.group):
-            past = Resolution.objects.filter(account_id=account_id, id__gt=self.marks[account_id]).order_by("id")
+            past = Resolution.objects.filter(account_id=account_id, id__gt=self.read_from[account_id]).order_by("id")
             values = past.values_list("id", "account_id", "resolved_at", "plan_version_id", "funding", "voided_at")
             rows += [
                 (*row[:4], row[4] == Resolution.Funding.UNFUNDED and row[5] is None)
@@ -627,7 +631,8 @@ class _FundingRun:
         now = self.now
         due: list[_FundingRow] = []
         marks: dict[int, int] = {}  # (account, id) order: a mark moves to the last id read, but stops
-        held: set[int] = set()  # before the first unfunded resolution that is not due yet
+        # before the first unfunded resolution that is not due yet (here, or in an earlier chunk of this call).
+        held = {pk for pk in self.group if self.marks[pk] < self.read_from[pk]}
         for pk, account_id, resolved_at, plan_version_id, unfunded in rows:
             if unfunded and resolved_at <= now:
                 due.append(_FundingRow(pk, account_id, resolved_at, plan_version_id))
@@ -643,7 +648,9 @@ class _FundingRun:
         for start in range(0, len(due), FUND_BATCH):
             credited += self._batch_fund(due[start : start + FUND_BATCH])
         _funding_marks_write(marks)
-        return credited, len(due) - credited, len(rows) == FUND_CHUNK and bool(due)
+        for pk, account_id, *_ in rows:
+            self.read_through[account_id] = pk  # rows come in (account, id) order: the last one wins
+        return credited, len(due) - credited, len(rows) == FUND_CHUNK
 
     def _batch_fund(self, batch: list[_FundingRow]) -> int:
         """Fund a batch in the order given; returns how many were credited (the rest is overage)."""

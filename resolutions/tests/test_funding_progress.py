@@ -72,3 +72,17 @@ def test_chunks_of_several_accounts_fund_everything_once_in_resolved_order(
     assert all(r.credit_pack_id == pack.pk for r in mine if r.funding == "credit")
     assert not Resolution.objects.filter(funding="unfunded").exists()
     assert tuple(vars(resolutions_fund(now=NOW)).values()) == (0, 0)
+
+
+def test_a_held_mark_does_not_make_later_chunks_read_the_same_rows_again(post_events, account, now, monkeypatch):
+    import resolutions.services as services
+
+    monkeypatch.setattr(services, "FUND_CHUNK", 3)
+    confirm(post_events, "ahead", minutes_ago=-4)  # first written, not due: the mark stops before it
+    for i in range(7):
+        confirm(post_events, f"c{i}", minutes_ago=30 - i)
+    ahead = Resolution.objects.get(conversation_id="ahead")
+    assert tuple(vars(resolutions_fund(now=NOW)).values()) == (0, 7)  # every due one, in one call
+    assert FundingProgress.objects.get(account=account).funded_through_id == ahead.pk - 1
+    assert tuple(vars(resolutions_fund(now=NOW + dt.timedelta(minutes=5))).values()) == (0, 1)
+    assert FundingProgress.objects.get(account=account).funded_through_id == Resolution.objects.order_by("-id")[0].pk
