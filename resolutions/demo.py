@@ -101,7 +101,8 @@ def demo_traffic_ingest(
                     parsed, errors = events_parse({"events": events[i : i + MAX_BATCH]}, now=clock.now())
                     if errors:
                         raise ValueError(f"demo traffic is invalid: {errors[:3]}")
-                    conversation_events_ingest(account=account, events=parsed)
+                    # Inline: the seeding evaluates as it goes, and leaves no task per batch in the broker.
+                    conversation_events_ingest(account=account, events=parsed, evaluation="inline")
                 sent[account.slug] += len(events)
             conversations_evaluate_pending(now=post_at)  # what the periodic task does, day by day
             resolution_windows_finalise(now=post_at)

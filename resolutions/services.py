@@ -57,16 +57,22 @@ class IngestResult:
     duplicates: int
 
 
-def conversation_events_ingest(*, account: Account, events: list[IncomingEvent]) -> IngestResult:
+def conversation_events_ingest(
+    *, account: Account, events: list[IncomingEvent], evaluation: str | None = None
+) -> IngestResult:
     """Store a validated batch and queue its conversations for evaluation, in one transaction.
 
     A repeated id with the same payload is a duplicate and changes nothing; with another payload the
     whole batch is refused (EventConflict) and nothing is stored. The store takes no account-wide lock:
     the unique (account, event id) index decides between concurrent batches (rows are written in id
     order, so two batches wait for each other at most, never deadlock). The conversations are evaluated
-    under the account's lock: in this transaction when settings.EVENT_EVALUATION is "inline", else by
-    `conversations_evaluate_task` once the batch has committed (and by every billing tick).
+    under the account's lock: in this transaction when `evaluation` (default: settings.EVENT_EVALUATION)
+    is "inline", else by `conversations_evaluate_task` once the batch has committed (and by every billing
+    tick).
     """
+    evaluation = evaluation or settings.EVENT_EVALUATION
+    if evaluation not in ("inline", "deferred"):
+        raise ValueError(f'evaluation must be "inline" or "deferred", not {evaluation!r}')
     now = clock.now()
     first_by_id: dict[str, IncomingEvent] = {}
     conflicts: list[dict] = []
@@ -82,7 +88,7 @@ def conversation_events_ingest(*, account: Account, events: list[IncomingEvent])
     if conflicts:
         raise EventConflict(conflicts)
 
-    inline = settings.EVENT_EVALUATION == "inline"
+    inline = evaluation == "inline"
     with transaction.atomic():
         stored = _events_store(account, sorted(first_by_id.values(), key=lambda e: e.event_id), now)
         duplicates = in_batch_duplicates

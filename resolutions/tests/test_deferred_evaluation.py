@@ -146,3 +146,18 @@ def test_a_drain_takes_at_most_a_bounded_number_of_conversations_per_transaction
     conversations_evaluate_pending(now=NOW + dt.timedelta(hours=30))  # windows elapsed: 8 assumed resolutions
     assert transactions == [4, 4]  # two queue rows (2 + 2 conversations) reach the bound of 3, twice
     assert Resolution.objects.filter(kind="assumed").count() == 8 and not PendingEvaluation.objects.exists()
+
+
+def test_a_caller_may_ask_for_inline_evaluation_whatever_the_setting(deferred, account, now):
+    from resolutions.ingestion import events_parse
+    from resolutions.services import conversation_events_ingest
+
+    events, errors = events_parse(
+        {"events": [event("e1", "c1", "ai_answer", 30), event("e2", "c1", "customer_confirmed", 20)]}, now=NOW
+    )
+    assert not errors
+    with pytest.raises(ValueError, match="inline"):
+        conversation_events_ingest(account=account, events=events, evaluation="later")
+    assert not ConversationEvent.objects.exists()
+    conversation_events_ingest(account=account, events=events, evaluation="inline")  # as the demo seeding does
+    assert Resolution.objects.get().kind == "confirmed" and not PendingEvaluation.objects.exists()
