@@ -57,6 +57,12 @@ class ConversationEventsApi(APIView):
 
     @extend_schema(
         summary="Post conversation events (one, or a batch of up to 1,000)",
+        description=(
+            "A batch is validated whole and stored; 202 means every event is stored (or was already, with the "
+            "same payload). The conversations it touches are evaluated into resolutions right after, by a "
+            "worker (within seconds; GET /api/v1/usage and /api/v1/resolutions show them then), or before the "
+            'answer when the portal runs with EVENT_EVALUATION="inline".'
+        ),
         request=inline_serializer("EventBatch", {"events": EventSerializer(many=True)}),
         responses={
             202: inline_serializer(
