@@ -11,7 +11,7 @@ from django.http import Http404
 from accounts.models import Account, User
 from accounts.selectors import account_list_visible
 
-from .models import DailyUsage, Resolution
+from .models import DailyUsage, PendingEvaluation, Resolution
 
 USAGE_KEYS = ("resolutions", "credited", "overage", "amount_minor")
 MAX_USAGE_DAYS = 366
@@ -33,6 +33,18 @@ def usage_get(*, account: Account, date_from: dt.date, date_to: dt.date) -> dict
         day += dt.timedelta(days=1)
     totals = {k: sum(d[k] for d in days) for k in USAGE_KEYS}
     return {"currency": account.currency, "days": days, "totals": totals}
+
+
+def evaluation_backlog(*, account: Account) -> dict:
+    """Events stored but not evaluated yet (EVENT_EVALUATION="deferred"): batches queued, conversations
+    they touch, and since when. Usually empty: a worker evaluates each batch within seconds."""
+    queued = PendingEvaluation.objects.filter(account=account)
+    rows = list(queued.values_list("conversation_ids", "created_at"))
+    return {
+        "batches": len(rows),
+        "conversations": len({cid for ids, _ in rows for cid in ids}),
+        "oldest": min((at for _, at in rows), default=None),
+    }
 
 
 def resolution_list(*, account: Account, date_from: dt.date | None, date_to: dt.date | None) -> QuerySet[Resolution]:

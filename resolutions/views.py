@@ -14,7 +14,7 @@ from billing_portal import clock
 from credits.models import CreditAlert
 from credits.selectors import credit_balance
 
-from .selectors import usage_get
+from .selectors import evaluation_backlog, usage_get
 
 CHART_DAYS = 30
 CHART_WIDTH, CHART_HEIGHT = 720, 160
@@ -56,5 +56,6 @@ def customer_home(request):
         "api_keys": api_key_list(account=account) if is_billing_admin else [],
         "alerts": CreditAlert.objects.filter(account=account, active=True),
         "credits_remaining": credit_balance(account=account),
+        "backlog": evaluation_backlog(account=account),
     }
     return render(request, "portal/dashboard.html", context)

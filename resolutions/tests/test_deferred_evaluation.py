@@ -161,3 +161,16 @@ def test_a_caller_may_ask_for_inline_evaluation_whatever_the_setting(deferred, a
     assert not ConversationEvent.objects.exists()
     conversation_events_ingest(account=account, events=events, evaluation="inline")  # as the demo seeding does
     assert Resolution.objects.get().kind == "confirmed" and not PendingEvaluation.objects.exists()
+
+
+def test_the_dashboard_says_when_received_events_are_still_being_evaluated(
+    deferred, post_events, account, billing_admin, client, django_capture_on_commit_callbacks
+):
+    client.force_login(billing_admin)
+    assert "Counting in progress" not in client.get("/portal/").content.decode()
+    with django_capture_on_commit_callbacks(execute=False):
+        post_events(event("e1", "c1", "ai_answer", 30), event("e2", "c2", "ai_answer", 20))
+    page = client.get("/portal/").content.decode()
+    assert "Counting in progress" in page and "2 conversations from recently received events" in page
+    conversations_evaluate_task(account.pk)
+    assert "Counting in progress" not in client.get("/portal/").content.decode()
