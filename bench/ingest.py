@@ -275,8 +275,8 @@ def queue_wait_empty(conninfo: str, timeout: float) -> float:
     return time.perf_counter() - started
 
 
-def broker_url(work_dir: Path) -> str:
-    """Redis (db 13) when it answers on 127.0.0.1:6379, else the portal's filesystem broker in a scratch folder."""
+def broker_url() -> str:
+    """Redis (db 13) when it answers on 127.0.0.1:6379, else the portal's filesystem broker (a folder in var/)."""
     try:
         with socket.create_connection(("127.0.0.1", 6379), timeout=1) as sock:
             sock.sendall(b"PING\r\n")
@@ -745,7 +745,7 @@ def main(argv=None) -> int:
     work_dir = tempfile.TemporaryDirectory(prefix="bench-ingest-")
     env["EVENT_EVALUATION"] = args.evaluation
     if args.evaluation == "deferred":
-        env["CELERY_BROKER_URL"] = broker_url(Path(work_dir.name))
+        env["CELERY_BROKER_URL"] = broker_url()
     try:
         t = step(f"scratch database {args.db}: drop, create, migrate (about a minute)")
         db_recreate(args.pg, args.db)

@@ -1,7 +1,7 @@
 """Demo traffic: 90 days of conversations per demo account, sent through the same validation and
 ingestion services as the API, day by day with the clock set to that day (so the 35-day lateness limit
-holds as it would have in real time), then each day what the periodic task does: evaluate what is
-queued, finalise elapsed windows, draw down credits, expire packs."""
+holds as it would have in real time; evaluated as they are stored), then each day what the periodic task
+does: finalise elapsed windows, draw down credits, expire packs."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from credits.services import credit_packs_expire
 from .ingestion import MAX_BATCH, events_parse
 from .services import (
     conversation_events_ingest,
-    conversations_evaluate_pending,
     resolution_windows_finalise,
     resolutions_fund,
 )
@@ -104,8 +103,7 @@ def demo_traffic_ingest(
                     # Inline: the seeding evaluates as it goes, and leaves no task per batch in the broker.
                     conversation_events_ingest(account=account, events=parsed, evaluation="inline")
                 sent[account.slug] += len(events)
-            conversations_evaluate_pending(now=post_at)  # what the periodic task does, day by day
-            resolution_windows_finalise(now=post_at)
+            resolution_windows_finalise(now=post_at)  # what the periodic task does, day by day
             resolutions_fund(now=post_at)
             credit_packs_expire(now=post_at)
         if progress:

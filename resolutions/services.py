@@ -186,7 +186,7 @@ def conversations_evaluate_pending(*, account_ids: list[int] | None = None, now:
     if account_ids is not None:
         queued = queued.filter(account_id__in=account_ids)
     created = 0
-    for account_id in sorted(set(queued.values_list("account_id", flat=True))):
+    for account_id in queued.values_list("account_id", flat=True).order_by("account_id").distinct():
         while True:
             with transaction.atomic():
                 account = (
@@ -360,15 +360,12 @@ def _resolutions_insert(account: Account, new: list[_NewResolution], now: dt.dat
     )  # fmt: skip
 
 
-def _local_date(account: Account, instant: dt.datetime) -> dt.date:
-    return instant.astimezone(zoneinfo.ZoneInfo(account.timezone)).date()
-
-
 def _rollups_adjust(account: Account, *, added: list[Resolution], removed: list[Resolution]) -> None:
     """Move the day counters by resolutions written or voided (same transaction as the resolutions)."""
     delta: dict[dt.date, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # resolutions, credited, overage, amount
+    local_date = _LocalDates()
     for resolution, sign in [(r, 1) for r in added] + [(r, -1) for r in removed]:
-        row = delta[_local_date(account, resolution.resolved_at)]
+        row = delta[local_date(account, resolution.resolved_at)]
         row[0] += sign
         row[1] += sign * (resolution.funding == Resolution.Funding.CREDIT)
         row[2] += sign * (resolution.funding == Resolution.Funding.OVERAGE)
