@@ -634,7 +634,7 @@ WATCHED = (
     ("Django bulk_create", "django/db/models/query.py", "bulk_create"),
     ("model instances built (Model.__init__)", "django/db/models/base.py", "__init__"),
     ("credits_draw", "credits/services.py", "credits_draw"),
-    ("_rollups_apply (daily rollups)", "resolutions/services.py", "_rollups_apply"),
+    ("rollups_add (daily rollups)", "resolutions/sql.py", "rollups_add"),
     ("price_quantity (overage shares)", "resolutions/rating.py", "price_quantity"),
     ("billing_period", "billing_portal/periods.py", "billing_period"),
     ("credit_alerts_check", "credits/alerts.py", "credit_alerts_check"),

@@ -36,10 +36,10 @@ PHASES = [
     ("accounts.authentication", "api_key_authenticate", "API key authentication", 0),
     ("resolutions.apis", "events_parse", "events_parse (validation)", 0),
     ("resolutions.apis", "conversation_events_ingest", "conversation_events_ingest (the transaction)", 0),
-    ("resolutions.services", "_events_insert", "_events_insert (COPY)", 1),
-    ("resolutions.services", "conversations_evaluate", "conversations_evaluate", 1),
-    ("resolutions.services", "conversation_evaluate", "conversation_evaluate (pure rules)", 2),
-    ("resolutions.services", "_rollups_adjust", "_rollups_adjust (daily usage)", 2),
+    ("resolutions.sql", "events_store", "events_store (INSERT ... ON CONFLICT)", 1),
+    ("resolutions.services.evaluation", "conversations_evaluate", "conversations_evaluate", 1),
+    ("resolutions.services.evaluation", "conversation_evaluate", "conversation_evaluate (pure rules)", 2),
+    ("resolutions.services.evaluation", "rollups_adjust", "rollups_adjust (daily usage)", 2),
 ]
 
 

@@ -13,6 +13,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Max, Sum
 
+from accounts.locks import accounts_lock
 from accounts.models import Account, User
 from billing_portal import clock
 
@@ -92,12 +93,7 @@ def credit_alerts_check(
         return []  # nothing to raise, update or clear: the usual case, no rows locked or written
     changing = sorted({alert.account_id for alert, _ in first})
     with transaction.atomic():
-        list(
-            Account.objects.select_for_update(no_key=True)
-            .filter(pk__in=changing)
-            .order_by("pk")
-            .values_list("pk", flat=True)
-        )
+        accounts_lock(changing)
         changes = _alert_changes({pk: conditions[pk] for pk in changing}, _alerts_of(changing), now)
         CreditAlert.objects.bulk_create(
             [alert for alert, _ in changes],

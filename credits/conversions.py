@@ -18,6 +18,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from djstripe.models import Customer
 
+from accounts.locks import account_lock
 from accounts.models import Account, User
 from accounts.services import Actor, audit_log_write
 from billing_portal import clock, stripe_client
@@ -103,7 +104,7 @@ def seat_conversion_confirm(*, account: Account, seats: int, actor: Actor) -> Se
     preview = seat_conversion_preview(account=account, seats=seats)
     try:
         with transaction.atomic():
-            Account.objects.select_for_update(no_key=True).filter(pk=account.pk).values_list("pk", flat=True).get()
+            account_lock(account.pk)
             conversion = SeatConversion.objects.create(
                 account=account, seats=seats, seats_before=preview.seats_before,
                 stripe_subscription_item_id=preview.stripe_subscription_item_id,

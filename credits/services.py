@@ -9,13 +9,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 
+from accounts.locks import account_lock
 from accounts.models import Account, CreditPackOffer, User
 from accounts.services import Actor, audit_log_write
 from billing_portal import clock
-from billing_portal.db import execute_bound
 
+from . import sql
+from .locks import credit_pack_lock, credit_packs_lock
 from .models import CreditLedgerEntry, CreditPack
 
 MAX_GRANT = 100_000_000
@@ -110,12 +112,11 @@ def credits_draw(*, demands: list[Demand], now: dt.datetime) -> list[int | None]
     account_ids = sorted({d.account_id for d in demands})
     earliest = min(d.at for d in demands)
     drawable: dict[int, list[_Drawable]] = {pk: [] for pk in account_ids}
-    for pk, account_id, source, starts_at, expires_at, created_at, remaining in (
-        CreditPack.objects.select_for_update()
-        .filter(account_id__in=account_ids, status=CreditPack.Status.ACTIVE, remaining__gt=0, expires_at__gt=earliest)
-        .order_by("pk")
-        .values_list("pk", "account_id", "source", "starts_at", "expires_at", "created_at", "remaining")
-    ):
+    for pk, account_id, source, starts_at, expires_at, created_at, remaining in credit_packs_lock(
+        CreditPack.objects.filter(
+            account_id__in=account_ids, status=CreditPack.Status.ACTIVE, remaining__gt=0, expires_at__gt=earliest
+        )
+    ).values_list("pk", "account_id", "source", "starts_at", "expires_at", "created_at", "remaining"):
         priority = (expires_at, _SOURCE_RANK.get(source, 1), created_at, pk)
         drawable[account_id].append(_Drawable(priority, pk, starts_at, expires_at, remaining))
     for packs in drawable.values():
@@ -135,47 +136,15 @@ def credits_draw(*, demands: list[Demand], now: dt.datetime) -> list[int | None]
         funded.append(pack.pk)
         entries.append((pack.pk, demand.account_id, drawdown, -1, f"drawdown:{demand.key}", now))
     if entries:
-        _ledger_insert(entries)
-        _pack_balances_write([(p.pk, p.remaining) for packs in drawable.values() for p in packs if p.used])
+        sql.ledger_insert(entries)
+        sql.pack_balances_write([(p.pk, p.remaining) for packs in drawable.values() for p in packs if p.used])
     return funded
-
-
-_LEDGER_COLUMNS = ("pack_id", "account_id", "kind", "quantity", "idempotency_key", "created_at")
-
-
-def _ledger_insert(entries: list[tuple]) -> None:
-    """Append entries (tuples in _LEDGER_COLUMNS order): COPY on PostgreSQL (one round trip, no per-row ORM
-    cost), bulk_create elsewhere. The unique idempotency keys still hold: a duplicate aborts the whole
-    transaction."""
-    if connection.vendor != "postgresql":
-        CreditLedgerEntry.objects.bulk_create(
-            [CreditLedgerEntry(**dict(zip(_LEDGER_COLUMNS, row, strict=True))) for row in entries], batch_size=1000
-        )
-        return
-    statement = f"COPY {CreditLedgerEntry._meta.db_table} ({', '.join(_LEDGER_COLUMNS)}) FROM STDIN"
-    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
-        for row in entries:
-            copy.write_row(row)
-
-
-def _pack_balances_write(balances: list[tuple[int, int]]) -> None:
-    """Set each (pack id, remaining): one UPDATE ... FROM unnest on PostgreSQL."""
-    if connection.vendor != "postgresql":
-        for pk, remaining in balances:
-            CreditPack.objects.filter(pk=pk).update(remaining=remaining)
-        return
-    pks, remaining = (list(column) for column in zip(*balances, strict=True))
-    execute_bound(
-        f"""UPDATE {CreditPack._meta.db_table} AS p SET remaining = v.remaining
-            FROM unnest(%s::bigint[], %s::int[]) AS v(id, remaining) WHERE p.id = v.id""",
-        [pks, remaining],
-    )
 
 
 def credit_give_back(*, account: Account, pack_id: int, key: str, now: dt.datetime) -> bool:
     """Return one credit to its pack if the pack is still usable; False when it is not (the caller then
     marks the resolution for reversal toward Stripe). Idempotent by `key`."""
-    pack = CreditPack.objects.select_for_update().get(pk=pack_id, account=account)
+    pack = credit_pack_lock(pack_id, account=account)
     if pack.status != CreditPack.Status.ACTIVE or pack.expires_at <= now:
         return False
     if CreditLedgerEntry.objects.filter(idempotency_key=f"void:{key}").exists():
@@ -214,8 +183,8 @@ def credit_packs_expire(*, now: dt.datetime | None = None) -> list[Breakage]:
     )
     for pack_id, account_id in list(due):
         with transaction.atomic():
-            Account.objects.select_for_update(no_key=True).filter(pk=account_id).values_list("pk", flat=True).get()
-            pack = CreditPack.objects.select_for_update().get(pk=pack_id)
+            account_lock(account_id)
+            pack = credit_pack_lock(pack_id)
             if pack.status != CreditPack.Status.ACTIVE:
                 continue
             left = pack.remaining

@@ -9,6 +9,7 @@ from django.utils.text import slugify
 
 from billing_portal import clock
 
+from ..locks import account_lock
 from ..models import ACCOUNT_MANAGER_GROUP, ADMIN_GROUP, Account, PricePlan, Role, User
 from .audit import Actor, audit_log_write
 
@@ -83,7 +84,7 @@ def account_assign_manager(*, account: Account, manager: User | None, actor: Act
     if manager is not None and manager.role not in (Role.ACCOUNT_MANAGER, Role.ADMIN):
         raise ValidationError({"account_manager": "The account manager must be a staff user."})
     with transaction.atomic():
-        account = Account.objects.select_for_update(no_key=True).get(pk=account.pk)
+        account = account_lock(account.pk)
         before = _account_snapshot(account)
         account.account_manager = manager
         account.save(update_fields=["account_manager"])

@@ -25,6 +25,7 @@ from djstripe.models import Customer, Subscription
 from billing_portal import clock, stripe_client
 from billing_portal.stripe_client import StripeFailure, StripeRejected
 
+from ..locks import account_lock
 from ..models import Account, ApiKey, PricePlan, StripeSyncStatus, User
 from .accounts import account_create
 from .api_keys import api_key_create
@@ -106,7 +107,7 @@ def account_provision(
             idempotency_key=f"account:{account.uid}:subscription",
         )
         with transaction.atomic():
-            account = Account.objects.select_for_update(no_key=True).get(pk=account.pk)
+            account = account_lock(account.pk)
             account.status = Account.Status.ACTIVE
             account.save(update_fields=["status"])
             Customer.sync_from_stripe_data(customer, api_key=settings.STRIPE_SECRET_KEY)

@@ -70,7 +70,7 @@ def test_deferred_overlapping_batches_in_opposite_orders_store_each_event_once(a
         results.append((response.status_code, response.json()))
         connection.close()
 
-    with clock.frozen(NOW), mock.patch("resolutions.services._evaluation_request"):  # no broker needed here
+    with clock.frozen(NOW), mock.patch("resolutions.services.ingestion._evaluation_request"):  # no broker needed here
         threads = [threading.Thread(target=post, args=(b,)) for b in batches]
         for t in threads:
             t.start()
@@ -116,7 +116,7 @@ def test_deferred_ingestion_is_not_held_up_by_an_evaluator_holding_the_account_l
     holder = threading.Thread(target=evaluator)
     holder.start()
     assert locked.wait(10)
-    with clock.frozen(NOW), mock.patch("resolutions.services._evaluation_request"):
+    with clock.frozen(NOW), mock.patch("resolutions.services.ingestion._evaluation_request"):
         poster = threading.Thread(target=post)
         poster.start()
         poster.join(10)

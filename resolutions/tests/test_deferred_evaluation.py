@@ -74,7 +74,7 @@ def test_an_unreachable_broker_still_answers_202_and_billing_tick_catches_up(
     with (
         mock.patch.object(conversations_evaluate_task, "delay", side_effect=OperationalError("connection refused")),
         django_capture_on_commit_callbacks(execute=True),
-        caplog.at_level(logging.WARNING, logger="resolutions.services"),
+        caplog.at_level(logging.WARNING, logger="resolutions.services.ingestion"),
     ):
         response = post_events(event("e1", "c1", "ai_answer", 30), event("e2", "c1", "customer_confirmed", 20))
     assert response.status_code == 202
@@ -130,7 +130,7 @@ def test_deferred_evaluation_decides_what_inline_evaluation_decides(
 
 
 def test_a_drain_takes_at_most_a_bounded_number_of_conversations_per_transaction(deferred, post_events, monkeypatch):
-    import resolutions.services as services
+    import resolutions.services.evaluation as services
 
     monkeypatch.setattr(services, "EVALUATE_CONVERSATIONS", 3)
     for b in range(4):

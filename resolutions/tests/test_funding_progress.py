@@ -48,7 +48,7 @@ def test_a_resolution_not_due_yet_holds_the_mark_until_it_is(post_events, accoun
 def test_chunks_of_several_accounts_fund_everything_once_in_resolved_order(
     post_events, account, other_account, now, monkeypatch, billing_admin, api_client
 ):
-    import resolutions.services as services
+    import resolutions.services.funding as services
     from accounts.services import api_key_create
 
     monkeypatch.setattr(services, "FUND_CHUNK", 3)
@@ -75,7 +75,7 @@ def test_chunks_of_several_accounts_fund_everything_once_in_resolved_order(
 
 
 def test_a_held_mark_does_not_make_later_chunks_read_the_same_rows_again(post_events, account, now, monkeypatch):
-    import resolutions.services as services
+    import resolutions.services.funding as services
 
     monkeypatch.setattr(services, "FUND_CHUNK", 3)
     confirm(post_events, "ahead", minutes_ago=-4)  # first written, not due: the mark stops before it

@@ -1,0 +1,148 @@
+"""Evaluation: re-decide conversations from their events, under the account's lock, and write what
+changed (conversation states, new resolutions, superseded ones voided, rollups)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from django.db import transaction
+
+from accounts.locks import account_lock
+from accounts.models import Account
+from billing_portal import clock
+
+from .. import sql
+from ..models import Conversation, ConversationEvent, PendingEvaluation, Resolution
+from ..rules import RESOLVED, EventFact, conversation_evaluate
+from .rollups import rollups_adjust
+from .voids import resolutions_unfund_voided
+
+SUPERSEDED = "Superseded: a late event, earlier in time, changed this conversation's outcome."
+
+EVALUATE_CONVERSATIONS = 5000  # conversations evaluated per transaction when draining the queue
+
+
+def conversations_evaluate_pending(*, account_ids: list[int] | None = None, now: dt.datetime | None = None) -> int:
+    """Evaluate the queued conversations (PendingEvaluation), per account under its lock, up to about
+    EVALUATE_CONVERSATIONS per transaction; the queue rows read are deleted in the same transaction, so a
+    crash leaves them for the next run and a second run finds nothing. Returns resolutions created."""
+    now = now or clock.now()
+    queued = PendingEvaluation.objects.all()
+    if account_ids is not None:
+        queued = queued.filter(account_id__in=account_ids)
+    created = 0
+    for account_id in queued.values_list("account_id", flat=True).order_by("account_id").distinct():
+        while True:
+            with transaction.atomic():
+                account = account_lock(account_id)
+                row_ids, conversation_ids = [], set()
+                rows = PendingEvaluation.objects.filter(account_id=account_id).order_by("pk")
+                for pk, ids in rows.values_list("pk", "conversation_ids").iterator(chunk_size=100):
+                    row_ids.append(pk)
+                    conversation_ids.update(ids)
+                    if len(conversation_ids) >= EVALUATE_CONVERSATIONS:
+                        break
+                if not row_ids:
+                    break
+                created += conversations_evaluate(account=account, conversation_ids=sorted(conversation_ids), now=now)
+                PendingEvaluation.objects.filter(pk__in=row_ids).delete()
+            if len(conversation_ids) < EVALUATE_CONVERSATIONS:
+                break
+    return created
+
+
+def conversations_evaluate(*, account: Account, conversation_ids: Iterable[str], now: dt.datetime) -> int:
+    """Re-decide the given conversations of one account from all their events, and write what changed:
+    conversation states, new resolutions, superseded resolutions (voided), and the daily rollups.
+    Must run inside the transaction that holds the account's lock. Returns resolutions created."""
+    conversation_ids = list(conversation_ids)
+    window = account.plan_version.inactivity_window
+    facts: dict[str, list[EventFact]] = defaultdict(list)
+    last_event: dict[str, dt.datetime] = {}
+    # Plain rows, not model instances: this runs for every ingested batch.
+    for conversation_id, event_type, occurred_at, event_id in sql.conversation_rows(
+        ConversationEvent, account.pk, conversation_ids, ("conversation_id", "type", "occurred_at", "event_id")
+    ):
+        facts[conversation_id].append(EventFact(occurred_at, event_type, event_id))
+        if conversation_id not in last_event or occurred_at > last_event[conversation_id]:
+            last_event[conversation_id] = occurred_at
+    # Few accounts have disputed conversations: ask the small partial index first, the ids only if any.
+    disputed = set()
+    if Conversation.objects.filter(account=account, voided_by_staff=True).exists():
+        disputed = {
+            conversation_id
+            for conversation_id, voided_by_staff in sql.conversation_rows(
+                Conversation, account.pk, conversation_ids, ("conversation_id", "voided_by_staff")
+            )
+            if voided_by_staff
+        }
+    active = {
+        conversation_id: (pk, kind, resolved_at)
+        for conversation_id, pk, kind, resolved_at in sql.conversation_rows(
+            Resolution, account.pk, conversation_ids, ("conversation_id", "id", "kind", "resolved_at"), billable=True
+        )
+    }
+    states, to_create, void_ids = [], [], []
+    for conversation_id in conversation_ids:
+        if conversation_id in disputed:
+            continue  # disputed and voided: never billed again, whatever arrives
+        outcome = conversation_evaluate(facts[conversation_id], window=window, now=now)
+        current = active.get(conversation_id)
+        if current is not None and (outcome.status != RESOLVED or (outcome.kind, outcome.resolved_at) != current[1:]):
+            void_ids.append(current[0])
+            current = None
+        if outcome.status == RESOLVED and current is None:
+            to_create.append(_NewResolution(conversation_id, outcome.kind, outcome.resolved_at))
+        states.append((conversation_id, outcome.status, outcome.window_ends_at, last_event[conversation_id]))
+    to_void = list(Resolution.objects.filter(pk__in=void_ids)) if void_ids else []
+    if to_void:
+        Resolution.objects.filter(pk__in=void_ids).update(voided_at=now, void_reason=SUPERSEDED)
+        resolutions_unfund_voided(account, to_void, now)
+    if to_create:
+        sql.resolutions_insert(account.pk, account.plan_version_id, to_create, now)
+    sql.conversations_upsert(account.pk, states, now)
+    rollups_adjust(account, added=to_create, removed=to_void)
+    return len(to_create)
+
+
+class _NewResolution(NamedTuple):
+    """A resolution to write: unfunded, so no money yet (what _rollups_adjust reads of it, too)."""
+
+    conversation_id: str
+    kind: str
+    resolved_at: dt.datetime
+    funding: str = Resolution.Funding.UNFUNDED.value
+    amount_minor: int = 0
+
+
+FINALISE_BATCH = 2000
+
+
+def resolution_windows_finalise(*, now: dt.datetime | None = None) -> int:
+    """The sweep: conversations whose inactivity window has elapsed become assumed resolutions.
+    Batched per account, under the account's lock; running it twice changes nothing the second time."""
+    now = now or clock.now()
+    created = 0
+    due_accounts = (
+        Conversation.objects.filter(status=Conversation.Status.AWAITING, window_ends_at__lte=now)
+        .values_list("account_id", flat=True)
+        .distinct()
+    )
+    for account_id in list(due_accounts):
+        while True:
+            with transaction.atomic():
+                account = account_lock(account_id)
+                due = list(
+                    Conversation.objects.filter(
+                        account=account, status=Conversation.Status.AWAITING, window_ends_at__lte=now
+                    ).values_list("conversation_id", flat=True)[:FINALISE_BATCH]
+                )
+                if not due:
+                    break
+                created += conversations_evaluate(account=account, conversation_ids=due, now=now)
+            if len(due) < FINALISE_BATCH:
+                break
+    return created

@@ -1,0 +1,65 @@
+"""Daily usage rollups, moved in the same transaction as the resolutions they count."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from collections import defaultdict
+
+from accounts.models import Account
+
+from .. import sql
+from ..models import Resolution
+
+
+def rollups_adjust(account: Account, *, added: list[Resolution], removed: list[Resolution]) -> None:
+    """Move the day counters by resolutions written or voided (same transaction as the resolutions)."""
+    delta: dict[dt.date, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # resolutions, credited, overage, amount
+    local_date = LocalDates()
+    for resolution, sign in [(r, 1) for r in added] + [(r, -1) for r in removed]:
+        row = delta[local_date(account, resolution.resolved_at)]
+        row[0] += sign
+        row[1] += sign * (resolution.funding == Resolution.Funding.CREDIT)
+        row[2] += sign * (resolution.funding == Resolution.Funding.OVERAGE)
+        row[3] += sign * resolution.amount_minor
+    _rollups_apply(account, delta)
+
+
+def _rollups_apply(account: Account, delta: dict[dt.date, list[int]]) -> None:
+    rollups_apply_many({(account.pk, day): row for day, row in delta.items()})
+
+
+def rollups_apply_many(delta: dict[tuple[int, dt.date], list[int]]) -> None:
+    """Add (resolutions, credited, overage, amount) to the (account, day) counters, whose accounts the
+    caller's transaction has locked."""
+    delta = {key: row for key, row in delta.items() if any(row)}
+    if delta:
+        sql.rollups_add(delta)
+
+
+class LocalDates:
+    """An instant's date in its account's timezone. Instants come mostly in order, so the last day's bounds
+    are kept per account and most instants need no time zone arithmetic at all."""
+
+    def __init__(self) -> None:
+        self._zones: dict[str, zoneinfo.ZoneInfo] = {}
+        self._day: dict[int, tuple[dt.datetime, dt.datetime, dt.date]] = {}
+
+    def __call__(self, account: Account, instant: dt.datetime) -> dt.date:
+        known = self._day.get(account.id)
+        if known is not None and known[0] <= instant < known[1]:
+            return known[2]
+        zone = self._zones.get(account.timezone)
+        if zone is None:
+            zone = self._zones[account.timezone] = zoneinfo.ZoneInfo(account.timezone)
+        day = instant.astimezone(zone).date()
+        starts = dt.datetime.combine(day, dt.time(), tzinfo=zone)
+        ends = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=zone)
+        starts, ends = starts.astimezone(dt.UTC), ends.astimezone(dt.UTC)  # quick to compare with UTC instants
+        tick = dt.timedelta(microseconds=1)
+        if (
+            starts.astimezone(zone).date() == day
+            and (ends - tick).astimezone(zone).date() == day < ends.astimezone(zone).date()
+        ):
+            self._day[account.id] = (starts, ends, day)  # not where a DST change skips or repeats midnight
+        return day

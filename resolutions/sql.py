@@ -1,0 +1,339 @@
+"""The resolutions app's hot statements: each PostgreSQL statement beside its ORM twin (billing_portal.
+sql_twins). The SQL runs on PostgreSQL (through billing_portal.db: server-bound binary parameters and
+rows); the ORM version runs elsewhere, and both run against the same data in the parity tests. Enum
+values travel as parameters, never as literals in the SQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+
+from django.db.models import F
+
+from accounts.models import Account
+from billing_portal.db import execute_bound, rows_fetch
+from billing_portal.sql_twins import twin
+
+from .models import Conversation, ConversationEvent, DailyUsage, FundingProgress, Resolution
+
+UNFUNDED, CREDIT, OVERAGE = (Resolution.Funding.UNFUNDED.value, Resolution.Funding.CREDIT.value,
+                             Resolution.Funding.OVERAGE.value)  # fmt: skip
+
+
+# --- Events: insert the new ones, in id order ------------------------------------------------------
+def _events_store_orm(account_id: int, events: list, now: dt.datetime) -> set[str]:
+    # SQLite has one writer at a time, so the lookup cannot race.
+    existing = set(
+        ConversationEvent.objects.filter(account_id=account_id, event_id__in=[e.event_id for e in events]).values_list(
+            "event_id", flat=True
+        )
+    )
+    new = [e for e in events if e.event_id not in existing]
+    ConversationEvent.objects.bulk_create(
+        [
+            ConversationEvent(
+                account_id=account_id,
+                event_id=e.event_id,
+                conversation_id=e.conversation_id,
+                type=e.type,
+                occurred_at=e.occurred_at,
+                received_at=now,
+            )  # fmt: skip
+            for e in new
+        ],
+        batch_size=500,
+    )
+    return {e.event_id for e in new}
+
+
+@twin(_events_store_orm)
+def events_store(account_id: int, events: list, now: dt.datetime) -> set[str]:
+    """Insert the events (sorted by id) whose id the account has not used yet; returns the ids inserted.
+    One INSERT ... ON CONFLICT DO NOTHING RETURNING over arrays."""
+    inserted = rows_fetch(
+        f"""INSERT INTO {ConversationEvent._meta.db_table}
+                (account_id, event_id, conversation_id, type, occurred_at, received_at)
+            SELECT %s, v.event_id, v.conversation_id, v.type, v.occurred_at, %s
+            FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::timestamptz[])
+                AS v(event_id, conversation_id, type, occurred_at)
+            ORDER BY v.event_id
+            ON CONFLICT (account_id, event_id) DO NOTHING
+            RETURNING event_id""",
+        [
+            account_id, now, [e.event_id for e in events], [e.conversation_id for e in events],
+            [e.type for e in events], [e.occurred_at for e in events],
+        ],
+    )  # fmt: skip
+    return {row[0] for row in inserted}
+
+
+# --- Rows of some conversations (events, conversation states, billable resolutions) -----------------
+def _conversation_rows_orm(model, account_id: int, conversation_ids: list[str], columns: tuple, billable=False):
+    if not conversation_ids:
+        return []
+    rows = model.objects.filter(account_id=account_id, conversation_id__in=conversation_ids)
+    return list((rows.filter(voided_at=None) if billable else rows).values_list(*columns))
+
+
+@twin(_conversation_rows_orm)
+def conversation_rows(model, account_id: int, conversation_ids: list[str], columns: tuple, billable=False):
+    """Rows (tuples of `columns`) of `model` for the given conversations of the account; with billable, only
+    resolutions not voided. One `= ANY(array)` lookup in binary rows."""
+    if not conversation_ids:
+        return []
+    sql = (
+        f"SELECT {', '.join(columns)} FROM {model._meta.db_table} WHERE account_id = %s AND conversation_id = ANY(%s)"
+        + (" AND voided_at IS NULL" if billable else "")
+    )
+    return rows_fetch(sql, [account_id, conversation_ids])
+
+
+# --- Conversation states ---------------------------------------------------------------------------
+def _conversations_upsert_orm(account_id: int, states: list[tuple], now: dt.datetime) -> None:
+    if not states:
+        return
+    Conversation.objects.bulk_create(
+        [
+            Conversation(
+                account_id=account_id,
+                conversation_id=cid,
+                status=status,
+                window_ends_at=window_ends_at,
+                last_event_at=last_event_at,
+                updated_at=now,
+            )  # fmt: skip
+            for cid, status, window_ends_at, last_event_at in states
+        ],
+        batch_size=500,
+        update_conflicts=True,
+        unique_fields=["account", "conversation_id"],
+        update_fields=["status", "window_ends_at", "last_event_at", "updated_at"],
+    )
+
+
+@twin(_conversations_upsert_orm)
+def conversations_upsert(account_id: int, states: list[tuple], now: dt.datetime) -> None:
+    """Write each conversation's evaluated state (conversation id, status, window end, last event):
+    one INSERT ... ON CONFLICT over arrays."""
+    if not states:
+        return
+    ids, statuses, windows, lasts = (list(column) for column in zip(*states, strict=True))
+    execute_bound(
+        f"""INSERT INTO {Conversation._meta.db_table}
+                (account_id, conversation_id, status, window_ends_at, last_event_at, voided_by_staff, updated_at)
+            SELECT %s, v.cid, v.status, v.window_ends_at, v.last_event_at, false, %s
+            FROM unnest(%s::varchar[], %s::varchar[], %s::timestamptz[], %s::timestamptz[])
+                AS v(cid, status, window_ends_at, last_event_at)
+            ON CONFLICT (account_id, conversation_id) DO UPDATE SET status = EXCLUDED.status,
+                window_ends_at = EXCLUDED.window_ends_at, last_event_at = EXCLUDED.last_event_at,
+                updated_at = EXCLUDED.updated_at""",
+        [account_id, now, ids, statuses, windows, lasts],
+    )
+
+
+# --- New (unfunded) resolutions --------------------------------------------------------------------
+def _resolutions_insert_orm(account_id: int, plan_version_id: int, new: list, now: dt.datetime) -> None:
+    Resolution.objects.bulk_create(
+        [
+            Resolution(
+                account_id=account_id,
+                conversation_id=r.conversation_id,
+                kind=r.kind,
+                resolved_at=r.resolved_at,
+                plan_version_id=plan_version_id,
+                funding=UNFUNDED,
+                created_at=now,
+            )  # fmt: skip
+            for r in new
+        ],
+        batch_size=500,
+    )
+
+
+@twin(_resolutions_insert_orm)
+def resolutions_insert(account_id: int, plan_version_id: int, new: list, now: dt.datetime) -> None:
+    """Write new unfunded resolutions (conversation_id, kind, resolved_at): one INSERT over arrays. The
+    partial unique index still refuses a second billable resolution of a conversation."""
+    execute_bound(
+        f"""INSERT INTO {Resolution._meta.db_table} (account_id, conversation_id, kind, resolved_at,
+                plan_version_id, funding, amount_minor, reversal, created_at, void_reason)
+            SELECT %s, v.conversation_id, v.kind, v.resolved_at, %s, %s, 0, '', %s, ''
+            FROM unnest(%s::varchar[], %s::varchar[], %s::timestamptz[]) AS v(conversation_id, kind, resolved_at)""",
+        [
+            account_id, plan_version_id, UNFUNDED, now,
+            [r.conversation_id for r in new], [r.kind for r in new], [r.resolved_at for r in new],
+        ],
+    )  # fmt: skip
+
+
+# --- Daily rollups ---------------------------------------------------------------------------------
+def _rollups_add_orm(delta: dict[tuple[int, dt.date], list[int]]) -> None:
+    for account_id, day in sorted(delta):
+        resolutions, credited, overage, amount = delta[(account_id, day)]
+        DailyUsage.objects.get_or_create(account_id=account_id, date=day)  # the account lock makes this race-free
+        DailyUsage.objects.filter(account_id=account_id, date=day).update(
+            resolutions=F("resolutions") + resolutions, credited=F("credited") + credited,
+            overage=F("overage") + overage, amount_minor=F("amount_minor") + amount,
+        )  # fmt: skip
+
+
+@twin(_rollups_add_orm)
+def rollups_add(delta: dict[tuple[int, dt.date], list[int]]) -> None:
+    """Add (resolutions, credited, overage, amount) to the (account, day) counters, whose accounts the
+    caller's transaction has locked: one INSERT ... ON CONFLICT over arrays."""
+    keys = sorted(delta)
+    table = DailyUsage._meta.db_table
+    execute_bound(
+        f"""INSERT INTO {table} (account_id, date, resolutions, credited, overage, amount_minor)
+            SELECT v.account_id, v.day, v.resolutions, v.credited, v.overage, v.amount
+            FROM unnest(%s::bigint[], %s::date[], %s::int[], %s::int[], %s::int[], %s::bigint[])
+                AS v(account_id, day, resolutions, credited, overage, amount)
+            ON CONFLICT (account_id, date) DO UPDATE SET
+                resolutions = {table}.resolutions + EXCLUDED.resolutions,
+                credited = {table}.credited + EXCLUDED.credited,
+                overage = {table}.overage + EXCLUDED.overage,
+                amount_minor = {table}.amount_minor + EXCLUDED.amount_minor""",
+        [[k[0] for k in keys], [k[1] for k in keys], *([delta[k][i] for k in keys] for i in range(4))],
+    )
+
+
+# --- Funding: the resolutions past each account's mark ---------------------------------------------
+def _resolutions_past_marks_orm(read_from: dict[int, int], limit: int) -> list[tuple]:
+    rows: list[tuple] = []
+    for account_id in sorted(read_from):
+        past = Resolution.objects.filter(account_id=account_id, id__gt=read_from[account_id]).order_by("id")
+        values = past.values_list("id", "account_id", "resolved_at", "plan_version_id", "funding", "voided_at")
+        rows += [(*row[:4], row[4] == UNFUNDED and row[5] is None) for row in values[: limit - len(rows)]]
+        if len(rows) == limit:
+            break
+    return rows
+
+
+@twin(_resolutions_past_marks_orm)
+def resolutions_past_marks(read_from: dict[int, int], limit: int) -> list[tuple]:
+    """Up to `limit` resolutions with an id past read_from[account], in (account, id) order: (id, account
+    id, resolved_at, plan version id, whether it is unfunded and not voided). Index range scans from the
+    marks; binary rows."""
+    group = sorted(read_from)
+    return rows_fetch(
+        f"""SELECT r.id, r.account_id, r.resolved_at, r.plan_version_id, r.funding = %s AND r.voided_at IS NULL
+            FROM unnest(%s::bigint[], %s::bigint[]) AS m(account_id, after_id)
+            CROSS JOIN LATERAL (
+                SELECT id, account_id, resolved_at, plan_version_id, funding, voided_at
+                FROM {Resolution._meta.db_table} r
+                WHERE r.account_id = m.account_id AND r.id > m.after_id
+                ORDER BY r.id LIMIT %s) r
+            ORDER BY r.account_id, r.id LIMIT %s""",
+        [UNFUNDED, group, [read_from[pk] for pk in group], limit, limit],
+    )
+
+
+def _overage_counts_orm(keys: list[tuple]) -> dict[tuple, int]:
+    return {
+        key: Resolution.objects.filter(
+            account_id=key[0], funding=OVERAGE, voided_at=None, resolved_at__gte=key[1], resolved_at__lt=key[2]
+        ).count()
+        for key in keys
+    }
+
+
+@twin(_overage_counts_orm)
+def overage_counts(keys: list[tuple]) -> dict[tuple, int]:
+    """Per (account, period start, period end): overage resolutions not voided in that account's period
+    (of any plan version, as Stripe's meter counts them). One statement."""
+    if not keys:
+        return {}
+    counts = rows_fetch(
+        f"""SELECT v.i, (SELECT count(*) FROM {Resolution._meta.db_table} r
+                         WHERE r.account_id = v.account_id AND r.funding = %s AND r.voided_at IS NULL
+                           AND r.resolved_at >= v.starts AND r.resolved_at < v.ends)
+            FROM unnest(%s::int[], %s::bigint[], %s::timestamptz[], %s::timestamptz[])
+                AS v(i, account_id, starts, ends)""",
+        [OVERAGE, list(range(len(keys))), [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]],
+    )
+    return {keys[i]: n for i, n in counts}
+
+
+def _funding_marks_write_orm(marks: dict[int, int]) -> None:
+    for account_id, mark in sorted(marks.items()):
+        FundingProgress.objects.update_or_create(account_id=account_id, defaults={"funded_through_id": mark})
+
+
+@twin(_funding_marks_write_orm)
+def funding_marks_write(marks: dict[int, int]) -> None:
+    """Move the accounts' FundingProgress marks (the caller holds their locks)."""
+    if not marks:
+        return
+    accounts = sorted(marks)
+    execute_bound(
+        f"""INSERT INTO {FundingProgress._meta.db_table} (account_id, funded_through_id)
+            SELECT * FROM unnest(%s::bigint[], %s::bigint[])
+            ON CONFLICT (account_id) DO UPDATE SET funded_through_id = EXCLUDED.funded_through_id""",
+        [accounts, [marks[a] for a in accounts]],
+    )
+
+
+def _funding_write_orm(batch: list) -> None:
+    Resolution.objects.bulk_update(
+        [
+            Resolution(
+                pk=r.pk,
+                funding=CREDIT if r.credit_pack_id is not None else OVERAGE,
+                credit_pack_id=r.credit_pack_id,
+                amount_minor=r.amount_minor,
+            )  # fmt: skip
+            for r in batch
+        ],
+        ["funding", "credit_pack", "amount_minor"],
+        batch_size=1000,
+    )
+
+
+@twin(_funding_write_orm)
+def funding_write(batch: list) -> None:
+    """Write the funding of a batch (rows with pk, credit_pack_id and amount_minor; a pack means credit,
+    none means overage): one UPDATE ... FROM unnest(arrays), a fraction of bulk_update's CASE per row. The
+    three integer columns go as comma-separated text: joining str() of ints costs a fraction of psycopg's
+    (pure Python) array dumpers."""
+    execute_bound(
+        f"""UPDATE {Resolution._meta.db_table} AS r
+            SET funding = CASE WHEN v.pack IS NULL THEN %s ELSE %s END,
+                credit_pack_id = v.pack, amount_minor = v.amount
+            FROM unnest(string_to_array(%s, ',')::bigint[], string_to_array(%s, ',', '')::bigint[],
+                        string_to_array(%s, ',')::bigint[]) AS v(id, pack, amount)
+            WHERE r.id = v.id""",
+        [
+            OVERAGE, CREDIT,
+            ",".join([str(r.pk) for r in batch]),
+            ",".join(["" if r.credit_pack_id is None else str(r.credit_pack_id) for r in batch]),
+            ",".join([str(r.amount_minor) for r in batch]),
+        ],
+    )  # fmt: skip
+
+
+def _unfunded_counts_orm(account_ids: list[int] | None) -> dict[int, int]:
+    marks = dict(FundingProgress.objects.values_list("account_id", "funded_through_id"))
+    pending = Resolution.objects.all() if account_ids is None else Resolution.objects.filter(account_id__in=account_ids)
+    sizes: dict[int, int] = defaultdict(int)
+    for account_id, pk in pending.values_list("account_id", "id"):
+        if pk > marks.get(account_id, 0):
+            sizes[account_id] += 1
+    return dict(sorted(sizes.items()))
+
+
+@twin(_unfunded_counts_orm)
+def unfunded_counts(account_ids: list[int] | None) -> dict[int, int]:
+    """Account id -> resolutions past its FundingProgress mark (what funding has not read yet: nearly all
+    of them unfunded; the exact count only sizes the groups), in account id order. Per account, a count
+    over the (account, id) index from its mark."""
+    only = "WHERE a.id = ANY(%s)" if account_ids is not None else ""
+    rows = rows_fetch(
+        f"""SELECT a.id, c.n FROM {Account._meta.db_table} a
+            LEFT JOIN {FundingProgress._meta.db_table} p ON p.account_id = a.id
+            CROSS JOIN LATERAL (
+                SELECT count(*) AS n FROM {Resolution._meta.db_table} r
+                WHERE r.account_id = a.id AND r.id > coalesce(p.funded_through_id, 0)) c
+            {only} ORDER BY a.id""",
+        [list(account_ids)] if account_ids is not None else [],
+    )
+    return {account_id: n for account_id, n in rows if n}
