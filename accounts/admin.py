@@ -17,6 +17,7 @@ from .models import (
     AuditLogEntry,
     BillingMeter,
     CreditPackOffer,
+    IdempotencyKey,
     PricePlan,
     PricePlanVersion,
     PriceTier,
@@ -370,6 +371,12 @@ class PricePlanAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(IdempotencyKey)
+class IdempotencyKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "scope", "status_code"]
+    search_fields = ["scope"]
 
 
 admin.site.site_header = "Resolution Billing — admin"

@@ -7,6 +7,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from .idempotency import idempotency_key_parameter, idempotent
 from .permissions import IsCustomer, IsCustomerBillingAdmin, IsStaffRole
 from .selectors import account_get_visible, account_list_visible, api_key_get, api_key_list
 from .services import api_key_create, api_key_revoke
@@ -61,13 +62,16 @@ class ApiKeyListCreateApi(APIView):
             )
         },
         summary="Create an API key (the key is shown once)",
+        parameters=[idempotency_key_parameter()],
     )
+    @idempotent(secret_fields=("key",))  # the stored answer never holds the key; a replay re-derives it
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         api_key, raw_key = api_key_create(
-            account=request.user.account, name=data.validated_data["name"], actor=request.user
-        )
+            account=request.user.account, name=data.validated_data["name"], actor=request.user,
+            idempotency_key=request.idempotency_key,
+        )  # fmt: skip
         return Response({**ApiKeyOutputSerializer(api_key).data, "key": raw_key}, status=status.HTTP_201_CREATED)
 
 

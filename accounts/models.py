@@ -321,3 +321,6 @@ class AuditLogEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_label} {self.action} {self.object_repr}"
+
+
+from .idempotency import IdempotencyKey  # noqa: E402,F401 - its migration belongs to accounts

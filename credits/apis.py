@@ -7,14 +7,17 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.idempotency import idempotency_key_parameter, idempotent
 from accounts.models import CreditPackOffer
 from accounts.permissions import IsCustomer, IsCustomerBillingAdmin, IsStaffRole
 from accounts.selectors import account_get_visible
 
 from .conversions import seat_conversion_confirm, seat_conversion_preview
-from .purchases import credit_pack_purchase
+from .purchases import CreditPurchaseInterrupted, credit_pack_purchase
 from .selectors import credit_balance, credit_pack_list
 from .services import credit_pack_grant
+
+IDEMPOTENCY_KEY = idempotency_key_parameter()
 
 
 class PackOutputSerializer(serializers.Serializer):
@@ -62,13 +65,17 @@ class StaffCreditGrantApi(APIView):
         summary="Grant promotional credits (audited)",
         request=CreditGrantInputSerializer,
         responses={201: PackOutputSerializer},
+        parameters=[IDEMPOTENCY_KEY],
     )
+    @idempotent
     def post(self, request, account_id: int):
         account = account_get_visible(user=request.user, pk=account_id)
 
         data = CreditGrantInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        pack = credit_pack_grant(account=account, actor=request.user, **{k: v for k, v in data.validated_data.items()})
+        pack = credit_pack_grant(
+            account=account, actor=request.user, idempotency_key=request.idempotency_key, **data.validated_data
+        )
         return Response(PackOutputSerializer(pack).data, status=status.HTTP_201_CREATED)
 
 
@@ -86,6 +93,9 @@ class PurchaseInputSerializer(serializers.Serializer):
 
 class PurchaseOutputSerializer(PackOutputSerializer):
     stripe_invoice_id = serializers.CharField()
+    purchase_state = serializers.CharField(
+        help_text="pending, invoice_created, item_added, finalized (awaiting payment), paid, void or failed."
+    )
 
 
 def _purchase(request, account):
@@ -94,7 +104,29 @@ def _purchase(request, account):
     offer = CreditPackOffer.objects.filter(pk=data.validated_data["offer_id"], version=account.plan_version).first()
     if offer is None:
         raise serializers.ValidationError({"offer_id": "No such offer in the account's price plan."})
-    pack = credit_pack_purchase(account=account, offer=offer, actor=request.user)
+    try:
+        pack = credit_pack_purchase(
+            account=account, offer=offer, actor=request.user, idempotency_key=request.idempotency_key
+        )
+    except CreditPurchaseInterrupted as exc:
+        # Not the generic Stripe 503: the purchase exists, and the caller must know how not to buy twice.
+        if request.idempotency_key:
+            how = "Retrying with the same Idempotency-Key continues it (a new key would start a second purchase)."
+        else:
+            how = (
+                "Do not buy again: a new request would start a second purchase. Send an Idempotency-Key with "
+                "purchases so that retrying with the same key continues the same one."
+            )
+        message = (
+            f"Stripe could not be reached while invoicing the credit pack ({exc}). The purchase is saved "
+            f"(pack {exc.pack.pk}, step '{exc.pack.purchase_state}') and will be completed automatically; nothing "
+            f"is charged twice. {how}"
+        )
+        return Response(
+            {"errors": [{"index": None, "field": None, "message": message}]},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "60"},
+        )
     return Response(PurchaseOutputSerializer(pack).data, status=status.HTTP_201_CREATED)
 
 
@@ -104,7 +136,9 @@ class CreditPurchaseApi(APIView):
     @extend_schema(
         summary="Buy a credit pack (a Stripe invoice; the pack activates when it is paid)",
         request=PurchaseInputSerializer, responses={201: PurchaseOutputSerializer},
+        parameters=[IDEMPOTENCY_KEY],
     )  # fmt: skip
+    @idempotent
     def post(self, request):
         return _purchase(request, request.user.account)
 
@@ -114,8 +148,9 @@ class StaffCreditPurchaseApi(APIView):
 
     @extend_schema(
         summary="Buy a credit pack for an account (staff)", request=PurchaseInputSerializer,
-        responses={201: PurchaseOutputSerializer},
+        responses={201: PurchaseOutputSerializer}, parameters=[IDEMPOTENCY_KEY],
     )  # fmt: skip
+    @idempotent
     def post(self, request, account_id: int):
         return _purchase(request, account_get_visible(user=request.user, pk=account_id))
 
@@ -166,10 +201,15 @@ class SeatConversionConfirmApi(APIView):
     @extend_schema(
         summary="Convert seats into credits: lower the Stripe seat quantity and grant a pack (audited)",
         request=SeatConversionInputSerializer, responses={201: SeatConversionOutputSerializer},
+        parameters=[IDEMPOTENCY_KEY],
     )  # fmt: skip
+    @idempotent
     def post(self, request, account_id: int):
         account = account_get_visible(user=request.user, pk=account_id)
         data = SeatConversionInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        conversion = seat_conversion_confirm(account=account, seats=data.validated_data["seats"], actor=request.user)
+        conversion = seat_conversion_confirm(
+            account=account, seats=data.validated_data["seats"], actor=request.user,
+            idempotency_key=request.idempotency_key,
+        )  # fmt: skip
         return Response(SeatConversionOutputSerializer(conversion).data, status=status.HTTP_201_CREATED)

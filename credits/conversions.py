@@ -75,6 +75,8 @@ def seat_conversion_preview(*, account: Account, seats: int) -> ConversionPrevie
     """What converting `seats` seats would do. Changes nothing."""
     if isinstance(seats, bool) or not isinstance(seats, int) or seats <= 0:
         raise ValidationError({"seats": "Convert at least one seat."})
+    if account.status == Account.Status.CLOSED:
+        raise ValidationError({"account": "This account is closed: its seats cannot be converted into credits."})
     item = _seat_item(account)
     if seats > item.quantity:
         raise ValidationError({"seats": f"The account has {item.quantity} seat(s); it cannot convert {seats}."})
@@ -99,23 +101,52 @@ def seat_conversion_preview(*, account: Account, seats: int) -> ConversionPrevie
     )  # fmt: skip
 
 
-def seat_conversion_confirm(*, account: Account, seats: int, actor: Actor) -> SeatConversion:
-    """Record the conversion, then run its steps. Only one conversion per account runs at a time."""
+def seat_conversion_confirm(
+    *, account: Account, seats: int, actor: Actor, idempotency_key: str | None = None
+) -> SeatConversion:
+    """Record the conversion, then run its steps. Only one conversion per account runs at a time. With an
+    idempotency key, a repeat returns (or resumes) the account's conversion of that key, before any new
+    preview (the seats it removed are gone from Stripe by then); the same key for another seat count is refused."""
+    if idempotency_key is not None and not (isinstance(idempotency_key, str) and 0 < len(idempotency_key) <= 255):
+        raise ValidationError({"idempotency_key": "An idempotency key is 1 to 255 characters."})
+    if idempotency_key is not None:
+        existing = _conversion_of_key(account=account, seats=seats, idempotency_key=idempotency_key)
+        if existing is not None:
+            return seat_conversion_resume(conversion=existing, actor=actor)
     preview = seat_conversion_preview(account=account, seats=seats)
     try:
         with transaction.atomic():
-            account_lock(account.pk)
-            conversion = SeatConversion.objects.create(
-                account=account, seats=seats, seats_before=preview.seats_before,
-                stripe_subscription_item_id=preview.stripe_subscription_item_id,
-                seat_unit_amount=preview.seat_unit_amount,
-                conversion_unit_amount_decimal=preview.conversion_unit_amount_decimal,
-                term_start=preview.term_start, term_end=preview.term_end, value_minor=preview.value_minor,
-                credits=preview.credits, created_by=actor if isinstance(actor, User) else None,
-            )  # fmt: skip
+            locked = account_lock(account.pk)
+            if locked.status == Account.Status.CLOSED:
+                raise ValidationError(
+                    {"account": "This account is closed: its seats cannot be converted into credits."}
+                )
+            conversion = None
+            if idempotency_key is not None:  # a concurrent first request with this key may have won the lock
+                conversion = _conversion_of_key(account=account, seats=seats, idempotency_key=idempotency_key)
+            if conversion is None:
+                conversion = SeatConversion.objects.create(
+                    account=account, seats=seats, seats_before=preview.seats_before,
+                    stripe_subscription_item_id=preview.stripe_subscription_item_id,
+                    seat_unit_amount=preview.seat_unit_amount,
+                    conversion_unit_amount_decimal=preview.conversion_unit_amount_decimal,
+                    term_start=preview.term_start, term_end=preview.term_end, value_minor=preview.value_minor,
+                    credits=preview.credits, created_by=actor if isinstance(actor, User) else None,
+                    idempotency_key=idempotency_key or "",
+                )  # fmt: skip
     except IntegrityError:
         raise ValidationError("Another seat conversion of this account is in progress; try again shortly.") from None
     return seat_conversion_resume(conversion=conversion, actor=actor)
+
+
+def _conversion_of_key(*, account: Account, seats: int, idempotency_key: str) -> SeatConversion | None:
+    conversion = SeatConversion.objects.filter(account=account, idempotency_key=idempotency_key).first()
+    if conversion is not None and conversion.seats != seats:
+        raise ValidationError(
+            {"idempotency_key": f"This key was already used for converting {conversion.seats} seat(s); "
+                                "use a new key for a new conversion."}
+        )  # fmt: skip
+    return conversion
 
 
 def seat_conversion_resume(*, conversion: SeatConversion, actor: Actor = "system:seat_conversion") -> SeatConversion:
@@ -141,6 +172,7 @@ def seat_conversion_resume(*, conversion: SeatConversion, actor: Actor = "system
         conversion.status = SeatConversion.Status.SEATS_REDUCED
     if conversion.status == SeatConversion.Status.SEATS_REDUCED:
         with transaction.atomic():
+            account_lock(conversion.account_id)  # accounts before anything else, as everywhere
             conversion = SeatConversion.objects.select_for_update().get(pk=conversion.pk)
             if conversion.status != SeatConversion.Status.SEATS_REDUCED:
                 return conversion

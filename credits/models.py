@@ -30,6 +30,17 @@ class CreditPack(models.Model):
         EXPIRED = "expired", "Expired"
         CANCELLED = "cancelled", "Cancelled (never paid)"
 
+    class PurchaseState(models.TextChoices):
+        """Where a purchase got in Stripe; each step is recorded before the next Stripe call."""
+
+        PENDING = "pending", "Saved, no invoice yet"
+        INVOICE_CREATED = "invoice_created", "Draft invoice created"
+        ITEM_ADDED = "item_added", "Pack added to the invoice"
+        FINALIZED = "finalized", "Invoice finalised, awaiting payment"
+        PAID = "paid", "Paid"
+        VOID = "void", "Invoice voided or uncollectible"
+        FAILED = "failed", "Stripe refused (nothing charged)"
+
     uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="credit_packs")
     source = models.CharField(max_length=20, choices=Source.choices)
@@ -42,6 +53,15 @@ class CreditPack(models.Model):
     unit_amount_decimal = models.DecimalField(**UNIT_AMOUNT_FIELD, default=0, help_text="Paid per resolution.")
     offer = models.ForeignKey(CreditPackOffer, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     stripe_invoice_id = models.CharField(max_length=255, blank=True)
+    purchase_state = models.CharField(max_length=16, choices=PurchaseState.choices, blank=True)
+    idempotency_key = models.CharField(max_length=255, blank=True, help_text="The buyer's Idempotency-Key, if any.")
+    purchase_claimed_until = models.DateTimeField(
+        null=True, blank=True, help_text="A worker is continuing the purchase until then (one at a time)."
+    )
+    purchase_checked_at = models.DateTimeField(null=True, blank=True, help_text="Last time the cycle asked Stripe.")
+    purchase_error = models.TextField(blank=True)
+    needs_review = models.BooleanField(default=False, help_text="Something an admin should look at (see the note).")
+    review_note = models.TextField(blank=True)
     reason = models.TextField(blank=True)
     created_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     created_at = models.DateTimeField(default=clock.now)
@@ -51,8 +71,18 @@ class CreditPack(models.Model):
             models.CheckConstraint(condition=Q(remaining__gte=0), name="credit_pack_remaining_not_negative"),
             models.CheckConstraint(condition=Q(remaining__lte=F("granted")), name="credit_pack_remaining_le_granted"),
             models.CheckConstraint(condition=Q(expires_at__gt=F("starts_at")), name="credit_pack_expires_after_start"),
-        ]
-        indexes = [models.Index(fields=["account", "status", "expires_at"], name="credit_pack_drawable_idx")]
+            models.UniqueConstraint(
+                fields=["account", "idempotency_key"], condition=~Q(idempotency_key=""),
+                name="credit_pack_purchase_idempotency_key_unique",
+            ),
+        ]  # fmt: skip
+        indexes = [
+            models.Index(fields=["account", "status", "expires_at"], name="credit_pack_drawable_idx"),
+            models.Index(
+                fields=["purchase_state", "purchase_checked_at"], name="credit_pack_purchase_open_idx",
+                condition=Q(purchase_state__in=["pending", "invoice_created", "item_added", "finalized"]),
+            ),
+        ]  # fmt: skip
 
     def __str__(self) -> str:
         return f"{self.get_source_display()} pack of {self.granted:,} ({self.remaining:,} left)"
@@ -111,6 +141,7 @@ class SeatConversion(models.Model):
     value_minor = models.BigIntegerField()
     credits = models.PositiveIntegerField()
     pack = models.OneToOneField(CreditPack, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    idempotency_key = models.CharField(max_length=255, blank=True, help_text="The caller's Idempotency-Key, if any.")
     error = models.TextField(blank=True)
     created_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     created_at = models.DateTimeField(default=clock.now)
@@ -121,6 +152,11 @@ class SeatConversion(models.Model):
                 fields=["account"],
                 condition=Q(status__in=["started", "seats_reduced"]),
                 name="one_seat_conversion_in_progress_per_account",
+            ),
+            models.UniqueConstraint(
+                fields=["account", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="seat_conversion_idempotency_key_unique",
             ),
         ]
 

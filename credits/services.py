@@ -5,6 +5,7 @@ transaction."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -46,7 +47,10 @@ def credit_pack_grant(
     offer: CreditPackOffer | None = None,
     idempotency_key: str | None = None,
 ) -> CreditPack:
-    """Create an active pack and its grant entry. With an idempotency key, a repeat returns the first pack."""
+    """Create an active pack and its grant entry, keyed by its cause, never by the clock: without a caller key
+    the entry's key is the new pack's (`grant:pack:<uid>`), so two grants are two packs even at one frozen
+    instant; with one, it is derived from (account, key) and a repeat returns the first pack (a repeat with
+    another quantity or source is refused). Closed accounts get nothing."""
     if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= MAX_GRANT:
         raise ValidationError({"quantity": f"Grant a whole number of resolutions from 1 to {MAX_GRANT:,}."})
     if source not in CreditPack.Source.values:
@@ -60,17 +64,29 @@ def credit_pack_grant(
         raise ValidationError({"expires_at": "This pack would already be expired."})
     if source == CreditPack.Source.PROMOTIONAL and not reason.strip():
         raise ValidationError({"reason": "Say why promotional credit is granted (it is audited)."})
-    key = idempotency_key or f"grant:{source}:{account.pk}:{now.isoformat()}:{quantity}"
     with transaction.atomic():
-        existing = CreditLedgerEntry.objects.filter(idempotency_key=key).select_related("pack").first()
-        if existing is not None:
-            return existing.pack
+        # The account's lock serialises repeats of one key: the second sees the first's entry, never a duplicate.
+        if account_lock(account.pk).status == Account.Status.CLOSED:
+            raise ValidationError({"account": "This account is closed: it cannot receive credits."})
+        if idempotency_key is not None:
+            key = grant_idempotency_key(account=account, idempotency_key=idempotency_key)
+            existing = CreditLedgerEntry.objects.filter(idempotency_key=key).select_related("pack").first()
+            if existing is not None:
+                pack = existing.pack
+                if (pack.granted, pack.source) != (quantity, source):
+                    raise ValidationError(
+                        {"idempotency_key": f"This key was already used for another grant (pack {pack.pk}, "
+                                            f"{pack.granted:,} {pack.source}); use a new key for a new grant."}
+                    )  # fmt: skip
+                return pack
         pack = CreditPack.objects.create(
             account=account, source=source, status=CreditPack.Status.ACTIVE, granted=quantity, remaining=quantity,
             starts_at=starts_at, expires_at=expires_at, currency=account.currency,
             unit_amount_decimal=unit_amount_decimal, offer=offer, reason=reason,
             created_by=actor if isinstance(actor, User) else None, created_at=now,
         )  # fmt: skip
+        if idempotency_key is None:
+            key = f"grant:pack:{pack.uid}"
         CreditLedgerEntry.objects.create(
             pack=pack, account=account, kind=CreditLedgerEntry.Kind.GRANT, quantity=quantity,
             idempotency_key=key, created_at=now,
@@ -80,6 +96,14 @@ def credit_pack_grant(
             reason=reason,
         )  # fmt: skip
     return pack
+
+
+def grant_idempotency_key(*, account: Account, idempotency_key: str) -> str:
+    """The grant entry's key for a caller's key: per account, hashed (a caller key may be 255 characters)."""
+    if not isinstance(idempotency_key, str) or not idempotency_key:
+        raise ValidationError({"idempotency_key": "An idempotency key is a non-empty string."})
+    digest = hashlib.sha256(idempotency_key.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"grant:account:{account.pk}:key:{digest}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from billing_portal import clock
 
+from ..locks import account_lock
 from ..models import Account, ApiKey, User
 from .audit import Actor, audit_log_write
 
@@ -22,14 +25,45 @@ def _api_key_hash(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
-def api_key_create(*, account: Account, name: str, actor: Actor) -> tuple[ApiKey, str]:
-    """Create a key and return it with its secret, which is never stored and cannot be shown again."""
+def _api_key_derived(*, account: Account, idempotency_key: str) -> tuple[str, str]:
+    """The raw key of a create made with an Idempotency-Key: HMAC-SHA256(SECRET_KEY, account uid + key).
+
+    Why: the key is shown once and only its hash is stored, yet a replay of the same request must show the
+    same key. Deriving it lets the replay recompute it without storing it anywhere (the stored HTTP answer
+    leaves it out). The trade-off: such a key is as secret as SECRET_KEY (with it, the account's uid and the
+    client's Idempotency-Key, which is not a secret, one can recompute the key), where a random key depends
+    on nothing; and rotating SECRET_KEY makes a later replay derive another key (it then creates a new key,
+    the old one keeps working until revoked). Without an Idempotency-Key, keys stay purely random."""
+    message = f"api-key:{account.uid}:{idempotency_key}".encode("utf-8", "surrogatepass")
+    digest = hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).digest()
+    secret = base64.urlsafe_b64encode(digest[4:]).rstrip(b"=").decode()
+    prefix = f"{API_KEY_PREFIX}_{digest[:4].hex()}"
+    return prefix, f"{prefix}_{secret}"
+
+
+def api_key_create(
+    *, account: Account, name: str, actor: Actor, idempotency_key: str | None = None
+) -> tuple[ApiKey, str]:
+    """Create a key and return it with its secret, which is never stored. With an idempotency key, the secret
+    is derived from (account, key) and a repeat returns the same key and secret, creating nothing."""
     name = (name or "").strip()
     if not name or len(name) > 100:
         raise ValidationError({"name": "Give the key a name of 1 to 100 characters."})
-    prefix = f"{API_KEY_PREFIX}_{secrets.token_hex(4)}"
-    raw_key = f"{prefix}_{secrets.token_urlsafe(32)}"
+    if idempotency_key is not None:
+        if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 255:
+            raise ValidationError({"idempotency_key": "An idempotency key is 1 to 255 characters."})
+        prefix, raw_key = _api_key_derived(account=account, idempotency_key=idempotency_key)
+    else:
+        prefix = f"{API_KEY_PREFIX}_{secrets.token_hex(4)}"
+        raw_key = f"{prefix}_{secrets.token_urlsafe(32)}"
     with transaction.atomic():
+        if idempotency_key is not None:
+            account_lock(account.pk)  # two concurrent repeats: the second finds the first's key
+            existing = ApiKey.objects.filter(key_hash=_api_key_hash(raw_key)).first()
+            if existing is not None:
+                if existing.account_id != account.pk or existing.name != name:
+                    raise ValidationError({"idempotency_key": "This key was already used to create another API key."})
+                return existing, raw_key
         api_key = ApiKey.objects.create(
             account=account,
             name=name,

@@ -77,7 +77,7 @@ def test_a_voided_invoice_cancels_the_pending_pack(provisioned, api_client, clie
     settings.STRIPE_MAX_RETRIES = 0
     stripe_emulator.add_fault(path_prefix="/v1/invoices/", method="POST", mode="500", count=1)  # finalize fails
     outage = buy(api_client, account, BillingAdminFactory(account=account))
-    assert outage.status_code == 503 and "try again" in outage.json()["errors"][0]["message"]
+    assert outage.status_code == 503 and "completed automatically" in outage.json()["errors"][0]["message"]
     pack = CreditPack.objects.get()
     assert pack.status == "pending" and pack.stripe_invoice_id
     invoice_id = pack.stripe_invoice_id

@@ -20,7 +20,7 @@ from accounts.services.provisioning import ProvisioningFailed, ProvisioningStuck
 from accounts.services.stripe_catalog import stripe_catalog_setup
 from billing_portal import clock
 from billing_portal.stripe_client import StripeFailure
-from credits.purchases import credit_pack_purchase, credit_packs_reconcile_pending
+from credits.purchases import credit_pack_purchase, credit_purchases_resume
 from credits.services import credit_pack_grant
 from resolutions.demo import DAYS, demo_traffic_ingest
 
@@ -111,7 +111,7 @@ class Command(BaseCommand):
         if account.slug == "steady-retail":
             offer = CreditPackOffer.objects.filter(version=account.plan_version).order_by("resolutions").first()
             credit_pack_purchase(account=account, offer=offer, actor=ACTOR)
-            credit_packs_reconcile_pending()  # the webhook may not be in yet: ask Stripe, as billing_tick does
+            credit_purchases_resume(now=clock.now())  # the webhook may not be in yet: ask Stripe, as the cycle does
         elif account.slug == "seasonal-travel":
             credit_pack_grant(
                 account=account, quantity=2_500, source="promotional", actor=ACTOR, reason="Launch promotion"
