@@ -126,12 +126,25 @@ class GuardedHTTPClient(stripe.RequestsClient):
         return super().request_stream(method, url, headers, post_data)
 
 
+def _read_now(needed: _ReadNeeded):
+    """Make the read now, through the guard like any call: a mirror inside someone else's transaction
+    gets no exemption."""
+    token = _reads.set(None)
+    try:
+        return needed.http_client.request_with_retries(
+            "get", needed.url, needed.headers, max_network_retries=stripe.max_network_retries
+        )
+    finally:
+        _reads.reset(token)
+
+
 def mirror(sync: Callable[[], T], *, max_reads: int = 50) -> T:
     """Run `sync` (dj-stripe's `sync_from_stripe_data`, event processing, …) in one transaction that makes
     no Stripe call. dj-stripe reads related objects from Stripe in the middle of its own transactions; here
     each read it asks for rolls the transaction back, is fetched outside any transaction, and the sync
     starts again with that answer at hand, until it needs nothing new (one attempt per distinct read).
-    Only reads are replayed: a write inside the transaction is still refused."""
+    Only reads are replayed: a write inside the transaction is still refused. `sync` may run more than
+    once, so it must change nothing but the database (queue work with transaction.on_commit)."""
     reads = _Reads()
     token = _reads.set(reads)
     try:
@@ -140,10 +153,7 @@ def mirror(sync: Callable[[], T], *, max_reads: int = 50) -> T:
                 with transaction.atomic():
                     return sync()
             except _ReadNeeded as needed:
-                _transaction_check("get", needed.url)  # a mirror inside someone's transaction gets no exemption
-                reads.responses[needed.url] = needed.http_client.request_with_retries(
-                    "get", needed.url, needed.headers, max_network_retries=stripe.max_network_retries
-                )
+                reads.responses[needed.url] = _read_now(needed)
         raise StripeFailure("mirror", f"dj-stripe asked for more than {max_reads} reads", retryable=False)
     finally:
         _reads.reset(token)

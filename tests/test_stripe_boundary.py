@@ -98,6 +98,16 @@ def test_mirror_inside_someone_elses_transaction_is_still_refused(stripe_emulato
     assert not Customer.objects.filter(id=customer.id).exists()
 
 
+def test_outside_tests_a_mirror_inside_a_transaction_still_syncs_and_logs_each_read(stripe_emulator, settings, caplog):
+    settings.STRIPE_FORBID_CALLS_IN_TRANSACTION = False
+    customer = customer_create()
+    with caplog.at_level(logging.ERROR, logger="billing_portal.stripe_client"), transaction.atomic():
+        local = stripe_client.mirror(lambda: Customer.sync_from_stripe_data(customer))
+    assert Customer.objects.get(id=customer.id) == local
+    logged = [r.getMessage() for r in caplog.records if r.name == "billing_portal.stripe_client"]
+    assert logged and all("dj-stripe, GET /v1/" in message for message in logged)
+
+
 def test_mirror_replays_reads_only_a_write_in_it_is_refused(stripe_emulator, strict):
     with pytest.raises(StripeCallInTransaction, match="create customer"):
         stripe_client.mirror(customer_create)
