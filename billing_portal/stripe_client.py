@@ -3,20 +3,29 @@
 It owns the configured StripeClient (key, API base, pinned API version, timeout), retries 429, 5xx and
 network errors with exponential backoff, and always takes the idempotency key from its caller, so that
 a retry of the same operation (now, or after a crash) can never create a second object in Stripe.
+
+No Stripe call is made inside a database transaction: every request, ours and dj-stripe's, goes through
+one HTTP client that looks for an open atomic block first. With STRIPE_FORBID_CALLS_IN_TRANSACTION (the
+test settings) it raises StripeCallInTransaction; otherwise it logs an error naming the operation and
+goes on. dj-stripe's syncs read from Stripe inside their own transactions, so they run in `mirror`, which
+does those reads first, outside any transaction.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import stripe
 from django.conf import settings
 from django.core.signals import setting_changed
+from django.db import connections, transaction
 from django.dispatch import receiver
 
 logger = logging.getLogger(__name__)
@@ -42,6 +51,112 @@ class StripeUnavailable(StripeFailure):
 
 class StripeRejected(StripeFailure):
     """Stripe refused the request (4xx): retrying the same request will not help."""
+
+
+class StripeCallInTransaction(RuntimeError):
+    """A Stripe HTTP call was about to be made inside a database transaction (raised in tests only)."""
+
+
+# --- No Stripe call inside a database transaction ---------------------------------------------------
+_operation: contextvars.ContextVar[str | None] = contextvars.ContextVar("stripe_operation", default=None)
+
+
+@dataclass
+class _Reads:
+    """The Stripe reads of one `mirror` call, fetched outside its transaction: url -> raw response."""
+
+    responses: dict[str, tuple[Any, int, Any]] = field(default_factory=dict)
+
+
+_reads: contextvars.ContextVar[_Reads | None] = contextvars.ContextVar("stripe_mirror_reads", default=None)
+
+
+class _ReadNeeded(BaseException):
+    """Inside `mirror`'s transaction dj-stripe asked for a read not fetched yet. A BaseException, so no
+    `except Exception` on the way can swallow it: the transaction rolls back and `mirror` fetches it."""
+
+    def __init__(self, http_client: GuardedHTTPClient, url: str, headers):
+        super().__init__(url)
+        self.http_client = http_client
+        self.url = url
+        self.headers = headers
+
+
+def open_transactions() -> list[str]:
+    """The database aliases with an atomic block open, not counting the ones a test case wraps around
+    each test (pytest-django's `db`, Django's TestCase): those stand for "no transaction" in the code."""
+    return [
+        conn.alias
+        for conn in connections.all(initialized_only=True)
+        if any(not block._from_testcase for block in conn.atomic_blocks)
+    ]
+
+
+def _transaction_check(method: str, url: str) -> None:
+    aliases = open_transactions()
+    if not aliases:
+        return
+    operation = _operation.get() or "dj-stripe"
+    message = (
+        f"Stripe call inside a database transaction ({', '.join(aliases)}): {operation}, "
+        f"{method.upper()} {urlsplit(url).path}. Call Stripe before the transaction opens or after it commits; "
+        "run dj-stripe syncs in stripe_client.mirror()"
+    )
+    if getattr(settings, "STRIPE_FORBID_CALLS_IN_TRANSACTION", False):  # True in settings_test
+        raise StripeCallInTransaction(message)
+    logger.error(message, stack_info=True)
+
+
+class GuardedHTTPClient(stripe.RequestsClient):
+    """stripe-python's requests client, refusing (or reporting) a call made inside a transaction. It
+    serves both the StripeClient below and stripe-python's module-level configuration (dj-stripe)."""
+
+    def request(self, method, url, headers, post_data=None):
+        reads = _reads.get()
+        if reads is not None and method.lower() == "get":
+            if url in reads.responses:
+                return reads.responses[url]
+            if open_transactions():
+                raise _ReadNeeded(self, url, headers)
+        _transaction_check(method, url)
+        return super().request(method, url, headers, post_data)
+
+    def request_stream(self, method, url, headers, post_data=None):
+        _transaction_check(method, url)
+        return super().request_stream(method, url, headers, post_data)
+
+
+def _read_now(needed: _ReadNeeded):
+    """Make the read now, through the guard like any call: a mirror inside someone else's transaction
+    gets no exemption."""
+    token = _reads.set(None)
+    try:
+        return needed.http_client.request_with_retries(
+            "get", needed.url, needed.headers, max_network_retries=stripe.max_network_retries
+        )
+    finally:
+        _reads.reset(token)
+
+
+def mirror(sync: Callable[[], T], *, max_reads: int = 50) -> T:
+    """Run `sync` (dj-stripe's `sync_from_stripe_data`, event processing, …) in one transaction that makes
+    no Stripe call. dj-stripe reads related objects from Stripe in the middle of its own transactions; here
+    each read it asks for rolls the transaction back, is fetched outside any transaction, and the sync
+    starts again with that answer at hand, until it needs nothing new (one attempt per distinct read).
+    Only reads are replayed: a write inside the transaction is still refused. `sync` may run more than
+    once, so it must change nothing but the database (queue work with transaction.on_commit)."""
+    reads = _Reads()
+    token = _reads.set(reads)
+    try:
+        for _attempt in range(max_reads + 1):
+            try:
+                with transaction.atomic():
+                    return sync()
+            except _ReadNeeded as needed:
+                reads.responses[needed.url] = _read_now(needed)
+        raise StripeFailure("mirror", f"dj-stripe asked for more than {max_reads} reads", retryable=False)
+    finally:
+        _reads.reset(token)
 
 
 @dataclass(frozen=True)
@@ -81,7 +196,7 @@ def client() -> stripe.StripeClient:
             base_addresses={"api": config.api_base},
             stripe_version=config.api_version,
             max_network_retries=0,  # retries are ours: below, with backoff and logging
-            http_client=stripe.RequestsClient(timeout=config.timeout),
+            http_client=GuardedHTTPClient(timeout=config.timeout),
         )
         _client_config = config
     return _client
@@ -92,7 +207,7 @@ def configure_globals() -> None:
     config = _config()
     stripe.api_base = config.api_base
     stripe.api_version = config.api_version
-    stripe.default_http_client = stripe.RequestsClient(timeout=config.timeout)
+    stripe.default_http_client = GuardedHTTPClient(timeout=config.timeout)
     stripe.max_network_retries = 2
 
 
@@ -123,6 +238,7 @@ def call(operation: str, request: Callable[[stripe.StripeClient, dict], T], *, i
     config = _config()
     options: dict[str, Any] = {"idempotency_key": idempotency_key} if idempotency_key else {}
     for attempt in range(config.max_retries + 1):
+        token = _operation.set(operation)
         try:
             return request(client(), options)
         except stripe.StripeError as error:
@@ -143,6 +259,8 @@ def call(operation: str, request: Callable[[stripe.StripeClient, dict], T], *, i
             delay = _backoff(attempt, config)
             logger.warning("Stripe %s: %s; retry %d in %.2fs", operation, error.__class__.__name__, attempt + 1, delay)
             time.sleep(delay)
+        finally:
+            _operation.reset(token)
     raise AssertionError("unreachable")
 
 

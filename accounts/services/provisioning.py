@@ -2,8 +2,9 @@
 
 The account row is written first (status `provisioning`); its uid names every Stripe object and every
 idempotency key. Then, with no transaction open: the Stripe customer, then the subscription with a seat
-item and a metered resolution item. Then one transaction makes the account active, mirrors the Stripe
-objects into dj-stripe and creates the first API key.
+item and a metered resolution item. Then dj-stripe mirrors the Stripe objects (stripe_client.mirror:
+its reads of Stripe first, then one transaction), and one transaction makes the account active and
+creates the first API key. No Stripe call is made while a transaction is open.
 
 If a step fails for good, the provisioning is undone: the Stripe customer is found again by replaying
 its create with the same idempotency key (so even a customer whose creation answer was lost is found),
@@ -69,6 +70,18 @@ def _customer_create(account: Account):
     )
 
 
+def _djstripe_mirror(customer, subscription) -> Subscription:
+    """dj-stripe's copies of the new customer and subscription (with its items). dj-stripe reads related
+    objects from Stripe while it writes; stripe_client.mirror makes those reads first, outside any
+    transaction, then writes everything in one."""
+
+    def sync() -> Subscription:
+        Customer.sync_from_stripe_data(customer, api_key=settings.STRIPE_SECRET_KEY)
+        return Subscription.sync_from_stripe_data(subscription, api_key=settings.STRIPE_SECRET_KEY)
+
+    return stripe_client.mirror(sync)
+
+
 def account_provision(
     *,
     name: str,
@@ -106,12 +119,11 @@ def account_provision(
             ),
             idempotency_key=f"account:{account.uid}:subscription",
         )
+        _djstripe_mirror(customer, subscription)
         with transaction.atomic():
             account = account_lock(account.pk)
             account.status = Account.Status.ACTIVE
             account.save(update_fields=["status"])
-            Customer.sync_from_stripe_data(customer, api_key=settings.STRIPE_SECRET_KEY)
-            Subscription.sync_from_stripe_data(subscription, api_key=settings.STRIPE_SECRET_KEY)
             key, raw_key = api_key_create(account=account, name="Default", actor=actor)
             audit_log_write(
                 actor=actor, action="account.provision", obj=account, account=account,

@@ -52,11 +52,15 @@ def stripe_webhook_endpoint_ensure(*, base_url: str | None = None) -> WebhookEnd
         ),
         idempotency_key=f"webhook-endpoint:{endpoint_uuid}",
     )
-    endpoint = WebhookEndpoint.sync_from_stripe_data(created, api_key=settings.STRIPE_SECRET_KEY)
-    endpoint.djstripe_uuid = endpoint_uuid
-    endpoint.secret = settings.STRIPE_WEBHOOK_SECRET or created.secret
-    endpoint.save()
-    return endpoint
+
+    def sync() -> WebhookEndpoint:  # in stripe_client.mirror: dj-stripe's reads of Stripe come first
+        endpoint = WebhookEndpoint.sync_from_stripe_data(created, api_key=settings.STRIPE_SECRET_KEY)
+        endpoint.djstripe_uuid = endpoint_uuid
+        endpoint.secret = settings.STRIPE_WEBHOOK_SECRET or created.secret
+        endpoint.save()
+        return endpoint
+
+    return stripe_client.mirror(sync)
 
 
 def stripe_webhook_endpoint_local(*, base_url: str | None = None) -> WebhookEndpoint:
