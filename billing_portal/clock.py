@@ -36,27 +36,35 @@ def parse_instant(value) -> dt.datetime:
     """Parse an ISO 8601 instant that carries its timezone, in [INSTANT_MIN, INSTANT_MAX); return it in UTC.
 
     The one instant parser: anything else (not a string, too long, a bare date, no timezone, an offset that
-    overflows when converted to UTC, out of range) raises ValueError with a plain one-line message."""
-    shown = f"'{value}'" if isinstance(value, str) and len(value) <= MAX_INSTANT_LENGTH else "The value"
-    parsed = None
-    if isinstance(value, str) and len(value) <= MAX_INSTANT_LENGTH and _HAS_TIME.search(value):
+    overflows when converted to UTC, out of range) raises ValueError with a plain one-line message. Ingestion
+    calls it for every event, so the explanation is only worked out for a value that fails."""
+    if isinstance(value, str) and len(value) <= MAX_INSTANT_LENGTH:
         try:
             parsed = parse_datetime(value.strip())
         except ValueError:  # well-formed but impossible, e.g. February 30 or an offset of 24 hours
             parsed = None
-    if parsed is None:
-        raise ValueError(f"{shown} is not an ISO 8601 date-time with a timezone (e.g. 2026-11-23T09:30:00Z).")
-    if timezone.is_naive(parsed):
-        raise ValueError(
-            f"{shown} has no timezone: give an ISO 8601 date-time with a timezone (add Z or an offset such as +01:00)."
-        )
+        if parsed is not None and parsed.tzinfo is not None:
+            try:
+                instant = parsed.astimezone(dt.UTC)
+            except OverflowError:  # e.g. 9999-12-31T23:59:59-05:00
+                instant = None
+            if instant is not None and INSTANT_MIN <= instant < INSTANT_MAX:
+                return instant
+    raise ValueError(_instant_refusal(value))
+
+
+def _instant_refusal(value) -> str:
+    if not isinstance(value, str) or len(value) > MAX_INSTANT_LENGTH:
+        return "The value is not an ISO 8601 date-time with a timezone (e.g. 2026-11-23T09:30:00Z)."
     try:
-        instant = parsed.astimezone(dt.UTC)
-    except OverflowError:
-        instant = None
-    if instant is None or not INSTANT_MIN <= instant < INSTANT_MAX:
-        raise ValueError(f"{shown} is out of range: an instant must lie between 1970-01-01 and 9000-01-01 (UTC).")
-    return instant
+        parsed = parse_datetime(value.strip()) if _HAS_TIME.search(value) else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        return f"'{value}' is not an ISO 8601 date-time with a timezone (e.g. 2026-11-23T09:30:00Z)."
+    if parsed.tzinfo is None:
+        return f"'{value}' has no timezone: give an ISO 8601 date-time with a timezone (Z, or an offset like +01:00)."
+    return f"'{value}' is out of range: an instant must lie between 1970-01-01 and 9000-01-01 (UTC)."
 
 
 def now() -> dt.datetime:
