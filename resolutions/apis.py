@@ -149,6 +149,8 @@ class UsageApi(APIView):
                 },
             ),
             400: ERRORS,
+            401: ERRORS,
+            403: ERRORS,
         },
     )
     def get(self, request):
@@ -211,7 +213,7 @@ class ResolutionListApi(APIView):
             OpenApiParameter("limit", int, required=False, description="Page size, 1 to 1,000 (default 100)."),
             OpenApiParameter("cursor", str, required=False),
         ],
-        responses={200: ResolutionOutputSerializer(many=True), 400: ERRORS, 404: ERRORS},
+        responses={200: ResolutionOutputSerializer(many=True), 400: ERRORS, 401: ERRORS, 403: ERRORS, 404: ERRORS},
     )
     def get(self, request):
         params = DateRangeSerializer(data=request.query_params, context={"required": False})
