@@ -21,4 +21,5 @@ def whole_number(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-instant = clock.instant_argument  # an ISO 8601 instant with its timezone
+instant = clock.instant_argument  # an ISO 8601 instant with its timezone, in range (clock.parse_instant)
+errors_on_one_line = clock.errors_on_one_line

@@ -55,6 +55,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "billing_portal.middleware.ApiRequestGuard",  # /api/: 413 before a body is read, 400 for NULs
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -146,9 +147,17 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["billing_portal.parsers.JsonParser"],  # depth limit; no NUL, no lone surrogate
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "billing_portal.api_errors.api_exception_handler",
 }
+# The largest body any request may have; /api/ answers 413 above it (billing_portal.middleware). It fits the
+# worst maximal ingestion batch: 1,000 events whose two 255-character ids are characters outside the BMP, sent
+# JSON-escaped as surrogate pairs (12 bytes a character: 6,120 bytes of ids an event), every other character
+# escaped too (6 bytes each), compactly encoded: 6.64 MB. 8 MiB leaves room for indentation.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
+CSRF_FAILURE_VIEW = "billing_portal.api_errors.csrf_failure"  # JSON for /api/, Django's page elsewhere
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Resolution Billing Portal API",
     "DESCRIPTION": "Outcome-priced billing: conversation events in, resolutions, credits and usage out.",

@@ -11,7 +11,11 @@ from credits.urls import api_urlpatterns as credit_api
 from resolutions import views as resolution_views
 from resolutions.urls import api_urlpatterns as resolution_api
 
+# JSON in the one error shape for /api/ paths, Django's pages elsewhere.
+handler400 = "billing_portal.api_errors.json_bad_request"
+handler403 = "billing_portal.api_errors.json_permission_denied"
 handler404 = "billing_portal.api_errors.json_not_found"
+handler500 = "billing_portal.api_errors.json_server_error"
 
 urlpatterns = [
     path("", account_views.home, name="home"),

@@ -6,18 +6,20 @@ import datetime as dt
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import ApiKeyAuthentication
+from accounts.models import Account
 from accounts.permissions import IsCustomer, IsStaffRole
 from billing_portal import clock
+from billing_portal.parsers import JsonParser, JsonValueRefused
 
-from .ingestion import events_parse
-from .selectors import MAX_USAGE_DAYS, resolution_get_visible, resolution_list, usage_get
+from .ingestion import events_parse, refused_value_error
+from .selectors import DATE_MAX, DATE_MIN, MAX_USAGE_DAYS, resolution_get_visible, resolution_list, usage_get
 from .services import EventConflict, conversation_events_ingest, resolution_void
 
 ERRORS = inline_serializer(
@@ -43,6 +45,13 @@ class IsApiKey(BasePermission):
         return getattr(request.user, "api_key", None) is not None
 
 
+class AccountIsOpen(BasePermission):
+    message = "This account is closed: it takes no more conversation events, and nothing was stored."
+
+    def has_permission(self, request, view):
+        return request.user.account.status != Account.Status.CLOSED
+
+
 class EventSerializer(serializers.Serializer):  # for the schema; validation is events_parse
     id = serializers.CharField(max_length=255)
     conversation_id = serializers.CharField(max_length=255)
@@ -52,8 +61,8 @@ class EventSerializer(serializers.Serializer):  # for the schema; validation is 
 
 class ConversationEventsApi(APIView):
     authentication_classes = [ApiKeyAuthentication]
-    permission_classes = [IsApiKey]
-    parser_classes = [JSONParser]
+    permission_classes = [IsApiKey, AccountIsOpen]
+    parser_classes = [JsonParser]
 
     @extend_schema(
         summary="Post conversation events (one, or a batch of up to 1,000)",
@@ -69,11 +78,18 @@ class ConversationEventsApi(APIView):
                 "Accepted", {"accepted": serializers.IntegerField(), "duplicates": serializers.IntegerField()}
             ),
             400: ERRORS,
+            401: ERRORS,
+            403: ERRORS,
             409: ERRORS,
+            413: ERRORS,
         },
     )
     def post(self, request):
-        events, errors = events_parse(request.data, now=clock.now())
+        try:
+            body = request.data
+        except JsonValueRefused as refused:  # a NUL or lone surrogate: say which event and field
+            return Response({"errors": [refused_value_error(refused)]}, status=status.HTTP_400_BAD_REQUEST)
+        events, errors = events_parse(body, now=clock.now())
         if errors:
             return Response({"errors": errors}, status=status.HTTP_400_BAD_REQUEST)
         try:
@@ -83,12 +99,18 @@ class ConversationEventsApi(APIView):
         return Response({"accepted": result.accepted, "duplicates": result.duplicates}, status=status.HTTP_202_ACCEPTED)
 
 
+def _date_in_range(value: dt.date) -> None:
+    if not DATE_MIN <= value <= DATE_MAX:
+        raise serializers.ValidationError(f"Give a date between {DATE_MIN} and {DATE_MAX}.")
+
+
 class DateRangeSerializer(serializers.Serializer):
     # "from" is a Python keyword, hence the explicit field names.
     def get_fields(self):
+        required = self.context.get("required", True)
         return {
-            "from": serializers.DateField(required=self.context.get("required", True)),
-            "to": serializers.DateField(required=self.context.get("required", True)),
+            "from": serializers.DateField(required=required, validators=[_date_in_range]),
+            "to": serializers.DateField(required=required, validators=[_date_in_range]),
         }
 
     def validate(self, attrs):
@@ -127,6 +149,8 @@ class UsageApi(APIView):
                 },
             ),
             400: ERRORS,
+            401: ERRORS,
+            403: ERRORS,
         },
     )
     def get(self, request):
@@ -142,6 +166,15 @@ class ResolutionCursorPagination(CursorPagination):
     page_size_query_param = "limit"
     max_page_size = 1000
 
+    def decode_cursor(self, request):
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            try:  # the position is the client's text: an instant in range, or the cursor is not ours
+                clock.parse_instant(cursor.position)
+            except ValueError:
+                raise NotFound(self.invalid_cursor_message) from None
+        return cursor
+
     def get_paginated_response(self, data):
         return Response({"results": data, "next": self.get_next_link()})
 
@@ -153,6 +186,7 @@ class ResolutionCursorPagination(CursorPagination):
 
 
 class ResolutionOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
     conversation_id = serializers.CharField()
     kind = serializers.CharField()
     resolved_at = serializers.DateTimeField()
@@ -179,7 +213,7 @@ class ResolutionListApi(APIView):
             OpenApiParameter("limit", int, required=False, description="Page size, 1 to 1,000 (default 100)."),
             OpenApiParameter("cursor", str, required=False),
         ],
-        responses={200: ResolutionOutputSerializer(many=True), 400: ERRORS},
+        responses={200: ResolutionOutputSerializer(many=True), 400: ERRORS, 401: ERRORS, 403: ERRORS, 404: ERRORS},
     )
     def get(self, request):
         params = DateRangeSerializer(data=request.query_params, context={"required": False})

@@ -6,6 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from billing_portal.clock import parse_instant
+from billing_portal.parsers import JsonValueRefused, json_path
+
 from .models import MAX_ID_LENGTH, EventType
 
 MAX_BATCH = 1000
@@ -13,6 +16,7 @@ MAX_AGE = dt.timedelta(days=35)  # Stripe's limit for meter event timestamps
 MAX_AHEAD = dt.timedelta(minutes=5)
 FIELDS = ("id", "conversation_id", "type", "occurred_at")
 TYPES = frozenset(EventType.values)
+INSTANT_REQUIRED = "Required: an ISO 8601 date-time with a timezone, e.g. 2026-11-23T09:30:00Z."
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,16 +37,18 @@ def _error(index, field, message) -> dict:
     return {"index": index, "field": field, "message": message}
 
 
-def _parse_instant(value) -> dt.datetime | None:
-    if not isinstance(value, str) or len(value) > 40:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None or "T" not in value.upper():
-        return None
-    return parsed.astimezone(dt.UTC)
+def refused_value_error(refused: JsonValueRefused) -> dict:
+    """The JSON parser's refusal of a string (a NUL, a lone surrogate) as an error of events_parse's kind:
+    `events[3].id` of a batch is index 3, field "id"; a single event is index 0, as events_parse counts."""
+    path, body = refused.path, refused.data
+    if isinstance(body, dict) and "events" in body:
+        if len(path) >= 2 and path[0] == "events" and isinstance(path[1], int):
+            index, rest = path[1], path[2:]
+        else:
+            index, rest = None, path
+    else:
+        index, rest = (0, path) if isinstance(body, dict) else (None, path)
+    return _error(index, json_path(rest) or None, refused.message)
 
 
 def events_parse(body, *, now: dt.datetime) -> tuple[list[IncomingEvent], list[dict]]:
@@ -81,16 +87,15 @@ def events_parse(body, *, now: dt.datetime) -> tuple[list[IncomingEvent], list[d
             elif len(value) > MAX_ID_LENGTH:
                 errors.append(_error(index, field, f"At most {MAX_ID_LENGTH} characters ({len(value)} given)."))
         event_type = raw.get("type")
-        if event_type not in TYPES:
+        if not isinstance(event_type, str) or event_type not in TYPES:
             errors.append(_error(index, "type", f"Must be one of {', '.join(sorted(TYPES))}."))
-        occurred_at = _parse_instant(raw.get("occurred_at"))
-        if occurred_at is None:
-            errors.append(
-                _error(
-                    index, "occurred_at", "Required: an ISO 8601 date-time with a timezone, e.g. 2026-11-23T09:30:00Z."
-                )
-            )
-        elif occurred_at < oldest:
+        raw_instant = raw.get("occurred_at")
+        try:
+            occurred_at = parse_instant(raw_instant)
+        except ValueError as exc:  # also an offset that overflows, or an instant out of range
+            errors.append(_error(index, "occurred_at", INSTANT_REQUIRED if raw_instant is None else str(exc)))
+            continue
+        if occurred_at < oldest:
             errors.append(_error(index, "occurred_at", "More than 35 days old: too late to bill (Stripe's limit)."))
         elif occurred_at > newest:
             errors.append(_error(index, "occurred_at", "More than 5 minutes in the future: check the sender's clock."))

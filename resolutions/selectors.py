@@ -10,11 +10,16 @@ from django.http import Http404
 
 from accounts.models import Account, User
 from accounts.selectors import account_list_visible
+from billing_portal.clock import INSTANT_MAX, INSTANT_MIN
 
 from .models import DailyUsage, PendingEvaluation, Resolution
 
 USAGE_KEYS = ("resolutions", "credited", "overage", "amount_minor")
 MAX_USAGE_DAYS = 366
+# The dates a read may ask for: those of the instants the portal takes (clock.parse_instant), so that the
+# day after the last one, and its midnight in any timezone, are still dates Python can hold.
+DATE_MIN = INSTANT_MIN.date()
+DATE_MAX = INSTANT_MAX.date() - dt.timedelta(days=1)
 
 
 def usage_get(*, account: Account, date_from: dt.date, date_to: dt.date) -> dict:
@@ -26,11 +31,10 @@ def usage_get(*, account: Account, date_from: dt.date, date_to: dt.date) -> dict
         )
     }
     days = []
-    day = date_from
-    while day <= date_to:
+    for offset in range((date_to - date_from).days + 1):  # never computes a day past date_to
+        day = date_from + dt.timedelta(days=offset)
         row = rows.get(day)
         days.append({"date": day.isoformat(), **{k: (row[k] if row else 0) for k in USAGE_KEYS}})
-        day += dt.timedelta(days=1)
     totals = {k: sum(d[k] for d in days) for k in USAGE_KEYS}
     return {"currency": account.currency, "days": days, "totals": totals}
 

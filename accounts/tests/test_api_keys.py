@@ -29,7 +29,7 @@ def test_a_key_works_until_revoked_then_never(account, billing_admin, api_client
     api_key_revoke(api_key=api_key, actor=billing_admin, reason="leaked in a log")
     refused = api_client.get("/api/v1/account")
     assert refused.status_code == 401
-    assert refused.json() == {"detail": "Unknown or revoked API key."}
+    assert refused.json() == {"errors": [{"index": None, "field": None, "message": "Unknown or revoked API key."}]}
     assert api_key_authenticate(raw_key) is None
     entry = AuditLogEntry.objects.get(action="api_key.revoke")
     assert entry.reason == "leaked in a log" and entry.actor == billing_admin

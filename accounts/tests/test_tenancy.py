@@ -21,7 +21,7 @@ def test_customer_gets_404_for_another_accounts_key(billing_admin, other_key, ap
     assert api_client.get(f"/api/v1/api-keys/{other_key.pk}").status_code == 404
     response = api_client.post(f"/api/v1/api-keys/{other_key.pk}/revoke")
     assert response.status_code == 404
-    assert response.json() == {"detail": "No such API key."}
+    assert response.json() == {"errors": [{"index": None, "field": None, "message": "No such API key."}]}
     assert ApiKey.objects.get(pk=other_key.pk).revoked_at is None
     assert [k["name"] for k in api_client.get("/api/v1/api-keys").json()] == []
 
@@ -73,4 +73,5 @@ def test_admin_sees_every_account(admin_user, account, other_account, api_client
 def test_unknown_api_path_answers_json_404(api_client, billing_admin):
     api_client.force_authenticate(billing_admin)
     response = api_client.get("/api/v1/no-such-thing")
-    assert response.status_code == 404 and response.json() == {"detail": "Not found."}
+    assert response.status_code == 404
+    assert response.json() == {"errors": [{"index": None, "field": None, "message": "Not found."}]}

@@ -147,6 +147,7 @@ def test_resolutions_are_cursor_paginated_with_full_next_urls(post_events, key_c
     assert seen == [f"c{i}" for i in range(7)]
     first = key_client.get("/api/v1/resolutions?limit=1").json()["results"][0]
     assert first == {
+        "id": Resolution.objects.get(conversation_id="c0").pk,
         "conversation_id": "c0", "kind": "confirmed", "resolved_at": "2026-11-02T10:30:00Z",
         "funding": "unfunded", "pack_id": None, "amount_minor": 0, "voided": False,
     }  # fmt: skip

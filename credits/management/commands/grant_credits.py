@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.idempotency import idempotency_key_validate
 from accounts.models import Account
-from billing_portal.command_args import instant, whole_number
+from billing_portal.command_args import errors_on_one_line, instant, whole_number
 from credits.selectors import credit_balance
 from credits.services import credit_pack_grant
 
@@ -27,6 +27,7 @@ class Command(BaseCommand):
     help = "Grant promotional or adjustment credits (resolutions) to an account."
 
     def add_arguments(self, parser):
+        errors_on_one_line(parser)
         parser.add_argument("--account", required=True, type=int, help="Account id.")
         parser.add_argument("--quantity", required=True, type=whole_number(1), help="Resolutions to grant.")
         parser.add_argument("--source", choices=["promotional", "adjustment"], default="promotional")
