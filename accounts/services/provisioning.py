@@ -30,6 +30,7 @@ from ..models import Account, ApiKey, PricePlan, StripeSyncStatus, User
 from .accounts import account_create
 from .api_keys import api_key_create
 from .audit import Actor, audit_log_write
+from .billing_periods import billing_period_record
 from .stripe_catalog import price_plan_version_stripe_sync
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ def account_provision(
             account.save(update_fields=["status"])
             Customer.sync_from_stripe_data(customer, api_key=settings.STRIPE_SECRET_KEY)
             Subscription.sync_from_stripe_data(subscription, api_key=settings.STRIPE_SECRET_KEY)
+            billing_period_record(subscription=subscription, account=account)  # periods are Stripe's
             key, raw_key = api_key_create(account=account, name="Default", actor=actor)
             audit_log_write(
                 actor=actor, action="account.provision", obj=account, account=account,
