@@ -182,3 +182,16 @@ def test_resolutions_before_the_first_period_belong_to_it(post_events, account, 
     resolve_at(post_events, "late", days_ago=0)
     resolutions_fund(now=NOW)
     assert total_overage_money() == 200  # one period: two free, then two at $1
+
+
+def test_the_dashboard_shows_the_stripe_period_and_its_overage(client, billing_admin, post_events, account, now):  # noqa: F811
+    BillingPeriod.objects.create(
+        account=account, start=at(2026, 10, 20, 9), end=at(2026, 11, 20, 9), stripe_subscription_id="sub_x",
+        billing_cycle_anchor=at(2026, 10, 20, 9),
+    )  # fmt: skip
+    resolve_at(post_events, "a", days_ago=0, n=3)
+    resolutions_fund(now=NOW)
+    client.force_login(billing_admin)
+    page = client.get("/portal/").content.decode()
+    assert "20 Oct 2026, 09:00 to 20 Nov 2026, 09:00" in page  # UTC account
+    assert "<dt>Overage charges so far</dt><dd>$2.97</dd>" in page  # three overage resolutions at $0.99
