@@ -16,6 +16,7 @@ from .models import (
     ApiKey,
     AuditLogEntry,
     BillingMeter,
+    BillingPeriod,
     CreditPackOffer,
     IdempotencyKey,
     PricePlan,
@@ -349,6 +350,15 @@ class PricePlanVersionAdmin(admin.ModelAdmin):
 class BillingMeterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["event_name", "stripe_id", "status", "created_at"]
     readonly_fields = [f.name for f in BillingMeter._meta.fields]
+
+
+@admin.register(BillingPeriod)
+class BillingPeriodAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Stripe's periods, as recorded from the subscription: read-only (Stripe is the source)."""
+
+    list_display = ["account", "start", "end", "stripe_subscription_id", "recorded_at"]
+    list_filter = ["account"]
+    readonly_fields = [f.name for f in BillingPeriod._meta.fields]
 
 
 class PricePlanVersionInline(ReadOnlyAdminMixin, admin.TabularInline):

@@ -323,4 +323,34 @@ class AuditLogEntry(models.Model):
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_label} {self.action} {self.object_repr}"
 
 
+class BillingPeriod(models.Model):
+    """One billing period of an account's Stripe subscription (its metered item's period), recorded when
+    the subscription is synced: at provisioning, on `customer.subscription.*` webhooks, and by the billing
+    cycle once the latest known period has ended (a renewal). Kept as history: funding prices each
+    period's overage with these (`billing_portal.periods.PeriodCalendar` says which period holds an
+    instant, including before the first and after the last record)."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="billing_periods")
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    stripe_subscription_id = models.CharField(max_length=255)
+    billing_cycle_anchor = models.DateTimeField(null=True, blank=True, help_text="The subscription's anchor.")
+    interval = models.CharField(max_length=8, default="month", help_text="The metered Price's interval.")
+    interval_count = models.PositiveSmallIntegerField(default=1)
+    recorded_at = models.DateTimeField(default=clock.now)
+    renewal_checked_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the billing cycle last asked Stripe for the period after this one."
+    )
+
+    class Meta:
+        ordering = ["account", "start"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "start"], name="billing_period_account_start_unique"),
+            models.CheckConstraint(condition=Q(end__gt=models.F("start")), name="billing_period_end_after_start"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account_id}: {self.start:%Y-%m-%d %H:%M} – {self.end:%Y-%m-%d %H:%M}"
+
+
 from .idempotency import IdempotencyKey  # noqa: E402,F401 - its migration belongs to accounts

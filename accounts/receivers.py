@@ -9,6 +9,7 @@ import logging
 from django.dispatch import receiver
 from djstripe.signals import webhook_post_process
 
+from .services.billing_periods import billing_period_record_from_event
 from .services.stripe_events import billing_meter_event_apply
 
 logger = logging.getLogger(__name__)
@@ -19,3 +20,5 @@ def on_stripe_webhook(sender, instance, **kwargs):
     event = instance.json_body
     if str(event.get("type", "")).startswith("billing.meter."):
         billing_meter_event_apply(event=event)
+    elif str(event.get("type", "")).startswith("customer.subscription."):
+        billing_period_record_from_event(event=event)  # a renewal or a change: the period is Stripe's

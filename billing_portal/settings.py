@@ -199,9 +199,10 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict = {
-    "billing-cycle": {"task": "resolutions.tasks.billing_cycle_task", "schedule": 60.0},
+    # The one billing cycle (resolutions/billing_cycle.py), provisioning cleanup included. A run that
+    # waited in the queue past the next one's start is dropped: the next run does the same work.
+    "billing-cycle": {"task": "resolutions.tasks.billing_cycle_task", "schedule": 60.0, "options": {"expires": 55}},
     "stripe-catalog-retry": {"task": "accounts.tasks.stripe_catalog_retry_task", "schedule": 600.0},
-    "provisioning-cleanup": {"task": "accounts.tasks.provisioning_cleanup_task", "schedule": 300.0},
 }
 
 # --- Stripe -----------------------------------------------------------------------------------------

@@ -410,9 +410,3 @@ def credit_purchases_resume(*, now: dt.datetime, limit: int = 100) -> PurchasesR
             failed += 1
             logger.warning("Purchase of pack %s not continued (state %s): %s", pack.uid, state, exc)
     return PurchasesResumed(continued, activated, cancelled, failed)
-
-
-def credit_packs_reconcile_pending(*, now: dt.datetime | None = None) -> int:
-    """Alias kept for `billing_tick` and the periodic task until they call `credit_purchases_resume` through
-    the billing cycle; returns how many packs were activated."""
-    return credit_purchases_resume(now=now or clock.now()).activated

@@ -1,25 +1,36 @@
 """Demo traffic: 90 days of conversations per demo account, sent through the same validation and
 ingestion services as the API, day by day with the clock set to that day (so the 35-day lateness limit
-holds as it would have in real time; evaluated as they are stored), then each day what the periodic task
-does: finalise elapsed windows, draw down credits, expire packs."""
+holds as it would have in real time; evaluated as they are stored), then each day one billing cycle
+(`billing_cycle_run`, exactly what the minutely task does).
+
+When Stripe is the local emulator, its clock follows the portal's simulated time (`EmulatorClock`): set
+before the accounts are provisioned, moved with each simulated day (so subscriptions renew in the
+emulator as they would in Stripe, and the cycle's period sync records the renewals), released at the
+end. That is emulator-only and lives here, never in the services."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
+import logging
 import random
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from django.conf import settings
+
 from accounts.models import Account
 from billing_portal import clock
-from credits.services import credit_packs_expire
 
+from .billing_cycle import billing_cycle_run
 from .ingestion import MAX_BATCH, events_parse
-from .services import (
-    conversation_events_ingest,
-    resolution_windows_finalise,
-    resolutions_fund,
-)
+from .services import conversation_events_ingest
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,7 +84,9 @@ def demo_traffic_ingest(
     *, accounts: list[Account], end: dt.datetime, days: int = DAYS, progress: Callable[[int, int], None] | None = None
 ) -> dict[str, int]:
     """Send `days` days of traffic ending at `end` for the given demo accounts (the last `days` of the
-    profiles' 90); returns the number of events sent per account."""
+    profiles' 90), with one billing cycle after each day; returns the number of events sent per account.
+    The emulator's clock (if Stripe is the emulator) is moved to each day's end."""
+    emulator_clock = EmulatorClock.for_settings()
     rng = random.Random(20261123)
     sent = {account.slug: 0 for account in accounts}
     start_day = (end - dt.timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -103,9 +116,74 @@ def demo_traffic_ingest(
                     # Inline: the seeding evaluates as it goes, and leaves no task per batch in the broker.
                     conversation_events_ingest(account=account, events=parsed, evaluation="inline")
                 sent[account.slug] += len(events)
-            resolution_windows_finalise(now=post_at)  # what the periodic task does, day by day
-            resolutions_fund(now=post_at)
-            credit_packs_expire(now=post_at)
+        emulator_clock.set(post_at)  # the emulator's subscriptions renew as the days go by
+        _billing_cycle(post_at)  # what the minutely task does, once per simulated day
         if progress:
             progress(offset + 1, days)
     return sent
+
+
+def _billing_cycle(now: dt.datetime) -> None:
+    """One cycle as of `now`; waits (briefly) for a cycle another process is running, as the day needs its own."""
+    for _ in range(60):
+        result = billing_cycle_run(now=now)
+        if result.ran:
+            for step in result.failed:
+                logger.warning("Demo day %s: billing cycle step %s failed: %s", now.date(), step.name, step.error)
+            return
+        time.sleep(1)
+    raise RuntimeError(f"Demo day {now.date()}: another billing cycle kept running for a minute.")
+
+
+class EmulatorClock:
+    """The local Stripe emulator's clock (`POST /_emulator/clock`), driven by the demo. With real Stripe
+    (no emulator answering at STRIPE_API_BASE) every method does nothing."""
+
+    def __init__(self, base_url: str | None):
+        self.base_url = base_url.rstrip("/") if base_url else None
+
+    @classmethod
+    def for_settings(cls) -> EmulatorClock:
+        base = settings.STRIPE_API_BASE
+        if "api.stripe.com" in base:
+            return cls(None)
+        try:
+            with urllib.request.urlopen(f"{base.rstrip('/')}/_emulator/health", timeout=5) as response:
+                ok = json.load(response).get("ok") is True
+        except (urllib.error.URLError, OSError, ValueError):
+            ok = False
+        return cls(base if ok else None)
+
+    @property
+    def active(self) -> bool:
+        return self.base_url is not None
+
+    def _post(self, body: dict) -> dict:
+        request = urllib.request.Request(
+            f"{self.base_url}/_emulator/clock", data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+
+    def set(self, instant: dt.datetime) -> None:
+        """Freeze the emulator at `instant` (moving it forward rolls subscription periods over)."""
+        if self.active:
+            self._post({"frozen_time": int(instant.timestamp())})
+
+    def release(self) -> None:
+        """Back to real time."""
+        if self.active:
+            self._post({"frozen_time": None})
+
+    @contextlib.contextmanager
+    def released_after(self, now: dt.datetime, *, keep: bool) -> Iterator[EmulatorClock]:
+        """Around a seeding: afterwards, back to real time; or, when the portal runs at a chosen instant
+        (`keep`, e.g. `seed_demo --now`), frozen at `now` so that the two clocks still agree."""
+        try:
+            yield self
+        finally:
+            if keep or settings.BILLING_CLOCK_NOW:
+                self.set(now)
+            else:
+                self.release()

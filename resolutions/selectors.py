@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet, Sum
 from django.http import Http404
 
 from accounts.models import Account, User
 from accounts.selectors import account_list_visible
+from accounts.services.billing_periods import billing_period_calendar
 from billing_portal.clock import INSTANT_MAX, INSTANT_MIN
 
 from .models import DailyUsage, PendingEvaluation, Resolution
@@ -72,3 +73,22 @@ def resolution_get_visible(*, user: User, pk: int) -> Resolution:
     if resolution is None:
         raise Http404("No such resolution.")
     return resolution
+
+
+def billing_period_overage_get(*, account, now) -> dict | None:
+    """The account's current Stripe billing period (as Stripe shows it) and its overage so far: what the
+    period's invoice will charge for resolutions, counted over exactly the resolutions funding priced in
+    it (the first period includes what came before it). None when Stripe has no subscription for it."""
+    calendar = billing_period_calendar(account_id=account.pk)
+    shown = calendar.current(now)
+    if shown is None:
+        return None
+    starts, ends = calendar.containing(now)
+    totals = Resolution.objects.filter(
+        account=account, funding=Resolution.Funding.OVERAGE, voided_at__isnull=True,
+        resolved_at__gte=starts, resolved_at__lt=ends,
+    ).aggregate(overage=Count("id"), amount_minor=Sum("amount_minor"))  # fmt: skip
+    return {
+        "start": shown[0], "end": shown[1], "overage": totals["overage"],
+        "amount_minor": totals["amount_minor"] or 0, "currency": account.currency,
+    }  # fmt: skip

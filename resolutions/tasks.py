@@ -2,11 +2,10 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from credits.conversions import seat_conversions_resume_stalled
-from credits.purchases import credit_packs_reconcile_pending
-from credits.services import credit_packs_expire
+from billing_portal import clock
 
-from .services import conversations_evaluate_pending, resolution_windows_finalise, resolutions_fund
+from .billing_cycle import billing_cycle_run
+from .services import conversations_evaluate_pending
 
 
 @shared_task(acks_late=True)
@@ -20,15 +19,6 @@ def conversations_evaluate_task(account_id: int) -> int:
 
 @shared_task(acks_late=True)
 def billing_cycle_task() -> dict:
-    """Periodic, in order: queued conversations are evaluated, elapsed windows become assumed resolutions,
-    then credits are drawn down, then expired packs are written off (the same work as `billing_tick`)."""
-    evaluated = conversations_evaluate_pending()
-    finalised = resolution_windows_finalise()
-    credit_packs_reconcile_pending()
-    funding = resolutions_fund()
-    expired = credit_packs_expire()
-    conversions = seat_conversions_resume_stalled()
-    return {
-        "evaluated_resolutions": evaluated, "assumed": finalised, "credited": funding.credited,
-        "overage": funding.overage, "expired": len(expired), "conversions_finished": conversions,
-    }  # fmt: skip
+    """The minutely billing cycle (beat `billing-cycle`): `billing_cycle_run`, the same function as
+    `billing_tick`. A cycle that finds another one running does nothing."""
+    return billing_cycle_run(now=clock.now()).as_dict()

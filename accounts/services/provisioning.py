@@ -31,6 +31,7 @@ from ..models import Account, ApiKey, PricePlan, StripeSyncStatus, User
 from .accounts import account_create
 from .api_keys import api_key_create
 from .audit import Actor, audit_log_write
+from .billing_periods import billing_period_record
 from .stripe_catalog import price_plan_version_stripe_sync
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ def account_provision(
             account = account_lock(account.pk)
             account.status = Account.Status.ACTIVE
             account.save(update_fields=["status"])
+            billing_period_record(subscription=subscription, account=account)  # periods are Stripe's
             key, raw_key = api_key_create(account=account, name="Default", actor=actor)
             audit_log_write(
                 actor=actor, action="account.provision", obj=account, account=account,

@@ -13,9 +13,9 @@ from django.db.models import Sum
 
 from accounts.locks import accounts_lock
 from accounts.models import PricePlanVersion
+from accounts.services.billing_periods import billing_period_calendar
 from billing_portal import clock
 from billing_portal.money import round_minor
-from billing_portal.periods import billing_period
 from credits.alerts import credit_alerts_check
 from credits.models import CreditAlert
 from credits.services import Demand, credits_draw
@@ -31,8 +31,17 @@ FUND_CHUNK = 50_000  # resolutions read, put in order and funded per transaction
 
 def period_of(account, instant: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     """The [start, end) billing period of the account that holds `instant`: the one place funding, voids
-    and rollups ask."""
-    return billing_period(anchor=account.created_at, instant=instant)
+    and rollups ask. Periods are Stripe's (accounts.BillingPeriod, see billing_portal/periods.py): the
+    first period's start reaches back to EARLIEST (what came before the subscription belongs to it), and
+    an instant past the last recorded period gets the period Stripe's anchor arithmetic will make.
+
+    The account's periods are loaded once per account object (one query) and cached on it: funding locks
+    fresh account objects each transaction, so each funding transaction sees the periods as of its start
+    (recording a period takes the same account lock)."""
+    calendar = getattr(account, "_billing_period_calendar", None)
+    if calendar is None:
+        calendar = account._billing_period_calendar = billing_period_calendar(account_id=account.pk)
+    return calendar.containing(instant)
 
 
 @dataclass(frozen=True)

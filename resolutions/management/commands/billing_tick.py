@@ -1,57 +1,42 @@
-"""python manage.py billing_tick [--now ISO8601]: the periodic billing work, synchronously and in order."""
+"""python manage.py billing_tick [--now ISO8601] [--json]: one billing cycle (resolutions/billing_cycle.py),
+synchronously, printing what each step did. Exit 0 even when a step failed (it is reported, and the
+next cycle retries it); non-zero only when the cycle could not run (another cycle holds the lock)."""
 
 from __future__ import annotations
 
 import json
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from accounts.services.provisioning import provisioning_cleanup
 from billing_portal import clock
-from credits.conversions import seat_conversions_resume_stalled
-from credits.purchases import credit_packs_reconcile_pending
-from credits.services import credit_packs_expire
-from resolutions.services import conversations_evaluate_pending, resolution_windows_finalise, resolutions_fund
+from resolutions.billing_cycle import billing_cycle_run
 
 
 class Command(BaseCommand):
     help = (
-        "Run what the periodic Celery tasks do, in order: evaluate conversations whose events are queued, "
-        "finalise elapsed inactivity windows, draw down "
-        "credits, expire packs, undo unfinished account provisionings. (Stripe meter reporting joins with its issue.)"
+        "Run one billing cycle, as the minutely Celery task does: evaluate queued conversations, finalise "
+        "elapsed inactivity windows, sync billing periods from Stripe, continue credit purchases, draw down "
+        "credits, expire packs, undo unfinished provisionings, finish stalled seat conversions. Prints one "
+        "line per step (failures with their reason)."
     )
 
     def add_arguments(self, parser):
         clock.add_now_argument(parser)
-        parser.add_argument("--json", action="store_true")
+        parser.add_argument("--json", action="store_true", help="Print the cycle's result as one JSON object.")
 
     def handle(self, *args, **options):
         with clock.frozen_for(options) as now:
-            evaluated = conversations_evaluate_pending(now=now)  # events stored but not yet evaluated
-            finalised = resolution_windows_finalise(now=now)
-            activated = credit_packs_reconcile_pending(now=now)  # paid packs count before draw-down
-            funding = resolutions_fund(now=now)  # before expiry: a pack still funds what happened before it expired
-            breakage = credit_packs_expire(now=now)
-            undone = provisioning_cleanup(now=now)
-            conversions = seat_conversions_resume_stalled(now=now)
-        summary = {
-            "now": now.isoformat(),
-            "evaluated_resolutions": evaluated,
-            "assumed_resolutions": finalised,
-            "packs_activated": activated,
-            "credited": funding.credited,
-            "overage": funding.overage,
-            "packs_expired": len(breakage),
-            "breakage_resolutions": sum(b.resolutions for b in breakage),
-            "provisionings_undone": undone,
-            "seat_conversions_finished": conversions,
-        }
+            result = billing_cycle_run(now=now)
+        if result.skipped:
+            raise CommandError(f"Billing cycle not run at {now.isoformat()}: {result.skipped}.")
         if options["json"]:
-            self.stdout.write(json.dumps(summary))
+            self.stdout.write(json.dumps(result.as_dict()))
             return
-        self.stdout.write(
-            f"{now.isoformat()}: {evaluated} resolution(s) from queued events; {finalised} assumed resolution(s); "
-            f"funded {funding.credited} from credits and "
-            f"{funding.overage} as overage; {len(breakage)} pack(s) expired "
-            f"({summary['breakage_resolutions']} unused resolutions written off); {undone} provisioning(s) undone."
-        )
+        self.stdout.write(f"Billing cycle at {now.isoformat()}:")
+        for step in result.steps:
+            if step.status == "ok":
+                self.stdout.write(f"  {step.name:<13} ok      {step.summary}")
+            else:
+                self.stdout.write(f"  {step.name:<13} {step.status.upper():<7} {step.error}")
+        if result.failed:
+            self.stdout.write(f"{len(result.failed)} step(s) failed; the next cycle retries them.")

@@ -22,7 +22,7 @@ from billing_portal import clock
 from billing_portal.stripe_client import StripeFailure
 from credits.purchases import credit_pack_purchase, credit_purchases_resume
 from credits.services import credit_pack_grant
-from resolutions.demo import DAYS, demo_traffic_ingest
+from resolutions.demo import DAYS, EmulatorClock, demo_traffic_ingest
 
 DEMO_PASSWORD = "portal-demo"  # local demo only; printed below
 ACTOR = "command:seed_demo"
@@ -57,7 +57,8 @@ class Command(BaseCommand):
         plan = PricePlan.objects.filter(slug=options["plan"]).first()
         if plan is None:
             raise CommandError(f"No plan '{options['plan']}'. Run `python manage.py migrate` first.")
-        with clock.frozen_for(options) as now:
+        emulator_clock = EmulatorClock.for_settings()  # the local emulator follows the simulated days
+        with clock.frozen_for(options) as now, emulator_clock.released_after(now, keep=bool(options.get("now"))):
             try:
                 stripe_catalog_setup()
                 with transaction.atomic():
@@ -67,7 +68,8 @@ class Command(BaseCommand):
                 for spec in DEMO_ACCOUNTS:  # each account is provisioned (with Stripe) on its own
                     if Account.objects.filter(slug=spec["slug"]).exists():
                         continue
-                    with clock.frozen(now - dt.timedelta(days=options["days"] + 1)):  # customers since then
+                    with clock.frozen(now - dt.timedelta(days=options["days"] + 1)) as joined:  # customers since
+                        emulator_clock.set(joined)  # so the subscription's periods start when the portal's do
                         provisioned = account_provision(
                             name=spec["name"], slug=spec["slug"], plan=plan, seats=spec["seats"], actor=ACTOR,
                             timezone=spec["timezone"], billing_email=f"billing@{spec['slug']}.example",

@@ -1,0 +1,277 @@
+"""The billing cycle: every periodic billing step, in order, in one function. The minutely Celery task
+(`billing_cycle_task`), `manage.py billing_tick` and the demo's simulated days all call
+`billing_cycle_run`; nothing else writes the order down.
+
+Steps, in order (each is isolated: one that fails is logged with its reason, reported, and retried by
+the next cycle, and the steps that do not depend on it still run):
+
+1. evaluate    — conversations whose events are still queued (e.g. the broker was down);
+2. finalise    — elapsed inactivity windows become assumed resolutions;
+3. periods     — billing periods from Stripe: subscriptions whose latest known period has ended (renewals);
+4. purchases   — credit purchases waiting on Stripe (a paid invoice activates its pack);
+5. funding     — credits drawn down, the rest priced as overage in its (Stripe) billing period;
+6. expiry      — packs past their expiry written off (breakage);
+7. provisioning — unfinished account provisionings undone;
+8. conversions — stalled seat conversions finished;
+9. idempotency — stored answers to Idempotency-Keys older than 24 hours forgotten.
+
+Dependencies: funding does not depend on the Stripe steps (3, 4): with a period not synced yet it uses
+the period Stripe's anchor arithmetic makes, and a pack activated late funds from the next cycle on.
+Expiry depends on funding: if funding fails, expiry is skipped for that cycle, so a pack never expires
+before the resolutions it covered were funded from it.
+
+Two cycles never overlap: on PostgreSQL a session-level advisory lock held on a connection of its own
+(so nothing a step does to Django's connection can drop or leak it), elsewhere (SQLite) a process lock
+plus a file lock beside the database in var/. A cycle that finds the lock taken does nothing and says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections
+
+from accounts.idempotency import idempotency_keys_expire
+from accounts.services.billing_periods import billing_periods_sync
+from accounts.services.provisioning import provisioning_cleanup
+from billing_portal.stripe_client import StripeFailure
+from credits.conversions import seat_conversions_resume_stalled
+from credits.purchases import credit_purchases_resume
+from credits.services import credit_packs_expire
+
+from .services import conversations_evaluate_pending, resolution_windows_finalise, resolutions_fund
+
+logger = logging.getLogger(__name__)
+
+# pg_try_advisory_lock key of the billing cycle: a fixed 64-bit number ("billing cycle" as bytes).
+ADVISORY_LOCK_KEY = int.from_bytes(b"billcycl", "big") & 0x7FFF_FFFF_FFFF_FFFF
+LOCK_HELD = "skipped: another cycle is running"
+PURCHASES_PER_CYCLE = 100  # bounded Stripe work per cycle; the least recently checked go first
+
+
+@dataclass
+class StepResult:
+    name: str
+    status: str  # "ok", "failed" or "skipped"
+    summary: str = ""  # what it did, for people (billing_tick prints it)
+    counts: dict = field(default_factory=dict)
+    error: str = ""  # why it failed or was skipped
+    seconds: float = 0.0
+
+
+@dataclass
+class CycleResult:
+    now: dt.datetime
+    skipped: str = ""  # set when the cycle did not run at all (LOCK_HELD)
+    steps: list[StepResult] = field(default_factory=list)
+
+    @property
+    def ran(self) -> bool:
+        return not self.skipped
+
+    @property
+    def failed(self) -> list[StepResult]:
+        return [s for s in self.steps if s.status == "failed"]
+
+    def step(self, name: str) -> StepResult:
+        return next(s for s in self.steps if s.name == name)
+
+    def as_dict(self) -> dict:
+        """Every step's counts at the top level (e.g. `credited`, `packs_expired`), and the steps."""
+        counts = {k: v for s in self.steps for k, v in s.counts.items()}
+        return {
+            "now": self.now.isoformat(),
+            "skipped": self.skipped,
+            **counts,
+            "steps": [asdict(s) for s in self.steps],
+        }
+
+
+def _evaluate(now):
+    n = conversations_evaluate_pending(now=now)
+    return f"{n} resolution(s) from queued events", {"evaluated_resolutions": n}
+
+
+def _finalise(now):
+    n = resolution_windows_finalise(now=now)
+    return f"{n} assumed resolution(s)", {"assumed_resolutions": n}
+
+
+def _periods(now):
+    r = billing_periods_sync(now=now)
+    text = f"{r.checked} subscription(s) asked about, {r.renewed} renewal(s) recorded"
+    if r.failures:
+        text += f"; {len(r.failures)} rejected by Stripe ({r.failures[0]})"
+    return text, {"periods_checked": r.checked, "periods_renewed": r.renewed, "periods_rejected": len(r.failures)}
+
+
+def _purchases(now):
+    r = credit_purchases_resume(now=now, limit=PURCHASES_PER_CYCLE)
+    text = f"{r.continued} continued, {r.activated} pack(s) activated, {r.cancelled} cancelled"
+    if r.failed:
+        text += f"; {r.failed} not reachable in Stripe this time (tried again next cycle)"
+    counts = {"purchases_continued": r.continued, "packs_activated": r.activated, "packs_cancelled": r.cancelled,
+              "purchases_failed": r.failed}  # fmt: skip
+    return text, counts
+
+
+def _funding(now):
+    r = resolutions_fund(now=now)
+    return f"{r.credited} funded from credits, {r.overage} as overage", {"credited": r.credited, "overage": r.overage}
+
+
+def _expiry(now):
+    breakage = credit_packs_expire(now=now)
+    unused = sum(b.resolutions for b in breakage)
+    return (
+        f"{len(breakage)} pack(s) expired ({unused} unused resolution(s) written off)",
+        {"packs_expired": len(breakage), "breakage_resolutions": unused},
+    )
+
+
+def _provisioning(now):
+    n = provisioning_cleanup(now=now)
+    return f"{n} unfinished provisioning(s) undone", {"provisionings_undone": n}
+
+
+def _conversions(now):
+    n = seat_conversions_resume_stalled(now=now)
+    return f"{n} stalled seat conversion(s) finished", {"seat_conversions_finished": n}
+
+
+def _idempotency(now):
+    n = idempotency_keys_expire(now=now)
+    return f"{n} stored answer(s) to Idempotency-Keys older than 24 h forgotten", {"idempotency_keys_expired": n}
+
+
+# (name, step, the steps it depends on): a step whose dependency failed is skipped this cycle.
+STEPS: list[tuple[str, Callable[[dt.datetime], tuple[str, dict]], tuple[str, ...]]] = [
+    ("evaluate", _evaluate, ()),
+    ("finalise", _finalise, ()),
+    ("periods", _periods, ()),
+    ("purchases", _purchases, ()),
+    ("funding", _funding, ()),
+    ("expiry", _expiry, ("funding",)),  # a pack never expires before what it covered was funded
+    ("provisioning", _provisioning, ()),
+    ("conversions", _conversions, ()),
+    ("idempotency", _idempotency, ()),
+]
+
+
+def billing_cycle_run(*, now: dt.datetime) -> CycleResult:
+    """Run every step once, in order, as of `now` (see the module docstring for the order, what depends on
+    what, and the lock). Returns what each step did; `skipped` is set, and nothing is done, when another
+    cycle is running. Never raises for a failing step: the failure is logged and in the result."""
+    result = CycleResult(now=now)
+    with billing_cycle_lock() as acquired:
+        if not acquired:
+            logger.info("Billing cycle at %s %s", now.isoformat(), LOCK_HELD)
+            result.skipped = LOCK_HELD
+            return result
+        failed: set[str] = set()
+        for name, step, depends_on in STEPS:
+            blocked = [d for d in depends_on if d in failed]
+            if blocked:
+                reason = f"skipped: {', '.join(blocked)} failed this cycle"
+                logger.warning("Billing cycle step %s %s", name, reason)
+                result.steps.append(StepResult(name, "skipped", error=reason))
+                failed.add(name)
+                continue
+            started = time.monotonic()
+            try:
+                summary, counts = step(now)
+            except StripeFailure as exc:  # Stripe down or refusing: retried by the next cycle
+                logger.warning("Billing cycle step %s failed (retried next cycle): %s", name, exc)
+                result.steps.append(StepResult(name, "failed", error=str(exc), seconds=time.monotonic() - started))
+                failed.add(name)
+            except Exception as exc:  # noqa: BLE001 - one step's bug must not stop the others
+                logger.exception("Billing cycle step %s failed (retried next cycle)", name)
+                error = f"{exc.__class__.__name__}: {exc}"
+                result.steps.append(StepResult(name, "failed", error=error, seconds=time.monotonic() - started))
+                failed.add(name)
+            else:
+                result.steps.append(StepResult(name, "ok", summary, counts, seconds=time.monotonic() - started))
+    return result
+
+
+# --- the lock -----------------------------------------------------------------------------------------
+_process_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def billing_cycle_lock() -> Iterator[bool]:
+    """Hold the billing cycle's lock for the block; yields False (and holds nothing) when it is taken."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    if connection.vendor == "postgresql":
+        with _advisory_lock(connection) as acquired:
+            yield acquired
+    else:
+        with _local_lock(connection.settings_dict.get("NAME")) as acquired:
+            yield acquired
+
+
+@contextlib.contextmanager
+def _advisory_lock(connection) -> Iterator[bool]:
+    # A connection of the lock's own: a step may close or replace Django's connection (an error, a
+    # Celery task boundary), which would silently drop a session lock, or leave it held on reuse.
+    lock_connection = connection.copy()
+    try:
+        with lock_connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_LOCK_KEY])
+            acquired = bool(cursor.fetchone()[0])
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                with lock_connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [ADVISORY_LOCK_KEY])
+    finally:
+        lock_connection.close()  # closing the session releases its advisory locks in any case
+
+
+@contextlib.contextmanager
+def _local_lock(database_name) -> Iterator[bool]:
+    if not _process_lock.acquire(blocking=False):
+        yield False
+        return
+    try:
+        with _file_lock(database_name) as acquired:
+            yield acquired
+    finally:
+        _process_lock.release()
+
+
+@contextlib.contextmanager
+def _file_lock(database_name) -> Iterator[bool]:
+    """Across processes on one machine (the demo's worker and a `billing_tick`), one lock file per
+    database file in var/. In-memory databases live in one process: the process lock is enough."""
+    name = str(database_name or "")
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: the process lock only
+        fcntl = None
+    if fcntl is None or not name or name == ":memory:" or "mode=memory" in name:
+        yield True
+        return
+    var_dir = Path(settings.BASE_DIR) / "var"
+    var_dir.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(str(Path(name).resolve()).encode()).hexdigest()[:12]
+    with open(var_dir / f"billing-cycle-{digest}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
