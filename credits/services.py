@@ -55,6 +55,9 @@ def credit_pack_grant(
         raise ValidationError({"quantity": f"Grant a whole number of resolutions from 1 to {MAX_GRANT:,}."})
     if source not in CreditPack.Source.values:
         raise ValidationError({"source": f"Unknown source '{source}'."})
+    for name, instant in (("starts_at", starts_at), ("expires_at", expires_at)):
+        if instant is not None and not clock.INSTANT_MIN <= instant < clock.INSTANT_MAX - DEFAULT_VALIDITY:
+            raise ValidationError({name: "Give an instant between 1970 and 8998 (with its timezone)."})
     now = clock.now()
     starts_at = starts_at or now
     expires_at = expires_at or starts_at + DEFAULT_VALIDITY

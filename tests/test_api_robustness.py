@@ -394,3 +394,17 @@ def test_resolutions_carry_their_id_first(key_client):
                     format="json")  # fmt: skip
     (result,) = key_client.get("/api/v1/resolutions").json()["results"]
     assert next(iter(result)) == "id" and result["id"] == Resolution.objects.get().pk
+
+
+@pytest.mark.parametrize("field", ["starts_at", "expires_at"])
+def test_a_far_instant_on_a_staff_grant_is_a_400_and_grants_nothing(manager, account, api_client, field):
+    from credits.models import CreditPack
+
+    account.account_manager = manager
+    account.save(update_fields=["account_manager"])
+    api_client.force_authenticate(manager)
+    body = {"quantity": 5, "source": "adjustment", "reason": "probe", field: "9999-12-31T23:59:59-05:00"}
+    answer = api_client.post(f"/api/v1/staff/accounts/{account.pk}/credit-grants", body, format="json")
+    assert answer.status_code == 400, answer.content
+    assert answer.json()["errors"][0]["field"] == field
+    assert not CreditPack.objects.filter(account=account).exists()

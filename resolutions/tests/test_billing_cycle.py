@@ -25,7 +25,17 @@ from resolutions.tasks import billing_cycle_task
 from resolutions.tests.conftest import NOW, event
 from tests.factories import AccountFactory
 
-STEP_NAMES = ["evaluate", "finalise", "periods", "purchases", "funding", "expiry", "provisioning", "conversions"]
+STEP_NAMES = [
+    "evaluate",
+    "finalise",
+    "periods",
+    "purchases",
+    "funding",
+    "expiry",
+    "provisioning",
+    "conversions",
+    "idempotency",
+]
 RENEWED_AT = dt.datetime(2026, 12, 3, 12, tzinfo=dt.UTC)  # a day after the first period ended
 
 
@@ -55,7 +65,7 @@ def test_a_stripe_outage_in_one_step_is_reported_and_the_later_steps_still_run(p
     assert result.ran and [s.name for s in result.steps] == STEP_NAMES
     periods = result.step("periods")
     assert periods.status == "failed" and "retrieve subscription failed" in periods.error
-    assert [s.status for s in result.steps if s.name != "periods"] == ["ok"] * 7
+    assert [s.status for s in result.steps if s.name != "periods"] == ["ok"] * (len(STEP_NAMES) - 1)
     assert result.step("funding").counts == {"credited": 0, "overage": 1}
     assert Resolution.objects.get().funding == "overage"
     assert BillingPeriod.objects.filter(account=provisioned).count() == 1  # the renewal waits for Stripe
@@ -72,7 +82,7 @@ def test_billing_tick_prints_one_line_per_step_and_exits_0_when_a_step_fails(pro
     call_command("billing_tick", "--now", RENEWED_AT.isoformat(), stdout=out)  # no CommandError: exit 0
     lines = out.getvalue().splitlines()
     assert lines[0] == f"Billing cycle at {RENEWED_AT.isoformat()}:"
-    assert [line.split()[0] for line in lines[1:9]] == STEP_NAMES
+    assert [line.split()[0] for line in lines[1:10]] == STEP_NAMES
     assert lines[3].split()[1] == "FAILED" and "Stripe retrieve subscription failed" in lines[3]
     assert "0 funded from credits, 1 as overage" in lines[5]
     assert lines[-1] == "1 step(s) failed; the next cycle retries them."
@@ -80,7 +90,7 @@ def test_billing_tick_prints_one_line_per_step_and_exits_0_when_a_step_fails(pro
     out = StringIO()
     call_command("billing_tick", "--now", RENEWED_AT.isoformat(), "--json", stdout=out)
     summary = json.loads(out.getvalue())
-    assert [s["status"] for s in summary["steps"]] == ["ok"] * 8
+    assert [s["status"] for s in summary["steps"]] == ["ok"] * len(STEP_NAMES)
     assert (summary["periods_renewed"], summary["credited"], summary["overage"]) == (1, 0, 0)
 
 

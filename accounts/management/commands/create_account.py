@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import PricePlan, User
 from accounts.services.provisioning import ProvisioningFailed, ProvisioningStuck, account_provision
+from billing_portal import clock
 from billing_portal.command_args import whole_number
 
 
@@ -16,6 +17,7 @@ class Command(BaseCommand):
     help = "Create a customer account with its Stripe customer and subscription, and print its first API key."
 
     def add_arguments(self, parser):
+        clock.errors_on_one_line(parser)
         parser.add_argument("--name", required=True)
         parser.add_argument("--plan", required=True, help="Price plan slug, e.g. fin-standard.")
         parser.add_argument("--seats", type=whole_number(0), default=0, help="Helpdesk seats on the subscription.")
