@@ -377,3 +377,44 @@ def resolution_amounts_write(amounts: list[tuple[int, int]]) -> None:
             FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, amount) WHERE r.id = v.id""",
         [ids, values],
     )
+
+
+# --- Rebuilding an account's daily rollups (its timezone changed) -----------------------------------------
+def _rollups_rebuild_orm(account_id: int, timezone: str) -> int:
+    import zoneinfo
+
+    zone = zoneinfo.ZoneInfo(timezone)
+    days: dict[dt.date, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    resolutions = Resolution.objects.filter(account_id=account_id, voided_at=None)
+    for resolved_at, funding, amount in resolutions.values_list("resolved_at", "funding", "amount_minor").iterator():
+        row = days[resolved_at.astimezone(zone).date()]
+        row[0] += 1
+        row[1] += funding == CREDIT
+        row[2] += funding == OVERAGE
+        row[3] += amount
+    DailyUsage.objects.filter(account_id=account_id).delete()
+    DailyUsage.objects.bulk_create(
+        [
+            DailyUsage(account_id=account_id, date=day, resolutions=n, credited=c, overage=o, amount_minor=a)
+            for day, (n, c, o, a) in sorted(days.items())
+        ],
+        batch_size=1000,
+    )
+    return len(days)
+
+
+@twin(_rollups_rebuild_orm)
+def rollups_rebuild(account_id: int, timezone: str) -> int:
+    """Replace the account's daily rollups by a recomputation from its non-voided resolutions, each on its
+    date in `timezone` (the caller holds the account's lock): one DELETE, one INSERT ... SELECT grouped by
+    local date. Returns the days written."""
+    execute_bound(f"DELETE FROM {DailyUsage._meta.db_table} WHERE account_id = %s", [account_id])
+    return execute_bound(
+        f"""INSERT INTO {DailyUsage._meta.db_table} (account_id, date, resolutions, credited, overage, amount_minor)
+            SELECT account_id, (resolved_at AT TIME ZONE %s)::date AS day, count(*),
+                   count(*) FILTER (WHERE funding = %s), count(*) FILTER (WHERE funding = %s), sum(amount_minor)
+            FROM {Resolution._meta.db_table}
+            WHERE account_id = %s AND voided_at IS NULL
+            GROUP BY account_id, day""",
+        [timezone, CREDIT, OVERAGE, account_id],
+    )
