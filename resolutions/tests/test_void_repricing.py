@@ -175,7 +175,9 @@ def test_shares_and_rollups_sum_to_stripes_charge_after_voids_and_late_resolutio
 def _run_plan(post_events, account, manager, terms_spec, plan, timezone):
     account.refresh_from_db()
     account.timezone = timezone
-    account.save(update_fields=["timezone"])
+    # Billing anchored so that a period ends on 2026-10-30 06:00 UTC: inside the span the resolutions cover.
+    account.created_at = dt.datetime(2026, 8, 30, 6, 0, tzinfo=dt.UTC)
+    account.save(update_fields=["timezone", "created_at"])
     terms = tiered_plan(account, *terms_spec)
     # Resolutions up to 5 days back, posted out of order: some periods start inside that span.
     n = 0
@@ -201,4 +203,5 @@ def _run_plan(post_events, account, manager, terms_spec, plan, timezone):
                     minutes_ago = (NOW - target.resolved_at).total_seconds() / 60
                     post_events(event(f"h{target.pk}", target.conversation_id, "handoff", minutes_ago + 0.5))
         assert not Resolution.objects.filter(account=account, funding="unfunded", voided_at=None).exists()
+    assert len(overage_of_periods(account)) <= 2
     money_agrees(account, terms)  # (a volume price can fall as the count grows: a share may be negative)
