@@ -110,6 +110,16 @@ class AccountAdmin(AuditedAdminMixin, admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return request.user.role == Role.ADMIN and super().has_change_permission(request, obj)
 
+    def save_model(self, request, obj, form, change):
+        # A new timezone moves resolutions to other local dates: the resolutions service changes it and
+        # rebuilds the daily usage in the admin's transaction. The admin is an entry point, so it may call
+        # into resolutions (lazily: the accounts app itself never imports it).
+        if change and "timezone" in form.changed_data:
+            from resolutions.services.rollups import account_timezone_change
+
+            account_timezone_change(account=obj, timezone=form.cleaned_data["timezone"], actor=request.user)
+        super().save_model(request, obj, form, change)
+
 
 class CustomerRoleFormMixin:
     """A customer user has an account and a role; a staff user has neither (the database checks it too,

@@ -15,7 +15,9 @@ class CreditPack(models.Model):
     """A number of resolutions an account can use between starts_at and expires_at.
 
     `remaining` is a cached balance kept beside the ledger, updated in the same transaction as each entry:
-    remaining == sum(ledger quantities) >= 0 (checked by the database and by tests).
+    remaining == sum(ledger quantities) >= 0 (checked by the database and by tests). `written_off` is the
+    pack's breakage, cached the same way: what expiry wrote off (expiry entries) less what late resolutions
+    of its validity took back (reclaim entries), == -(sum of expiry) - (sum of reclaim) >= 0.
     """
 
     class Source(models.TextChoices):
@@ -47,6 +49,10 @@ class CreditPack(models.Model):
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.ACTIVE)
     granted = models.PositiveIntegerField(help_text="Resolutions granted.")
     remaining = models.IntegerField(default=0, help_text="Cached ledger sum.")
+    written_off = models.IntegerField(
+        default=0,
+        help_text="Cached breakage: written off at or after expiry, not taken back by a late resolution.",
+    )
     starts_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     currency = models.CharField(max_length=3, default="usd")
@@ -71,6 +77,10 @@ class CreditPack(models.Model):
             models.CheckConstraint(condition=Q(remaining__gte=0), name="credit_pack_remaining_not_negative"),
             models.CheckConstraint(condition=Q(remaining__lte=F("granted")), name="credit_pack_remaining_le_granted"),
             models.CheckConstraint(condition=Q(expires_at__gt=F("starts_at")), name="credit_pack_expires_after_start"),
+            models.CheckConstraint(
+                condition=Q(written_off__gte=0, written_off__lte=F("granted") - F("remaining")),
+                name="credit_pack_written_off_in_range",
+            ),
             models.UniqueConstraint(
                 fields=["account", "idempotency_key"], condition=~Q(idempotency_key=""),
                 name="credit_pack_purchase_idempotency_key_unique",
@@ -90,12 +100,18 @@ class CreditPack(models.Model):
 
 class CreditLedgerEntry(models.Model):
     """One change of a pack, never edited. The idempotency key is derived from the cause
-    (`grant:pack:<uid>`, `drawdown:resolution:<id>`, `expiry:pack:<uid>`), so a retry cannot apply twice."""
+    (`grant:pack:<uid>`, `drawdown:resolution:<id>`, `expiry:pack:<uid>`), so a retry cannot apply twice.
+
+    A late resolution funded by an expired pack takes one credit back from its write-off (`reclaim` +1,
+    `reclaim:resolution:<id>`) and draws it down as usual (`drawdown` -1). A voided credit of an expired pack
+    is given back (`void` +1) and written off again (`expiry` -1, `expiry:resolution:<id>`): it joins the
+    pack's breakage. Either way the expired pack's ledger still sums to its remaining, 0."""
 
     class Kind(models.TextChoices):
         GRANT = "grant", "Grant"
         DRAWDOWN = "drawdown", "Draw-down"
         EXPIRY = "expiry", "Expiry"
+        RECLAIM = "reclaim", "Reclaim (a late resolution takes back written-off credit)"
         VOID = "void", "Void (credit given back)"
         REVERSAL = "reversal", "Reversal"
 

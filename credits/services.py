@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import transaction
+from django.db.models import Q
 
 from accounts.locks import account_lock
 from accounts.models import Account, CreditPackOffer, User
@@ -20,6 +21,7 @@ from billing_portal import clock
 from . import sql
 from .locks import credit_pack_lock, credit_packs_lock
 from .models import CreditLedgerEntry, CreditPack
+from .selectors import Breakage
 
 MAX_GRANT = 100_000_000
 DEFAULT_VALIDITY = dt.timedelta(days=365)
@@ -124,83 +126,107 @@ class _Drawable:
     pk: int
     starts_at: dt.datetime
     expires_at: dt.datetime
+    left: int  # an active pack's remaining; an expired pack's written-off credit (it can be reclaimed)
+    expired: bool
     remaining: int
+    written_off: int
     used: int = 0
+
+    def balances(self) -> tuple[int, int, int]:
+        """(pk, remaining, written_off) after the draws."""
+        if self.expired:
+            return self.pk, self.remaining, self.left
+        return self.pk, self.left, self.written_off
 
 
 def credits_draw(*, demands: list[Demand], now: dt.datetime) -> list[int | None]:
-    """Fund each demand, in the order given, from its account's active pack that covers its instant and
-    expires soonest; returns the pack id per demand, None when no pack can (overage). Demands may span
-    several accounts. Runs inside the caller's transaction, which must hold the accounts' locks; pack rows
-    are locked in primary-key order. Writes one ledger entry per credit (plain rows, COPYed on PostgreSQL)
-    and each used pack's balance with one statement."""
+    """Fund each demand, in the order given, from its account's pack that covers its instant and expires
+    soonest (ties: promotional first, then the oldest); returns the pack id per demand, None when no pack
+    can (overage). A pack that has expired since still funds a late demand of its validity from its
+    written-off credit (a reclaim entry +1 beside the draw-down -1; breakage shrinks by one): an expired
+    pack covering the instant always expires soonest, so its write-off is used first. Only when no pack
+    that covered the instant has credit left, active or written off, is a demand overage.
+
+    Demands may span several accounts. Runs inside the caller's transaction, which must hold the accounts'
+    locks; pack rows are locked in primary-key order. One query finds the drawable packs (active ones
+    with credit, expired ones with breakage, via the cached `written_off`); the ledger entries are plain
+    rows (COPYed on PostgreSQL) and each used pack's balances are written with one statement."""
     if not demands:
         return []
     account_ids = sorted({d.account_id for d in demands})
     earliest = min(d.at for d in demands)
     drawable: dict[int, list[_Drawable]] = {pk: [] for pk in account_ids}
-    for pk, account_id, source, starts_at, expires_at, created_at, remaining in credit_packs_lock(
-        CreditPack.objects.filter(
-            account_id__in=account_ids, status=CreditPack.Status.ACTIVE, remaining__gt=0, expires_at__gt=earliest
-        )
-    ).values_list("pk", "account_id", "source", "starts_at", "expires_at", "created_at", "remaining"):
+    Status = CreditPack.Status
+    candidates = CreditPack.objects.filter(
+        Q(status=Status.ACTIVE, remaining__gt=0) | Q(status=Status.EXPIRED, written_off__gt=0),
+        account_id__in=account_ids, status__in=[Status.ACTIVE, Status.EXPIRED], expires_at__gt=earliest,
+    )  # fmt: skip
+    for pk, account_id, source, status, starts_at, expires_at, created_at, remaining, written_off in credit_packs_lock(
+        candidates
+    ).values_list("pk", "account_id", "source", "status", "starts_at", "expires_at", "created_at", "remaining",
+                  "written_off"):  # fmt: skip
         priority = (expires_at, _SOURCE_RANK.get(source, 1), created_at, pk)
-        drawable[account_id].append(_Drawable(priority, pk, starts_at, expires_at, remaining))
+        expired = status == Status.EXPIRED
+        left = written_off if expired else remaining
+        drawable[account_id].append(
+            _Drawable(priority, pk, starts_at, expires_at, left, expired, remaining, written_off)
+        )
     for packs in drawable.values():
         packs.sort(key=lambda p: p.priority)
     funded: list[int | None] = []
     entries: list[tuple] = []
-    drawdown = CreditLedgerEntry.Kind.DRAWDOWN.value
+    drawdown, reclaim = CreditLedgerEntry.Kind.DRAWDOWN.value, CreditLedgerEntry.Kind.RECLAIM.value
     for demand in demands:
         at = demand.at
         # Few packs per account: a scan is cheaper than an interval structure.
-        pack = next((p for p in drawable[demand.account_id] if p.remaining and p.starts_at <= at < p.expires_at), None)
+        pack = next((p for p in drawable[demand.account_id] if p.left and p.starts_at <= at < p.expires_at), None)
         if pack is None:
             funded.append(None)
             continue
-        pack.remaining -= 1
+        pack.left -= 1
         pack.used += 1
         funded.append(pack.pk)
+        if pack.expired:
+            entries.append((pack.pk, demand.account_id, reclaim, 1, f"reclaim:{demand.key}", now))
         entries.append((pack.pk, demand.account_id, drawdown, -1, f"drawdown:{demand.key}", now))
     if entries:
         sql.ledger_insert(entries)
-        sql.pack_balances_write([(p.pk, p.remaining) for packs in drawable.values() for p in packs if p.used])
+        sql.pack_balances_write([p.balances() for packs in drawable.values() for p in packs if p.used])
     return funded
 
 
 def credit_give_back(*, account: Account, pack_id: int, key: str, now: dt.datetime) -> bool:
-    """Return one credit to its pack if the pack is still usable; False when it is not (the caller then
-    marks the resolution for reversal toward Stripe). Idempotent by `key`."""
+    """Hand a voided resolution's credit back to its pack; a credit-funded resolution was never metered, so
+    nothing is ever reversed in Stripe for it. An active pack gets it back in its balance (`void` +1; if the
+    pack is past its expiry, the expiry sweep writes it off with the rest). An expired pack's credit joins
+    its breakage: `void` +1 and `expiry` -1 (`expiry:<key>`), so the ledger still sums to its remaining (0)
+    and `written_off` grows by one (a late resolution of its validity may still reclaim it).
+
+    Returns True when the credit went back to the balance, False when it joined the breakage. Idempotent by
+    `key`. Runs in the caller's transaction, which holds the account's lock."""
     pack = credit_pack_lock(pack_id, account=account)
-    if pack.status != CreditPack.Status.ACTIVE or pack.expires_at <= now:
-        return False
-    if CreditLedgerEntry.objects.filter(idempotency_key=f"void:{key}").exists():
-        return True
-    try:
-        with transaction.atomic():
-            CreditLedgerEntry.objects.create(
-                pack=pack, account=account, kind=CreditLedgerEntry.Kind.VOID, quantity=1,
-                idempotency_key=f"void:{key}", created_at=now,
-            )  # fmt: skip
-    except IntegrityError:
-        return True
-    pack.remaining += 1
-    pack.save(update_fields=["remaining"])
-    return True
-
-
-@dataclass(frozen=True)
-class Breakage:
-    pack_id: int
-    account_id: int
-    resolutions: int
-    amount_minor: int
-    currency: str
+    live = pack.status == CreditPack.Status.ACTIVE
+    void_key = f"void:{key}"
+    if CreditLedgerEntry.objects.filter(idempotency_key=void_key).exists():  # the pack's lock orders writers
+        return live
+    Kind = CreditLedgerEntry.Kind
+    entries = [CreditLedgerEntry(pack=pack, account=account, kind=Kind.VOID, quantity=1, idempotency_key=void_key,
+                                 created_at=now)]  # fmt: skip
+    if live:
+        pack.remaining += 1
+    else:
+        entries.append(CreditLedgerEntry(pack=pack, account=account, kind=Kind.EXPIRY, quantity=-1,
+                                         idempotency_key=f"expiry:{key}", created_at=now))  # fmt: skip
+        pack.written_off += 1
+    CreditLedgerEntry.objects.bulk_create(entries)
+    pack.save(update_fields=["remaining", "written_off"])
+    return live
 
 
 def credit_packs_expire(*, now: dt.datetime | None = None) -> list[Breakage]:
-    """Write off what is left of packs past their expiry (one expiry entry each) and report the breakage
-    (unused prepaid resolutions, at the price paid). Running it twice changes nothing the second time."""
+    """Write off what is left of packs past their expiry (one expiry entry each; `written_off` takes it) and
+    report the breakage written off by this run (unused prepaid resolutions, at the price paid): what
+    `credit_breakage_list` shows for the pack right after. Running it twice changes nothing the second time."""
     from billing_portal.money import round_minor
 
     now = now or clock.now()
@@ -220,8 +246,8 @@ def credit_packs_expire(*, now: dt.datetime | None = None) -> list[Breakage]:
                     pack=pack, account_id=account_id, kind=CreditLedgerEntry.Kind.EXPIRY, quantity=-left,
                     idempotency_key=f"expiry:pack:{pack.uid}", created_at=now,
                 )  # fmt: skip
-            pack.remaining, pack.status = 0, CreditPack.Status.EXPIRED
-            pack.save(update_fields=["remaining", "status"])
+            pack.remaining, pack.written_off, pack.status = 0, pack.written_off + left, CreditPack.Status.EXPIRED
+            pack.save(update_fields=["remaining", "written_off", "status"])
             breakage.append(
                 Breakage(pack.pk, account_id, left, round_minor(left * pack.unit_amount_decimal), pack.currency)
             )

@@ -29,17 +29,17 @@ def ledger_insert(entries: list[tuple]) -> None:
             copy.write_row(row)
 
 
-def _pack_balances_write_orm(balances: list[tuple[int, int]]) -> None:
-    for pk, remaining in balances:
-        CreditPack.objects.filter(pk=pk).update(remaining=remaining)
+def _pack_balances_write_orm(balances: list[tuple[int, int, int]]) -> None:
+    for pk, remaining, written_off in balances:
+        CreditPack.objects.filter(pk=pk).update(remaining=remaining, written_off=written_off)
 
 
 @twin(_pack_balances_write_orm)
-def pack_balances_write(balances: list[tuple[int, int]]) -> None:
-    """Set each (pack id, remaining): one UPDATE ... FROM unnest."""
-    pks, remaining = (list(column) for column in zip(*balances, strict=True))
+def pack_balances_write(balances: list[tuple[int, int, int]]) -> None:
+    """Set each (pack id, remaining, written_off): one UPDATE ... FROM unnest."""
+    pks, remaining, written_off = (list(column) for column in zip(*balances, strict=True))
     execute_bound(
-        f"""UPDATE {CreditPack._meta.db_table} AS p SET remaining = v.remaining
-            FROM unnest(%s::bigint[], %s::int[]) AS v(id, remaining) WHERE p.id = v.id""",
-        [pks, remaining],
+        f"""UPDATE {CreditPack._meta.db_table} AS p SET remaining = v.remaining, written_off = v.written_off
+            FROM unnest(%s::bigint[], %s::int[], %s::int[]) AS v(id, remaining, written_off) WHERE p.id = v.id""",
+        [pks, remaining, written_off],
     )

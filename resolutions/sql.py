@@ -337,3 +337,84 @@ def unfunded_counts(account_ids: list[int] | None) -> dict[int, int]:
         [list(account_ids)] if account_ids is not None else [],
     )
     return {account_id: n for account_id, n in rows if n}
+
+
+# --- Re-pricing a billing period's overage after a void ----------------------------------------------
+def _period_overage_rows_orm(account_id: int, starts: dt.datetime, ends: dt.datetime) -> list[tuple]:
+    rows = Resolution.objects.filter(
+        account_id=account_id, funding=OVERAGE, voided_at=None, resolved_at__gte=starts, resolved_at__lt=ends
+    ).order_by("resolved_at", "id")
+    return list(rows.values_list("id", "resolved_at", "amount_minor"))
+
+
+@twin(_period_overage_rows_orm)
+def period_overage_rows(account_id: int, starts: dt.datetime, ends: dt.datetime) -> list[tuple]:
+    """(id, resolved_at, amount_minor) of the account's non-voided overage resolutions resolved in
+    [starts, ends), in (resolved_at, id) order: a range scan of the (account, resolved_at, id) index,
+    binary rows."""
+    return rows_fetch(
+        f"""SELECT id, resolved_at, amount_minor FROM {Resolution._meta.db_table}
+            WHERE account_id = %s AND resolved_at >= %s AND resolved_at < %s AND funding = %s AND voided_at IS NULL
+            ORDER BY resolved_at, id""",
+        [account_id, starts, ends, OVERAGE],
+    )
+
+
+def _resolution_amounts_write_orm(amounts: list[tuple[int, int]]) -> None:
+    Resolution.objects.bulk_update(
+        [Resolution(pk=pk, amount_minor=amount) for pk, amount in amounts], ["amount_minor"], batch_size=1000
+    )
+
+
+@twin(_resolution_amounts_write_orm)
+def resolution_amounts_write(amounts: list[tuple[int, int]]) -> None:
+    """Set each (resolution id, amount_minor): one UPDATE ... FROM unnest."""
+    if not amounts:
+        return
+    ids, values = (list(column) for column in zip(*amounts, strict=True))
+    execute_bound(
+        f"""UPDATE {Resolution._meta.db_table} AS r SET amount_minor = v.amount
+            FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, amount) WHERE r.id = v.id""",
+        [ids, values],
+    )
+
+
+# --- Rebuilding an account's daily rollups (its timezone changed) -----------------------------------------
+def _rollups_rebuild_orm(account_id: int, timezone: str) -> int:
+    import zoneinfo
+
+    zone = zoneinfo.ZoneInfo(timezone)
+    days: dict[dt.date, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    resolutions = Resolution.objects.filter(account_id=account_id, voided_at=None)
+    for resolved_at, funding, amount in resolutions.values_list("resolved_at", "funding", "amount_minor").iterator():
+        row = days[resolved_at.astimezone(zone).date()]
+        row[0] += 1
+        row[1] += funding == CREDIT
+        row[2] += funding == OVERAGE
+        row[3] += amount
+    DailyUsage.objects.filter(account_id=account_id).delete()
+    DailyUsage.objects.bulk_create(
+        [
+            DailyUsage(account_id=account_id, date=day, resolutions=n, credited=c, overage=o, amount_minor=a)
+            for day, (n, c, o, a) in sorted(days.items())
+        ],
+        batch_size=1000,
+    )
+    return len(days)
+
+
+@twin(_rollups_rebuild_orm)
+def rollups_rebuild(account_id: int, timezone: str) -> int:
+    """Replace the account's daily rollups by a recomputation from its non-voided resolutions, each on its
+    date in `timezone` (the caller holds the account's lock): one DELETE, one INSERT ... SELECT grouped by
+    local date. Returns the days written."""
+    execute_bound(f"DELETE FROM {DailyUsage._meta.db_table} WHERE account_id = %s", [account_id])
+    return execute_bound(
+        f"""INSERT INTO {DailyUsage._meta.db_table} (account_id, date, resolutions, credited, overage, amount_minor)
+            SELECT account_id, (resolved_at AT TIME ZONE %s)::date AS day, count(*),
+                   count(*) FILTER (WHERE funding = %s), count(*) FILTER (WHERE funding = %s), sum(amount_minor)
+            FROM {Resolution._meta.db_table}
+            WHERE account_id = %s AND voided_at IS NULL
+            GROUP BY account_id, day""",
+        [timezone, CREDIT, OVERAGE, account_id],
+    )

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models import Sum
 
 from accounts.locks import accounts_lock
-from accounts.models import PricePlanVersion
+from accounts.models import Account, PricePlanVersion
 from accounts.services.billing_periods import billing_period_calendar
 from billing_portal import clock
 from billing_portal.money import round_minor
@@ -229,8 +229,54 @@ class _FundingRun:
 def _overage_price(resolutions: list[_FundingRow], terms: PriceTerms, before: int) -> None:
     """Give each resolution, in order, its marginal share of the period's charge after `before` earlier
     overage resolutions of the same period."""
+    for resolution, share in zip(resolutions, overage_shares(terms, before, len(resolutions)), strict=True):
+        resolution.amount_minor = share
+
+
+def overage_shares(terms: PriceTerms, before: int, n: int) -> list[int]:
+    """The marginal shares of overage units before+1 ... before+n of a period: unit k's share is
+    price(k) - price(k-1), except that the first unit also carries what an empty period would cost (a
+    first tier's flat amount), so the shares of units 1..k always sum to price(k) exactly."""
     charged = price_quantity(quantity=before, terms=terms) if before else 0
     unit = terms.unit_amount_decimal if not terms.tiers_mode else None  # per-unit: a plain product
-    for position, resolution in enumerate(resolutions, start=before + 1):
+    shares = []
+    for position in range(before + 1, before + n + 1):
         total = round_minor(unit * position) if unit is not None else price_quantity(quantity=position, terms=terms)
-        resolution.amount_minor, charged = total - charged, total
+        shares.append(total - charged)
+        charged = total
+    return shares
+
+
+def overage_periods_reprice(*, account: Account, periods: dict[tuple[dt.datetime, dt.datetime], int]) -> int:
+    """Give the non-voided overage resolutions of the account's given billing periods (period -> its plan
+    version id) their marginal shares again, in (resolved_at, id) order, and move the daily rollups by the
+    differences: afterwards the shares of each period sum exactly to what Stripe charges for its count (0
+    for none). Called after a void (an overage resolution fewer); runs in the caller's transaction, under
+    the account's lock.
+
+    Funding later gives a late resolution the share after its period's count at that time, which keeps
+    the sum exact too (shares telescope), so a period's shares may follow funding order rather than
+    (resolved_at, id) until its next void. Writes only the rows whose amount changed; a per-unit price in
+    whole minor units gives every unit the same share, so nothing is even read then. Returns the number of
+    resolutions whose amount changed."""
+    changed_rows = 0
+    local_date = LocalDates()
+    versions = PricePlanVersion.objects.prefetch_related("tiers").in_bulk(set(periods.values()))
+    terms_by_version = {pk: PriceTerms.from_version(version) for pk, version in versions.items()}
+    delta: dict[tuple[int, dt.date], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for (starts, ends), version_id in sorted(periods.items()):
+        # A plan version holds for whole periods (see _FundingRun._overage_price).
+        terms = terms_by_version[version_id]
+        if not terms.tiers_mode and terms.unit_amount_decimal == terms.unit_amount_decimal.to_integral_value():
+            continue  # every share is the unit amount: a void changes no other share
+        rows = sql.period_overage_rows(account.pk, starts, ends)
+        changed = []
+        for (pk, resolved_at, amount), share in zip(rows, overage_shares(terms, 0, len(rows)), strict=True):
+            if share != amount:
+                changed.append((pk, share))
+                delta[(account.pk, local_date(account, resolved_at))][3] += share - amount
+        if changed:
+            sql.resolution_amounts_write(changed)
+            changed_rows += len(changed)
+    rollups_apply_many(delta)
+    return changed_rows

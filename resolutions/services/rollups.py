@@ -1,4 +1,5 @@
-"""Daily usage rollups, moved in the same transaction as the resolutions they count."""
+"""Daily usage rollups, moved in the same transaction as the resolutions they count, and rebuilt in the
+same transaction as a change of the account's timezone (which moves resolutions to other local dates)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import datetime as dt
 import zoneinfo
 from collections import defaultdict
 
-from accounts.models import Account
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from accounts.locks import account_lock
+from accounts.models import Account, validate_timezone
+from accounts.services import Actor, audit_log_write
 
 from .. import sql
 from ..models import Resolution
@@ -35,6 +41,32 @@ def rollups_apply_many(delta: dict[tuple[int, dt.date], list[int]]) -> None:
     delta = {key: row for key, row in delta.items() if any(row)}
     if delta:
         sql.rollups_add(delta)
+
+
+def account_timezone_change(*, account: Account, timezone: str, actor: Actor) -> Account:
+    """Change the account's timezone and rebuild its daily rollups from its resolutions by their new local
+    dates, in one transaction under the account's lock (so evaluation and funding, which move the rollups
+    under the same lock, never see the new timezone with the old days, nor the other way round); one audit
+    entry. An unknown timezone is refused and changes nothing; the same timezone changes nothing. Returns
+    the locked, updated account."""
+    try:
+        validate_timezone(timezone)
+    except ValidationError as error:
+        raise ValidationError({"timezone": error.messages}) from None
+    with transaction.atomic():
+        locked = account_lock(account.pk)
+        before = locked.timezone
+        if before == timezone:
+            return locked
+        locked.timezone = timezone
+        locked.save(update_fields=["timezone"])
+        days = sql.rollups_rebuild(locked.pk, timezone)
+        audit_log_write(
+            actor=actor, action="account.timezone_change", obj=locked, account=locked,
+            before={"timezone": before}, after={"timezone": timezone, "usage_days_rebuilt": days},
+        )  # fmt: skip
+    account.timezone = timezone
+    return locked
 
 
 class LocalDates:

@@ -14,12 +14,14 @@ from billing_portal import clock
 from credits.services import credit_give_back
 
 from ..models import Conversation, Resolution
+from .funding import overage_periods_reprice, period_of
 from .rollups import rollups_adjust
 
 
 def resolution_void(*, resolution: Resolution, actor: User, reason: str) -> Resolution:
-    """Void a disputed resolution (staff). The conversation is never billed again. Its credit or overage
-    is handed back by the funding side (credit packs, meter corrections)."""
+    """Void a disputed resolution (staff). The conversation is never billed again. Its credit goes back to
+    its pack; its overage is marked for a meter correction and its period re-priced (see
+    resolutions_unfund_voided). The returned resolution shows amount 0."""
     reason = (reason or "").strip()
     if not reason:
         raise ValidationError({"reason": "Say why the resolution is voided (the customer will see it)."})
@@ -36,20 +38,41 @@ def resolution_void(*, resolution: Resolution, actor: User, reason: str) -> Reso
         )
         rollups_adjust(account, added=[], removed=[resolution])
         resolutions_unfund_voided(account, [resolution], now)
+        before_amount, resolution.amount_minor = resolution.amount_minor, 0
+        if resolution.funding == Resolution.Funding.OVERAGE:
+            resolution.reversal = Resolution.Reversal.PENDING
         audit_log_write(
             actor=actor, action="resolution.void", obj=resolution, account=account,
-            before={"voided": False, "funding": resolution.funding}, after={"voided": True}, reason=reason,
+            before={"voided": False, "funding": resolution.funding, "amount_minor": before_amount},
+            after={"voided": True, "amount_minor": 0}, reason=reason,
         )  # fmt: skip
     return resolution
 
 
 def resolutions_unfund_voided(account: Account, resolutions: list[Resolution], now: dt.datetime) -> None:
-    """A voided resolution's credit goes back to its pack if that pack is still usable; otherwise (and for
-    overage) it is marked for reversal toward Stripe, in the same billing period."""
+    """Hand back what voided resolutions were funded with, under the account's lock (the caller's
+    transaction), after the caller has marked them voided.
+
+    - Credit: the credit goes back to its pack (its balance if the pack is active, else the pack's
+      breakage: credits.services.credit_give_back). It was prepaid, never metered: nothing to reverse in
+      Stripe.
+    - Overage: the resolution's amount becomes 0, it is marked for a meter correction (reversal pending, in
+      the same billing period), and the remaining overage of its period is re-priced
+      (funding.overage_periods_reprice), so that the period's shares and daily rollups still add up to
+      what Stripe charges for its remaining count.
+
+    The caller moves the daily rollups by the voided resolutions as they were (rollups_adjust with
+    removed=...), before or after this call: the instances passed in are not changed."""
+    overage_ids: list[int] = []
+    periods: dict[tuple[dt.datetime, dt.datetime], int] = {}
     for resolution in resolutions:
-        if resolution.funding == Resolution.Funding.CREDIT and credit_give_back(
-            account=account, pack_id=resolution.credit_pack_id, key=f"resolution:{resolution.pk}", now=now
-        ):
-            continue
-        if resolution.funding in (Resolution.Funding.CREDIT, Resolution.Funding.OVERAGE):
-            Resolution.objects.filter(pk=resolution.pk).update(reversal=Resolution.Reversal.PENDING)
+        if resolution.funding == Resolution.Funding.CREDIT:
+            credit_give_back(
+                account=account, pack_id=resolution.credit_pack_id, key=f"resolution:{resolution.pk}", now=now
+            )
+        elif resolution.funding == Resolution.Funding.OVERAGE:
+            overage_ids.append(resolution.pk)
+            periods[period_of(account, resolution.resolved_at)] = resolution.plan_version_id
+    if overage_ids:
+        Resolution.objects.filter(pk__in=overage_ids).update(amount_minor=0, reversal=Resolution.Reversal.PENDING)
+        overage_periods_reprice(account=account, periods=periods)
