@@ -221,7 +221,19 @@ def case_ledger_insert(w):
 
 
 def case_pack_balances_write(w):
-    return [(([(w.packs.a1.pk, 9), (w.packs.a2.pk, 0)],), None)]
+    return [(([(w.packs.a1.pk, 9, 0), (w.packs.a2.pk, 0, 1)],), None)]
+
+
+def case_period_overage_rows(w):
+    return [((w.a.pk, NOW - 35 * DAY, NOW + DAY), None), ((w.a.pk, NOW - 50 * DAY, NOW + DAY), None)]
+
+
+def case_resolution_amounts_write(w):
+    return [(([(w.r.a3.pk, 75), (w.r.a8.pk, -12), (w.r.b1.pk, 0)],), None)]
+
+
+def case_rollups_rebuild(w):
+    return [((w.a.pk, zone), None) for zone in ("UTC", "Asia/Tokyo", "America/Los_Angeles")]
 
 
 CASES = {
@@ -237,9 +249,12 @@ CASES = {
     "resolutions.sql.unfunded_counts": case_unfunded_counts,
     "credits.sql.ledger_insert": case_ledger_insert,
     "credits.sql.pack_balances_write": case_pack_balances_write,
+    "resolutions.sql.period_overage_rows": case_period_overage_rows,
+    "resolutions.sql.resolution_amounts_write": case_resolution_amounts_write,
+    "resolutions.sql.rollups_rebuild": case_rollups_rebuild,
 }
 # Twins that only read: their parity is in what they return; the others must also change the tables.
-READS_ONLY = {"conversation_rows", "resolutions_past_marks", "overage_counts", "unfunded_counts"}
+READS_ONLY = {"conversation_rows", "resolutions_past_marks", "overage_counts", "unfunded_counts", "period_overage_rows"}
 
 
 def test_every_twin_has_a_parity_case():
