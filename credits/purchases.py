@@ -40,6 +40,11 @@ CLAIM_FOR = dt.timedelta(minutes=2)  # longer than one pass of every step with S
 _LIST_PAGES = 10  # a customer with more than 1,000 invoices is not looked through further
 
 
+class PurchaseMovedOn(Exception):
+    """The purchase left the state this worker read (the webhook paid or voided it, or another worker took a
+    step): this worker stops, and the purchase is returned as it stands."""
+
+
 class CreditPurchaseInterrupted(StripeUnavailable):
     """Stripe could not be reached mid-purchase. The purchase is saved (`pack`) in the state it reached and
     is completed by a retry with the same Idempotency-Key or by the billing cycle. (A StripeUnavailable, so
@@ -111,8 +116,15 @@ def _claim(pack: CreditPack) -> bool:
 
 
 def _advance(pack: CreditPack, state: str, **fields) -> None:
-    """Record a step (committed at once: no transaction is open around Stripe calls)."""
-    CreditPack.objects.filter(pk=pack.pk).update(purchase_state=state, **fields)
+    """Record a step (committed at once: no transaction is open around Stripe calls), only from the state
+    this worker read: if the webhook (paid, void) or another worker moved the purchase meanwhile, its
+    state stands and this one stops."""
+    moved = CreditPack.objects.filter(pk=pack.pk, purchase_state=pack.purchase_state).update(
+        purchase_state=state, **fields
+    )
+    if not moved:
+        pack.refresh_from_db()
+        raise PurchaseMovedOn(f"pack {pack.uid} is {pack.purchase_state} already")
     pack.purchase_state = state
     for name, value in fields.items():
         setattr(pack, name, value)
@@ -223,6 +235,8 @@ def credit_purchase_continue(*, pack: CreditPack, fresh: bool = False) -> Credit
         except StripeRejected as exc:
             _fail(pack, exc)
             raise
+        except PurchaseMovedOn as moved:
+            logger.info("Purchase step not recorded: %s", moved)
     finally:
         CreditPack.objects.filter(pk=pack.pk).update(purchase_claimed_until=None)
     pack.refresh_from_db()
@@ -401,6 +415,13 @@ def credit_purchases_resume(*, now: dt.datetime, limit: int = 100) -> PurchasesR
                     lambda c, o, i=pack.stripe_invoice_id: c.v1.invoices.retrieve(i),
                     idempotency_key=None,
                 )
+                if invoice.status == "draft":  # a purchase from before states were recorded: a person decides
+                    _review_flag(
+                        pack,
+                        f"Invoice {pack.stripe_invoice_id} is still a draft in Stripe: finalise it "
+                        "(the customer is charged) or delete it, then void or keep this pack.",
+                    )
+                    continue
                 if invoice.status in statuses:
                     event = {"type": statuses[invoice.status], "data": {"object": stripe_client.to_dict(invoice)}}
                     updated = credit_pack_invoice_event_apply(event=event)
@@ -410,3 +431,22 @@ def credit_purchases_resume(*, now: dt.datetime, limit: int = 100) -> PurchasesR
             failed += 1
             logger.warning("Purchase of pack %s not continued (state %s): %s", pack.uid, state, exc)
     return PurchasesResumed(continued, activated, cancelled, failed)
+
+
+def _review_flag(pack: CreditPack, note: str) -> None:
+    """Stop working on a purchase that needs a person: flagged for admins, cancelled locally (nothing is
+    charged by the portal from here), audited."""
+    with transaction.atomic():
+        account_lock(pack.account_id)
+        locked = credit_pack_lock(pack.pk)
+        if locked.purchase_state not in OPEN:
+            return
+        locked.purchase_state, locked.status = State.FAILED, CreditPack.Status.CANCELLED
+        locked.needs_review, locked.review_note = True, note
+        locked.save(update_fields=["purchase_state", "status", "needs_review", "review_note"])
+        audit_log_write(
+            actor="system:billing_cycle", action="credit_pack.purchase_review", obj=locked, account=locked.account,
+            before={"purchase_state": pack.purchase_state}, after={"purchase_state": "failed", "status": "cancelled"},
+            reason=note,
+        )  # fmt: skip
+        logger.error("Purchase of pack %s needs review: %s", locked.uid, note)

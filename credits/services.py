@@ -71,7 +71,10 @@ def credit_pack_grant(
         raise ValidationError({"reason": "Say why promotional credit is granted (it is audited)."})
     with transaction.atomic():
         # The account's lock serialises repeats of one key: the second sees the first's entry, never a duplicate.
-        if account_lock(account.pk).status == Account.Status.CLOSED:
+        # A seat conversion's pack is never refused: its seats are already gone in Stripe (the conversion
+        # itself refuses closed accounts before it changes anything).
+        closed = account_lock(account.pk).status == Account.Status.CLOSED
+        if closed and source != CreditPack.Source.SEAT_CONVERSION:
             raise ValidationError({"account": "This account is closed: it cannot receive credits."})
         if idempotency_key is not None:
             key = grant_idempotency_key(account=account, idempotency_key=idempotency_key)

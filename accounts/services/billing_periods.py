@@ -164,6 +164,7 @@ def billing_periods_sync(*, now: dt.datetime | None = None, limit: int = SYNC_LI
         .values_list("pk", "period_id", "period_end", "subscription_id")[:limit]
     )
     result = PeriodSyncResult()
+    _unrecorded_periods_sync(now=now, limit=limit, result=result)
     for account_id, period_id, period_end, subscription_id in list(due):
         result.checked += 1
         try:
@@ -176,10 +177,49 @@ def billing_periods_sync(*, now: dt.datetime | None = None, limit: int = SYNC_LI
             result.failures.append(f"account {account_id}: {exc}")
             BillingPeriod.objects.filter(pk=period_id).update(renewal_checked_at=now)
             continue
-        Subscription.sync_from_stripe_data(subscription, api_key=settings.STRIPE_SECRET_KEY)
+        stripe_client.mirror(
+            lambda s=subscription: Subscription.sync_from_stripe_data(s, api_key=settings.STRIPE_SECRET_KEY)
+        )
         row = billing_period_record(subscription=subscription, account=Account.objects.get(pk=account_id))
         if row is not None and row.start >= period_end:
             result.renewed += 1
         else:  # not renewed (yet): ask again in an hour, not every minute
             BillingPeriod.objects.filter(pk=period_id).update(renewal_checked_at=now)
     return result
+
+
+def _unrecorded_periods_sync(*, now: dt.datetime, limit: int, result: PeriodSyncResult) -> None:
+    """Active accounts that have a Stripe subscription mirrored by dj-stripe but no recorded period (made
+    before periods were recorded, or whose first record failed): read the subscription from Stripe and
+    record its current period, so their overage is priced per Stripe period from then on."""
+    recorded = BillingPeriod.objects.values("account_id")
+    subscriptions = (
+        Subscription.objects.filter(customer__subscriber__status=Account.Status.ACTIVE)
+        .exclude(customer__subscriber__in=recorded)
+        .order_by("customer__subscriber_id", "-created")
+        .values_list("customer__subscriber_id", "id")
+    )
+    seen: set[int] = set()
+    for account_id, subscription_id in subscriptions[: limit * 2]:
+        if account_id in seen or len(seen) >= limit:
+            continue
+        seen.add(account_id)
+        result.checked += 1
+        try:
+            subscription = stripe_client.call(
+                "retrieve subscription", lambda c, o, s=subscription_id: c.v1.subscriptions.retrieve(s),
+                idempotency_key=None,
+            )  # fmt: skip
+        except StripeRejected as exc:
+            logger.warning("Billing period sync of account %s: %s", account_id, exc)
+            result.failures.append(f"account {account_id}: {exc}")
+            continue
+        stripe_client.mirror(
+            lambda s=subscription: Subscription.sync_from_stripe_data(s, api_key=settings.STRIPE_SECRET_KEY)
+        )
+        billing_period_record(subscription=subscription, account=Account.objects.get(pk=account_id))
+
+
+def _subscription_mirror(subscription) -> None:
+    """dj-stripe's copy of the subscription, its reads made outside any transaction (stripe_client.mirror)."""
+    stripe_client.mirror(lambda: Subscription.sync_from_stripe_data(subscription, api_key=settings.STRIPE_SECRET_KEY))

@@ -5,11 +5,17 @@ from django.db import migrations, models
 
 
 def purchase_states_fill(apps, schema_editor):
-    """Purchases made before states existed: an invoice that was sent is checked by the cycle as finalized."""
+    """Purchases made before states existed: an invoice that was sent is checked by the cycle as finalized (a
+    draft one is flagged for review then); one never invoiced is cancelled for review, never invoiced now."""
     CreditPack = apps.get_model("credits", "CreditPack")
     purchases = CreditPack.objects.filter(source="purchase")
     purchases.filter(status="pending").exclude(stripe_invoice_id="").update(purchase_state="finalized")
-    purchases.filter(status="pending", stripe_invoice_id="").update(purchase_state="pending")
+    # No invoice yet: under the old code the buyer was told to try again and may have bought again, so the
+    # cycle must not invoice these now. An admin looks (nothing was charged).
+    purchases.filter(status="pending", stripe_invoice_id="").update(
+        purchase_state="failed", status="cancelled", needs_review=True,
+        review_note="A purchase from before purchase states, never invoiced: not continued automatically.",
+    )
     purchases.filter(status__in=["active", "expired"]).update(purchase_state="paid")
     purchases.filter(status="cancelled").update(purchase_state="void")
 

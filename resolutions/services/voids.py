@@ -11,6 +11,8 @@ from accounts.locks import account_lock
 from accounts.models import Account, User
 from accounts.services import audit_log_write
 from billing_portal import clock
+from credits.locks import credit_packs_lock
+from credits.models import CreditPack
 from credits.services import credit_give_back
 
 from ..models import Conversation, Resolution
@@ -65,7 +67,10 @@ def resolutions_unfund_voided(account: Account, resolutions: list[Resolution], n
     removed=...), before or after this call: the instances passed in are not changed."""
     overage_ids: list[int] = []
     periods: dict[tuple[dt.datetime, dt.datetime], int] = {}
-    for resolution in resolutions:
+    pack_ids = sorted({r.credit_pack_id for r in resolutions if r.funding == Resolution.Funding.CREDIT})
+    if pack_ids:  # every pack given back to, locked at once in primary-key order (then re-read per credit)
+        list(credit_packs_lock(CreditPack.objects.filter(pk__in=pack_ids)).values_list("pk", flat=True))
+    for resolution in sorted(resolutions, key=lambda r: r.pk):
         if resolution.funding == Resolution.Funding.CREDIT:
             credit_give_back(
                 account=account, pack_id=resolution.credit_pack_id, key=f"resolution:{resolution.pk}", now=now
