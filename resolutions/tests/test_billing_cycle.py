@@ -193,7 +193,7 @@ def test_the_demos_periods_agree_with_the_emulators_subscription(stripe_emulator
     emulator_period = tuple(
         dt.datetime.fromtimestamp(item[k], dt.UTC) for k in ("current_period_start", "current_period_end")
     )
-    joined = NOW - dt.timedelta(days=36)
+    joined = NOW - dt.timedelta(days=35 + 16)  # JOINED_BEFORE_TRAFFIC_DAYS before the traffic
     assert periods[0][0] == joined  # provisioned under the shifted clock, in both clocks
     assert len(periods) == 2 and periods[-1] == emulator_period  # the renewal, recorded by the cycle's sync
     assert stripe_emulator.store.frozen_time == int(NOW.timestamp())  # --now: the emulator stays at it

@@ -24,6 +24,10 @@ from credits.purchases import credit_pack_purchase, credit_purchases_resume
 from credits.services import credit_pack_grant
 from resolutions.demo import DAYS, EmulatorClock, demo_traffic_ingest
 
+# Customers joined this many days before their traffic begins: so with 90 days of traffic today's billing
+# period is about half-way through (joining 91 days back put its start at the moment of seeding, and the
+# dashboard's "This billing period" showed nothing).
+JOINED_BEFORE_TRAFFIC_DAYS = 16
 DEMO_PASSWORD = "portal-demo"  # local demo only; printed below
 ACTOR = "command:seed_demo"
 
@@ -68,7 +72,7 @@ class Command(BaseCommand):
                 for spec in DEMO_ACCOUNTS:  # each account is provisioned (with Stripe) on its own
                     if Account.objects.filter(slug=spec["slug"]).exists():
                         continue
-                    with clock.frozen(now - dt.timedelta(days=options["days"] + 1)) as joined:  # customers since
+                    with clock.frozen(now - dt.timedelta(days=options["days"] + JOINED_BEFORE_TRAFFIC_DAYS)) as joined:
                         emulator_clock.set(joined)  # so the subscription's periods start when the portal's do
                         provisioned = account_provision(
                             name=spec["name"], slug=spec["slug"], plan=plan, seats=spec["seats"], actor=ACTOR,
