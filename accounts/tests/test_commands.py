@@ -47,7 +47,7 @@ def test_seed_demo_sends_traffic_through_ingestion(capsys, stripe_emulator, froz
         resolved > 0
         and sum(DailyUsage.objects.filter(account=seasonal).values_list("resolutions", flat=True)) == resolved
     )
-    assert Account.objects.get(slug="steady-retail").created_at == frozen_now - dt.timedelta(days=3 + 16)  # joined first
+    assert Account.objects.get(slug="steady-retail").created_at == frozen_now - dt.timedelta(days=3 + 16)
     from credits.models import CreditPack
 
     steady_pack = CreditPack.objects.get(account__slug="steady-retail")
