@@ -166,20 +166,10 @@ def billing_periods_sync(*, now: dt.datetime | None = None, limit: int = SYNC_LI
     result = PeriodSyncResult()
     _unrecorded_periods_sync(now=now, limit=limit, result=result)
     for account_id, period_id, period_end, subscription_id in list(due):
-        result.checked += 1
-        try:
-            subscription = stripe_client.call(
-                "retrieve subscription", lambda c, o, s=subscription_id: c.v1.subscriptions.retrieve(s),
-                idempotency_key=None,
-            )  # fmt: skip
-        except StripeRejected as exc:
-            logger.warning("Billing period sync of account %s: %s", account_id, exc)
-            result.failures.append(f"account {account_id}: {exc}")
+        subscription = _subscription_read(account_id, subscription_id, result)
+        if subscription is None:
             BillingPeriod.objects.filter(pk=period_id).update(renewal_checked_at=now)
             continue
-        stripe_client.mirror(
-            lambda s=subscription: Subscription.sync_from_stripe_data(s, api_key=settings.STRIPE_SECRET_KEY)
-        )
         row = billing_period_record(subscription=subscription, account=Account.objects.get(pk=account_id))
         if row is not None and row.start >= period_end:
             result.renewed += 1
@@ -204,22 +194,23 @@ def _unrecorded_periods_sync(*, now: dt.datetime, limit: int, result: PeriodSync
         if account_id in seen or len(seen) >= limit:
             continue
         seen.add(account_id)
-        result.checked += 1
-        try:
-            subscription = stripe_client.call(
-                "retrieve subscription", lambda c, o, s=subscription_id: c.v1.subscriptions.retrieve(s),
-                idempotency_key=None,
-            )  # fmt: skip
-        except StripeRejected as exc:
-            logger.warning("Billing period sync of account %s: %s", account_id, exc)
-            result.failures.append(f"account {account_id}: {exc}")
-            continue
-        stripe_client.mirror(
-            lambda s=subscription: Subscription.sync_from_stripe_data(s, api_key=settings.STRIPE_SECRET_KEY)
+        subscription = _subscription_read(account_id, subscription_id, result)
+        if subscription is not None:
+            billing_period_record(subscription=subscription, account=Account.objects.get(pk=account_id))
+
+
+def _subscription_read(account_id: int, subscription_id: str, result: PeriodSyncResult):
+    """The subscription as Stripe has it now, mirrored into dj-stripe (its reads outside any transaction);
+    None when Stripe rejects the request (reported in `result`). StripeUnavailable propagates: the cycle's
+    step ends and the next cycle goes on."""
+    result.checked += 1
+    try:
+        subscription = stripe_client.call(
+            "retrieve subscription", lambda c, o: c.v1.subscriptions.retrieve(subscription_id), idempotency_key=None
         )
-        billing_period_record(subscription=subscription, account=Account.objects.get(pk=account_id))
-
-
-def _subscription_mirror(subscription) -> None:
-    """dj-stripe's copy of the subscription, its reads made outside any transaction (stripe_client.mirror)."""
+    except StripeRejected as exc:
+        logger.warning("Billing period sync of account %s: %s", account_id, exc)
+        result.failures.append(f"account {account_id}: {exc}")
+        return None
     stripe_client.mirror(lambda: Subscription.sync_from_stripe_data(subscription, api_key=settings.STRIPE_SECRET_KEY))
+    return subscription
