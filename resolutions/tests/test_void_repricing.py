@@ -8,9 +8,11 @@ from django.db import transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from accounts.models import Account, BillingPeriod
 from accounts.pricing import plan_version_spec_parse
 from accounts.services import price_plan_version_create
 from billing_portal import clock
+from billing_portal.periods import EARLIEST
 from resolutions.models import DailyUsage, Resolution
 from resolutions.rating import PriceTerms, price_quantity
 from resolutions.services import resolution_void, resolutions_fund
@@ -164,20 +166,27 @@ class _Rollback(Exception):
 def test_shares_and_rollups_sum_to_stripes_charge_after_voids_and_late_resolutions(
     post_events, account, manager, now, terms, plan, timezone
 ):
+    checked: list[int] = []
     try:
         with transaction.atomic():
-            _run_plan(post_events, account, manager, terms, plan, timezone)
+            checked.append(_run_plan(post_events, account, manager, terms, plan, timezone))
             raise _Rollback
     except _Rollback:
         pass
+    assert checked and checked[0] <= 2  # at most the two billing periods the resolutions span were checked
 
 
 def _run_plan(post_events, account, manager, terms_spec, plan, timezone):
     account.refresh_from_db()
     account.timezone = timezone
-    # Billing anchored so that a period ends on 2026-10-30 06:00 UTC: inside the span the resolutions cover.
-    account.created_at = dt.datetime(2026, 8, 30, 6, 0, tzinfo=dt.UTC)
-    account.save(update_fields=["timezone", "created_at"])
+    account.save(update_fields=["timezone"])
+    # Stripe's periods, as recorded from the subscription: one ends on 2026-10-30 06:00 UTC, inside the
+    # span the resolutions cover.
+    boundary = dt.datetime(2026, 10, 30, 6, 0, tzinfo=dt.UTC)
+    for start, end in [(dt.datetime(2026, 9, 30, 6, 0, tzinfo=dt.UTC), boundary),
+                       (boundary, dt.datetime(2026, 11, 30, 6, 0, tzinfo=dt.UTC))]:  # fmt: skip
+        BillingPeriod.objects.create(account=account, start=start, end=end, stripe_subscription_id="sub_prop")
+    account = Account.objects.get(pk=account.pk)  # no period calendar cached from before
     terms = tiered_plan(account, *terms_spec)
     # Resolutions up to 5 days back, posted out of order: some periods start inside that span.
     n = 0
@@ -203,5 +212,8 @@ def _run_plan(post_events, account, manager, terms_spec, plan, timezone):
                     minutes_ago = (NOW - target.resolved_at).total_seconds() / 60
                     post_events(event(f"h{target.pk}", target.conversation_id, "handoff", minutes_ago + 0.5))
         assert not Resolution.objects.filter(account=account, funding="unfunded", voided_at=None).exists()
-    assert len(overage_of_periods(account)) <= 2
+    periods = overage_of_periods(account)
+    # The first recorded period also holds what came before it (its key starts at EARLIEST).
+    assert set(periods) <= {(EARLIEST, boundary), (boundary, dt.datetime(2026, 11, 30, 6, 0, tzinfo=dt.UTC))}
     money_agrees(account, terms)  # (a volume price can fall as the count grows: a share may be negative)
+    return len(periods)
