@@ -173,3 +173,73 @@ class FundingProgress(models.Model):
 
     def __str__(self) -> str:
         return f"account {self.account_id}: funded through resolution {self.funded_through_id}"
+
+
+class MeterWindow(models.Model):
+    """One reporting window of an account (DESIGN §3.5): an aligned UTC slot (METER_WINDOW_SECONDS, an
+    hour by default) cut at its Stripe billing period's boundaries. `overage` is what the portal counts in
+    it (non-voided overage resolutions resolved in it), kept by funding and voids in their transactions;
+    `reported` is how much of that report rows already carry. A window whose two differ once it has
+    closed gets a report row for the difference (negative after a void)."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+", db_index=False)
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    period_start = models.DateTimeField(help_text="The Stripe billing period that holds the window (its real start).")
+    period_end = models.DateTimeField()
+    overage = models.IntegerField(default=0, help_text="Overage resolutions in the window, as the portal counts them.")
+    reported = models.IntegerField(default=0, help_text="The sum of the quantities of the window's report rows.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "start"], name="meter_window_unique")]
+        indexes = [
+            # The reporter's work list: windows whose count moved since their last report row.
+            models.Index(fields=["end"], condition=~Q(overage=models.F("reported")), name="meter_window_due_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} {self.start:%Y-%m-%d %H:%M}: {self.overage} (reported {self.reported})"
+
+
+class MeterReport(models.Model):
+    """One meter event for one window (the first for its overage, or a correction for a change after it
+    was reported), or, when the change can no longer reach Stripe's invoice, the credit note or invoice item
+    it needs. Moves pending -> sent (handed to Stripe, answer not known yet) -> confirmed; the identifier and
+    idempotency key are the row's own, so a resend after a lost answer is the same event to Stripe."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Waiting to be sent"
+        SENT = "sent", "Sent, Stripe's answer not yet recorded"
+        CONFIRMED = "confirmed", "In Stripe"
+        REJECTED = "rejected", "Rejected by Stripe (retried; see the error)"
+        ADJUSTMENT = "adjustment", "Too late for Stripe's meter: needs a credit note or invoice item"
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+", db_index=False)
+    window = models.ForeignKey(MeterWindow, on_delete=models.PROTECT, related_name="reports")
+    sequence = models.PositiveIntegerField(help_text="0 for the window's first report, then 1, 2, … for corrections.")
+    quantity = models.IntegerField(help_text="Overage resolutions this event adds (negative: taken back).")
+    timestamp = models.DateTimeField(help_text="The meter event's timestamp: inside the window and its period.")
+    identifier = models.CharField(max_length=100, unique=True, help_text="The meter event's identifier in Stripe.")
+    state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="Not sent again before this (backoff).")
+    last_error = models.TextField(blank=True, help_text="Stripe's latest refusal or failure, as Stripe said it.")
+    adjustment_minor = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="For an adjustment: the money it needs, minor units (negative: a credit note; positive: an invoice item).",
+    )  # fmt: skip
+    created_at = models.DateTimeField(default=clock.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["window", "sequence"], name="meter_report_sequence_unique")]
+        indexes = [
+            models.Index(
+                fields=["account", "id"], condition=Q(state__in=["pending", "sent", "rejected"]),
+                name="meter_report_open_idx",
+            ),  # fmt: skip
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.identifier}: {self.quantity:+d} ({self.state})"
