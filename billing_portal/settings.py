@@ -173,11 +173,15 @@ SPECTACULAR_SETTINGS = {
 # after it commits (billing_tick and the periodic billing cycle evaluate whatever is still queued): batches of
 # one account are stored in parallel. "inline": the request evaluates them before answering (batches of one
 # account then take turns on the account's lock); the test suite uses it, so that a 202 means "evaluated".
+EVENT_EVALUATION = env.str("EVENT_EVALUATION", default="deferred")
+if EVENT_EVALUATION not in ("deferred", "inline"):
+    raise ImproperlyConfigured(f'EVENT_EVALUATION must be "deferred" or "inline", not {EVENT_EVALUATION!r}.')
+
 # --- Meter reporting (DESIGN §3.5) ------------------------------------------------------------------
 # Overage is reported per account and window: aligned UTC slots of this many seconds, cut at billing
 # period boundaries (3600: hours). A window is reported once it has closed.
 METER_WINDOW_SECONDS = env.int("METER_WINDOW_SECONDS", default=3600)
-if METER_WINDOW_SECONDS < 60 or 86400 % METER_WINDOW_SECONDS:
+if METER_WINDOW_SECONDS < 60 or METER_WINDOW_SECONDS % 60 or 86400 % METER_WINDOW_SECONDS:
     raise ImproperlyConfigured("METER_WINDOW_SECONDS must divide a day into whole minutes (60 ... 86400).")
 # Stripe keeps a period's invoice a draft this long after the period ends (its finalization grace
 # period, an hour unless changed in the Dashboard); usage for the period is still billed until then.
@@ -187,10 +191,6 @@ METER_REPORTING = env.str("METER_REPORTING", default="inline")
 if METER_REPORTING not in ("inline", "tasks"):
     raise ImproperlyConfigured(f'METER_REPORTING must be "inline" or "tasks", not {METER_REPORTING!r}.')
 METER_REPORT_THREADS = env.int("METER_REPORT_THREADS", default=8)  # accounts sent to at once, inline
-
-EVENT_EVALUATION = env.str("EVENT_EVALUATION", default="deferred")
-if EVENT_EVALUATION not in ("deferred", "inline"):
-    raise ImproperlyConfigured(f'EVENT_EVALUATION must be "deferred" or "inline", not {EVENT_EVALUATION!r}.')
 
 # --- Celery -----------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
