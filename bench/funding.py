@@ -49,7 +49,7 @@ ACTOR = "bench:funding"
 TIMEZONES = ("UTC", "UTC", "America/New_York", "Europe/Berlin", "Asia/Tokyo", "America/Los_Angeles")
 RESOLUTION_COLUMNS = (
     "account_id", "conversation_id", "kind", "resolved_at", "plan_version_id", "funding", "amount_minor",
-    "reversal", "created_at", "void_reason",
+    "created_at", "void_reason",
 )  # fmt: skip
 BASELINE_TABLE = "bench_update_baseline"
 

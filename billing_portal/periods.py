@@ -87,6 +87,11 @@ class PeriodCalendar:
     def __len__(self) -> int:
         return len(self._periods)
 
+    @property
+    def first_start(self) -> dt.datetime | None:
+        """The first recorded period's real start (`containing` reaches it back to EARLIEST)."""
+        return self._periods[0].start if self._periods else None
+
     def containing(self, instant: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
         """The [start, end) billing period that holds `instant` (see the module's rules)."""
         periods = self._periods

@@ -22,3 +22,5 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file, so that --reuse-db can keep it between runs (dj-stripe's migrations take a minute to replay).
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_portal.sqlite3")}  # noqa: F405
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405 - whitenoise warns when it is missing
+# Tests run inside one transaction that threads of their own could not see; tests that need threads set more.
+METER_REPORT_THREADS = 1

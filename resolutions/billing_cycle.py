@@ -11,49 +11,44 @@ the next cycle, and the steps that do not depend on it still run):
 4. purchases   — credit purchases waiting on Stripe (a paid invoice activates its pack);
 5. funding     — credits drawn down, the rest priced as overage in its (Stripe) billing period;
 6. expiry      — packs past their expiry written off (breakage);
-7. provisioning — unfinished account provisionings undone;
-8. conversions — stalled seat conversions finished;
-9. idempotency — stored answers to Idempotency-Keys older than 24 hours forgotten.
+7. report      — overage of closed reporting windows sent to Stripe's meter (services/metering);
+8. provisioning — unfinished account provisionings undone;
+9. conversions — stalled seat conversions finished;
+10. idempotency — stored answers to Idempotency-Keys older than 24 hours forgotten.
 
 Dependencies: funding does not depend on the Stripe steps (3, 4): with a period not synced yet it uses
 the period Stripe's anchor arithmetic makes, and a pack activated late funds from the next cycle on.
 Expiry depends on funding: if funding fails, expiry is skipped for that cycle, so a pack never expires
 before the resolutions it covered were funded from it.
 
-Two cycles never overlap: on PostgreSQL a session-level advisory lock held on a connection of its own
-(so nothing a step does to Django's connection can drop or leak it), elsewhere (SQLite) a process lock
-plus a file lock beside the database in var/. A cycle that finds the lock taken does nothing and says so.
+Two cycles never overlap (billing_portal.session_locks: a PostgreSQL advisory lock on a connection of its
+own, or a process and file lock on SQLite). A cycle that finds the lock taken does nothing and says so.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import hashlib
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections
 
 from accounts.idempotency import idempotency_keys_expire
 from accounts.services.billing_periods import billing_periods_sync
 from accounts.services.provisioning import provisioning_cleanup
+from billing_portal.session_locks import session_lock
 from billing_portal.stripe_client import StripeFailure
 from credits.conversions import seat_conversions_resume_stalled
 from credits.purchases import credit_purchases_resume
 from credits.services import credit_packs_expire
 
 from .services import conversations_evaluate_pending, resolution_windows_finalise, resolutions_fund
+from .services.metering import meter_reports_run
 
 logger = logging.getLogger(__name__)
 
-# pg_try_advisory_lock key of the billing cycle: a fixed 64-bit number ("billing cycle" as bytes).
-ADVISORY_LOCK_KEY = int.from_bytes(b"billcycl", "big") & 0x7FFF_FFFF_FFFF_FFFF
 LOCK_HELD = "skipped: another cycle is running"
 PURCHASES_PER_CYCLE = 100  # bounded Stripe work per cycle; the least recently checked go first
 
@@ -129,6 +124,26 @@ def _funding(now):
     return f"{r.credited} funded from credits, {r.overage} as overage", {"credited": r.credited, "overage": r.overage}
 
 
+def _report(now):
+    r = meter_reports_run(now=now, dispatch=settings.METER_REPORTING == "tasks")
+    if r.queued:
+        text = f"{r.queued} account(s) handed to reporting tasks"
+    else:
+        text = f"{r.confirmed} meter event(s) in Stripe for {r.accounts} account(s)"
+        if r.adjustments:
+            text += f"; {r.adjustments} difference(s) too late for the meter, flagged for a credit note or invoice item"
+        if r.rejected:
+            text += f"; {r.rejected} rejected by Stripe (kept, retried)"
+        if r.unavailable:
+            text += f"; Stripe not reachable for {r.unavailable} account(s) (retried): {r.unreachable[0]}"
+    counts = {"meter_events_confirmed": r.confirmed, "meter_reports_rejected": r.rejected,
+              "meter_adjustments": r.adjustments, "meter_accounts_unavailable": r.unavailable,
+              "meter_accounts_queued": r.queued}  # fmt: skip
+    if r.errors:  # a defect for some account: the step is failed (the other accounts were reported)
+        raise RuntimeError(f"{len(r.errors)} account(s) failed ({'; '.join(r.errors[:3])}); {text}")
+    return text, counts
+
+
 def _expiry(now):
     breakage = credit_packs_expire(now=now)
     unused = sum(b.resolutions for b in breakage)
@@ -161,6 +176,7 @@ STEPS: list[tuple[str, Callable[[dt.datetime], tuple[str, dict]], tuple[str, ...
     ("purchases", _purchases, ()),
     ("funding", _funding, ()),
     ("expiry", _expiry, ("funding",)),  # a pack never expires before what it covered was funded
+    ("report", _report, ()),  # windows are consistent whether or not funding ran: late overage is a correction
     ("provisioning", _provisioning, ()),
     ("conversions", _conversions, ()),
     ("idempotency", _idempotency, ()),
@@ -203,75 +219,6 @@ def billing_cycle_run(*, now: dt.datetime) -> CycleResult:
     return result
 
 
-# --- the lock -----------------------------------------------------------------------------------------
-_process_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def billing_cycle_lock() -> Iterator[bool]:
+def billing_cycle_lock():
     """Hold the billing cycle's lock for the block; yields False (and holds nothing) when it is taken."""
-    connection = connections[DEFAULT_DB_ALIAS]
-    if connection.vendor == "postgresql":
-        with _advisory_lock(connection) as acquired:
-            yield acquired
-    else:
-        with _local_lock(connection.settings_dict.get("NAME")) as acquired:
-            yield acquired
-
-
-@contextlib.contextmanager
-def _advisory_lock(connection) -> Iterator[bool]:
-    # A connection of the lock's own: a step may close or replace Django's connection (an error, a
-    # Celery task boundary), which would silently drop a session lock, or leave it held on reuse.
-    lock_connection = connection.copy()
-    try:
-        with lock_connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_LOCK_KEY])
-            acquired = bool(cursor.fetchone()[0])
-        try:
-            yield acquired
-        finally:
-            if acquired:
-                with lock_connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock(%s)", [ADVISORY_LOCK_KEY])
-    finally:
-        lock_connection.close()  # closing the session releases its advisory locks in any case
-
-
-@contextlib.contextmanager
-def _local_lock(database_name) -> Iterator[bool]:
-    if not _process_lock.acquire(blocking=False):
-        yield False
-        return
-    try:
-        with _file_lock(database_name) as acquired:
-            yield acquired
-    finally:
-        _process_lock.release()
-
-
-@contextlib.contextmanager
-def _file_lock(database_name) -> Iterator[bool]:
-    """Across processes on one machine (the demo's worker and a `billing_tick`), one lock file per
-    database file in var/. In-memory databases live in one process: the process lock is enough."""
-    name = str(database_name or "")
-    try:
-        import fcntl
-    except ImportError:  # not on POSIX: the process lock only
-        fcntl = None
-    if fcntl is None or not name or name == ":memory:" or "mode=memory" in name:
-        yield True
-        return
-    var_dir = Path(settings.BASE_DIR) / "var"
-    var_dir.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256(str(Path(name).resolve()).encode()).hexdigest()[:12]
-    with open(var_dir / f"billing-cycle-{digest}.lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return session_lock("billing-cycle")

@@ -89,11 +89,6 @@ class Resolution(models.Model):
     resolved_at = models.DateTimeField()
     plan_version = models.ForeignKey(PricePlanVersion, on_delete=models.PROTECT, related_name="+", db_index=False)
 
-    class Reversal(models.TextChoices):
-        NONE = "", "Nothing to reverse"
-        PENDING = "pending", "To be reversed in Stripe"
-        SENT = "sent", "Reversed in Stripe"
-
     funding = models.CharField(max_length=16, choices=Funding.choices, default=Funding.UNFUNDED)
     credit_pack = models.ForeignKey(
         CreditPack, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
@@ -101,7 +96,6 @@ class Resolution(models.Model):
     amount_minor = models.BigIntegerField(
         default=0, help_text="Overage money of this resolution, minor units: its marginal share of its period."
     )
-    reversal = models.CharField(max_length=8, choices=Reversal.choices, blank=True, default="")
     created_at = models.DateTimeField(default=clock.now)
     voided_at = models.DateTimeField(null=True, blank=True)
     voided_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
@@ -222,11 +216,15 @@ class MeterReport(models.Model):
     identifier = models.CharField(max_length=100, unique=True, help_text="The meter event's identifier in Stripe.")
     state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveIntegerField(default=0)
+    rejections = models.PositiveIntegerField(
+        default=0, help_text="Refusals so far: part of the idempotency key, since Stripe replays a refusal for its key."
+    )
     next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="Not sent again before this (backoff).")
     last_error = models.TextField(blank=True, help_text="Stripe's latest refusal or failure, as Stripe said it.")
     adjustment_minor = models.BigIntegerField(
         null=True, blank=True,
-        help_text="For an adjustment: the money it needs, minor units (negative: a credit note; positive: an invoice item).",
+        help_text="For an adjustment: the money it needs, minor units (negative: a credit note; positive: an "
+        "invoice item).",
     )  # fmt: skip
     created_at = models.DateTimeField(default=clock.now)
     sent_at = models.DateTimeField(null=True, blank=True)
@@ -236,7 +234,8 @@ class MeterReport(models.Model):
         constraints = [models.UniqueConstraint(fields=["window", "sequence"], name="meter_report_sequence_unique")]
         indexes = [
             models.Index(
-                fields=["account", "id"], condition=Q(state__in=["pending", "sent", "rejected"]),
+                fields=["account", "id"],
+                condition=Q(state__in=["pending", "sent", "rejected"]),
                 name="meter_report_open_idx",
             ),  # fmt: skip
         ]

@@ -14,7 +14,7 @@ from accounts.models import Account
 from billing_portal.db import execute_bound, rows_fetch
 from billing_portal.sql_twins import twin
 
-from .models import Conversation, ConversationEvent, DailyUsage, FundingProgress, Resolution
+from .models import Conversation, ConversationEvent, DailyUsage, FundingProgress, MeterWindow, Resolution
 
 UNFUNDED, CREDIT, OVERAGE = (Resolution.Funding.UNFUNDED.value, Resolution.Funding.CREDIT.value,
                              Resolution.Funding.OVERAGE.value)  # fmt: skip
@@ -156,8 +156,8 @@ def resolutions_insert(account_id: int, plan_version_id: int, new: list, now: dt
     partial unique index still refuses a second billable resolution of a conversation."""
     execute_bound(
         f"""INSERT INTO {Resolution._meta.db_table} (account_id, conversation_id, kind, resolved_at,
-                plan_version_id, funding, amount_minor, reversal, created_at, void_reason)
-            SELECT %s, v.conversation_id, v.kind, v.resolved_at, %s, %s, 0, '', %s, ''
+                plan_version_id, funding, amount_minor, created_at, void_reason)
+            SELECT %s, v.conversation_id, v.kind, v.resolved_at, %s, %s, 0, %s, ''
             FROM unnest(%s::varchar[], %s::varchar[], %s::timestamptz[]) AS v(conversation_id, kind, resolved_at)""",
         [
             account_id, plan_version_id, UNFUNDED, now,
@@ -193,6 +193,34 @@ def rollups_add(delta: dict[tuple[int, dt.date], list[int]]) -> None:
                 credited = {table}.credited + EXCLUDED.credited,
                 overage = {table}.overage + EXCLUDED.overage,
                 amount_minor = {table}.amount_minor + EXCLUDED.amount_minor""",
+        [[k[0] for k in keys], [k[1] for k in keys], *([delta[k][i] for k in keys] for i in range(4))],
+    )
+
+
+# --- Meter windows ----------------------------------------------------------------------------------
+def _meter_windows_add_orm(delta: dict[tuple[int, dt.datetime], list]) -> None:
+    for account_id, start in sorted(delta):
+        end, period_start, period_end, n = delta[(account_id, start)]
+        MeterWindow.objects.get_or_create(  # the account lock makes this race-free
+            account_id=account_id, start=start,
+            defaults={"end": end, "period_start": period_start, "period_end": period_end},
+        )  # fmt: skip
+        MeterWindow.objects.filter(account_id=account_id, start=start).update(overage=F("overage") + n)
+
+
+@twin(_meter_windows_add_orm)
+def meter_windows_add(delta: dict[tuple[int, dt.datetime], list]) -> None:
+    """Add n to the overage of the (account, window start) windows, {key: [end, period start, period end,
+    n]}, creating the windows they name; the caller's transaction holds the accounts' locks. One INSERT ...
+    ON CONFLICT over arrays (a window keeps the bounds it was created with)."""
+    keys = sorted(delta)
+    table = MeterWindow._meta.db_table
+    execute_bound(
+        f"""INSERT INTO {table} (account_id, start, "end", period_start, period_end, overage, reported)
+            SELECT v.account_id, v.start, v.ends, v.period_start, v.period_end, v.n, 0
+            FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[],
+                        %s::int[]) AS v(account_id, start, ends, period_start, period_end, n)
+            ON CONFLICT (account_id, start) DO UPDATE SET overage = {table}.overage + EXCLUDED.overage""",
         [[k[0] for k in keys], [k[1] for k in keys], *([delta[k][i] for k in keys] for i in range(4))],
     )
 

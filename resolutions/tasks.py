@@ -3,9 +3,11 @@ from __future__ import annotations
 from celery import shared_task
 
 from billing_portal import clock
+from billing_portal.stripe_client import StripeUnavailable
 
 from .billing_cycle import billing_cycle_run
 from .services import conversations_evaluate_pending
+from .services.metering import meter_report_account
 
 
 @shared_task(acks_late=True)
@@ -22,3 +24,20 @@ def billing_cycle_task() -> dict:
     """The minutely billing cycle (beat `billing-cycle`): `billing_cycle_run`, the same function as
     `billing_tick`. A cycle that finds another one running does nothing."""
     return billing_cycle_run(now=clock.now()).as_dict()
+
+
+@shared_task(bind=True, acks_late=True, max_retries=8, retry_backoff=60, retry_backoff_max=1800, retry_jitter=True)
+def meter_report_task(self, account_id: int) -> dict:
+    """Report one account's overage to Stripe's meter (queued by the billing cycle when METER_REPORTING is
+    "tasks"). Safe to run twice or at once with the cycle: the rows carry their identifiers, and a second
+    caller finds the account busy. When Stripe cannot be reached the task retries itself, no sooner than
+    Stripe's Retry-After; a task that gives up leaves the rows for the next cycle."""
+    if isinstance(account_id, bool) or not isinstance(account_id, int):
+        raise TypeError(f"account_id must be an integer, not {account_id!r}")
+    report = meter_report_account(account_id=account_id, now=clock.now())
+    if report.unavailable:
+        countdown = max(report.retry_after or 0, 60 * 2**self.request.retries)
+        raise self.retry(countdown=min(countdown, 1800), exc=StripeUnavailable("report usage", report.unavailable,
+                                                                               retryable=True))  # fmt: skip
+    return {"account_id": account_id, "planned": report.planned, "confirmed": report.confirmed,
+            "rejected": report.rejected, "adjustments": report.adjustments, "busy": report.busy}  # fmt: skip

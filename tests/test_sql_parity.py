@@ -16,7 +16,15 @@ from django.db import models, transaction
 
 from billing_portal.sql_twins import TWINS
 from credits.models import CreditLedgerEntry, CreditPack
-from resolutions.models import Conversation, ConversationEvent, DailyUsage, EventType, FundingProgress, Resolution
+from resolutions.models import (
+    Conversation,
+    ConversationEvent,
+    DailyUsage,
+    EventType,
+    FundingProgress,
+    MeterWindow,
+    Resolution,
+)
 from tests.factories import AccountFactory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
@@ -25,7 +33,8 @@ NOW = dt.datetime(2026, 11, 2, 12, 0, tzinfo=dt.UTC)
 TODAY = NOW.date()
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
-TABLES = [ConversationEvent, Conversation, Resolution, DailyUsage, FundingProgress, CreditPack, CreditLedgerEntry]
+TABLES = [ConversationEvent, Conversation, Resolution, DailyUsage, FundingProgress, CreditPack, CreditLedgerEntry,
+          MeterWindow]  # fmt: skip
 CONFIRMED, ASSUMED = Resolution.Kind.CONFIRMED.value, Resolution.Kind.ASSUMED.value
 UNFUNDED, CREDIT, OVERAGE = (Resolution.Funding.UNFUNDED.value, Resolution.Funding.CREDIT.value,
                              Resolution.Funding.OVERAGE.value)  # fmt: skip
@@ -236,7 +245,20 @@ def case_rollups_rebuild(w):
     return [((w.a.pk, zone), None) for zone in ("UTC", "Asia/Tokyo", "America/Los_Angeles")]
 
 
+def case_meter_windows_add(w):
+    period = (NOW - 10 * DAY, NOW + 20 * DAY)
+    MeterWindow.objects.create(account=w.a, start=NOW, end=NOW + HOUR, period_start=period[0], period_end=period[1],
+                               overage=3, reported=3)  # fmt: skip
+    delta = {
+        (w.a.pk, NOW): [NOW + HOUR, *period, -1],  # an existing window: its count moves, its bounds stay
+        (w.a.pk, NOW + HOUR): [NOW + 2 * HOUR, *period, 4],
+        (w.b.pk, NOW - 10 * DAY): [NOW - 10 * DAY + HOUR, *period, 2],
+    }
+    return [((delta,), None)]
+
+
 CASES = {
+    "resolutions.sql.meter_windows_add": case_meter_windows_add,
     "resolutions.sql.events_store": case_events_store,
     "resolutions.sql.conversation_rows": case_conversation_rows,
     "resolutions.sql.conversations_upsert": case_conversations_upsert,

@@ -22,6 +22,8 @@ from billing_portal.stripe_client import StripeFailure, StripeRejected
 from ..models import BillingMeter, CreditPackOffer, PricePlanVersion, StripeSyncStatus
 
 logger = logging.getLogger(__name__)
+METER_CUSTOMER_KEY = "stripe_customer_id"  # the meter finds the customer under this payload key
+METER_VALUE_KEY = "value"  # and sums this one (Stripe's defaults)
 
 PRODUCTS = {
     "resolutions": ("fin_resolutions", "Resolved conversations", "Each conversation the AI agent resolves."),
@@ -84,7 +86,7 @@ def billing_meter_ensure() -> BillingMeter:
                     "display_name": "Resolved conversations",
                     "event_name": event_name,
                     "default_aggregation": {"formula": "sum"},
-                    "customer_mapping": {"type": "by_id", "event_payload_key": "stripe_customer_id"},
+                    "customer_mapping": {"type": "by_id", "event_payload_key": METER_CUSTOMER_KEY},
                     "value_settings": {"event_payload_key": "value"},
                 },
                 options=o,

@@ -9,7 +9,7 @@ from django.db.models import Sum
 from billing_portal import clock
 from credits.models import CreditLedgerEntry, CreditPack
 from credits.services import credit_packs_expire
-from resolutions.models import DailyUsage, Resolution
+from resolutions.models import DailyUsage, MeterWindow, Resolution
 from resolutions.services import resolution_void, resolutions_fund
 from resolutions.tests.conftest import NOW
 
@@ -93,8 +93,8 @@ def test_voiding_a_credit_of_an_expired_pack_joins_its_breakage_and_is_never_rev
         resolution_void(resolution=overage, actor=manager, reason="dispute")
     credited.refresh_from_db()
     overage.refresh_from_db()
-    assert credited.reversal == ""  # never metered: nothing to take back from Stripe
-    assert overage.reversal == "pending"
+    # Only the overage was ever in the meter's count; its void takes it back (the credit was prepaid).
+    assert list(MeterWindow.objects.values_list("overage", flat=True)) == [0]
     keys = dict(pack.entries.values_list("idempotency_key", "quantity"))
     assert keys[f"void:resolution:{credited.pk}"] == 1 and keys[f"expiry:resolution:{credited.pk}"] == -1
     assert breakage_agrees(account) == {pack.pk: 1}
@@ -116,6 +116,6 @@ def test_voiding_a_credit_of_a_pack_past_expiry_not_yet_swept_gives_it_back_for_
     with clock.frozen(LATER):
         resolution_void(resolution=Resolution.objects.get(), actor=manager, reason="dispute")
         (item,) = credit_packs_expire()
-    assert item.resolutions == 2 and Resolution.objects.get().reversal == ""
+    assert item.resolutions == 2 and not MeterWindow.objects.exists()  # a credit is never metered
     assert breakage_agrees(account) == {pack.pk: 2}
     ledger_matches_balances()

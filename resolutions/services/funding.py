@@ -23,6 +23,7 @@ from credits.services import Demand, credits_draw
 from .. import sql
 from ..models import DailyUsage, FundingProgress, Resolution
 from ..rating import PriceTerms, price_quantity
+from .metering import WindowCounter
 from .rollups import LocalDates, rollups_apply_many
 
 FUND_BATCH = 5000  # resolutions per statement
@@ -38,10 +39,15 @@ def period_of(account, instant: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     The account's periods are loaded once per account object (one query) and cached on it: funding locks
     fresh account objects each transaction, so each funding transaction sees the periods as of its start
     (recording a period takes the same account lock)."""
+    return period_calendar(account).containing(instant)
+
+
+def period_calendar(account):
+    """The account's billing periods (see period_of), loaded once per account object."""
     calendar = getattr(account, "_billing_period_calendar", None)
     if calendar is None:
         calendar = account._billing_period_calendar = billing_period_calendar(account_id=account.pk)
-    return calendar.containing(instant)
+    return calendar
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,7 @@ class _FundingRun:
         self.overage_counts: dict[tuple[int, dt.datetime, dt.datetime], int] = {}
         self.terms: dict[int, PriceTerms] = {}
         self.local_date = LocalDates()
+        self.windows = WindowCounter()  # the overage per reporting window, for the meter
 
     def chunk_fund(self) -> tuple[int, int, bool]:
         """Fund the next chunk; returns (credited, overage, whether more may be waiting)."""
@@ -201,6 +208,7 @@ class _FundingRun:
             self._overage_price(overage_by_period, delta)
         sql.funding_write(batch)
         rollups_apply_many(delta)
+        self.windows.flush()
         return credited
 
     def _overage_price(self, overage_by_period: dict[tuple, list[_FundingRow]], delta: dict) -> None:
@@ -220,10 +228,12 @@ class _FundingRun:
             terms = self.terms[resolutions[0].plan_version_id]
             _overage_price(resolutions, terms, before)
             self.overage_counts[key] = before + len(resolutions)
+            windows = self.windows
             for resolution in resolutions:
                 row = delta[(account_id, self.local_date(account, resolution.resolved_at))]
                 row[2] += 1
                 row[3] += resolution.amount_minor
+                windows.add(account, resolution.resolved_at)
 
 
 def _overage_price(resolutions: list[_FundingRow], terms: PriceTerms, before: int) -> None:

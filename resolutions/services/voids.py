@@ -17,6 +17,7 @@ from credits.services import credit_give_back
 
 from ..models import Conversation, Resolution
 from .funding import overage_periods_reprice, period_of
+from .metering import WindowCounter
 from .rollups import rollups_adjust
 
 
@@ -41,8 +42,6 @@ def resolution_void(*, resolution: Resolution, actor: User, reason: str) -> Reso
         rollups_adjust(account, added=[], removed=[resolution])
         resolutions_unfund_voided(account, [resolution], now)
         before_amount, resolution.amount_minor = resolution.amount_minor, 0
-        if resolution.funding == Resolution.Funding.OVERAGE:
-            resolution.reversal = Resolution.Reversal.PENDING
         audit_log_write(
             actor=actor, action="resolution.void", obj=resolution, account=account,
             before={"voided": False, "funding": resolution.funding, "amount_minor": before_amount},
@@ -58,14 +57,16 @@ def resolutions_unfund_voided(account: Account, resolutions: list[Resolution], n
     - Credit: the credit goes back to its pack (its balance if the pack is active, else the pack's
       breakage: credits.services.credit_give_back). It was prepaid, never metered: nothing to reverse in
       Stripe.
-    - Overage: the resolution's amount becomes 0, it is marked for a meter correction (reversal pending, in
-      the same billing period), and the remaining overage of its period is re-priced
+    - Overage: the resolution's amount becomes 0, its reporting window's count goes down (the meter
+      gets a negative correction in the same billing period once the window has closed: services/metering),
+      and the remaining overage of its period is re-priced
       (funding.overage_periods_reprice), so that the period's shares and daily rollups still add up to
       what Stripe charges for its remaining count.
 
     The caller moves the daily rollups by the voided resolutions as they were (rollups_adjust with
     removed=...), before or after this call: the instances passed in are not changed."""
     overage_ids: list[int] = []
+    windows = WindowCounter()
     periods: dict[tuple[dt.datetime, dt.datetime], int] = {}
     pack_ids = sorted({r.credit_pack_id for r in resolutions if r.funding == Resolution.Funding.CREDIT})
     if pack_ids:  # every pack given back to, locked at once in primary-key order (then re-read per credit)
@@ -78,6 +79,8 @@ def resolutions_unfund_voided(account: Account, resolutions: list[Resolution], n
         elif resolution.funding == Resolution.Funding.OVERAGE:
             overage_ids.append(resolution.pk)
             periods[period_of(account, resolution.resolved_at)] = resolution.plan_version_id
+            windows.add(account, resolution.resolved_at, -1)
     if overage_ids:
-        Resolution.objects.filter(pk__in=overage_ids).update(amount_minor=0, reversal=Resolution.Reversal.PENDING)
+        Resolution.objects.filter(pk__in=overage_ids).update(amount_minor=0)
         overage_periods_reprice(account=account, periods=periods)
+        windows.flush()  # the meter: a correction for each window, once it has closed

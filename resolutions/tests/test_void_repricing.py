@@ -13,7 +13,7 @@ from accounts.pricing import plan_version_spec_parse
 from accounts.services import price_plan_version_create
 from billing_portal import clock
 from billing_portal.periods import EARLIEST
-from resolutions.models import DailyUsage, Resolution
+from resolutions.models import DailyUsage, MeterWindow, Resolution
 from resolutions.rating import PriceTerms, price_quantity
 from resolutions.services import resolution_void, resolutions_fund
 from resolutions.services.funding import period_of
@@ -110,7 +110,7 @@ def test_a_superseded_overage_resolution_reprices_its_period_under_volume_tiers(
     post_events(event("h", "c1", "handoff", 99 + 0.5))  # arrives late, happened before c1's confirmation
     superseded = Resolution.objects.get(conversation_id="c1")
     assert superseded.voided_at is not None and superseded.amount_minor == 0
-    assert superseded.reversal == "pending"
+    assert MeterWindow.objects.get().overage == 2  # the meter is corrected too, once the window has closed
     assert sum(Resolution.objects.values_list("amount_minor", flat=True)) == 110  # 2 x 50 + 10
     money_agrees(account, terms)
 
