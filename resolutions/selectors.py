@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 
-from django.db.models import Count, QuerySet, Sum
+from django.conf import settings
+from django.db.models import Count, F, QuerySet, Sum
 from django.http import Http404
 
 from accounts.models import Account, User
@@ -13,8 +14,9 @@ from accounts.selectors import account_list_visible
 from accounts.services.billing_periods import billing_period_calendar
 from billing_portal.clock import INSTANT_MAX, INSTANT_MIN
 
-from .models import DailyUsage, PendingEvaluation, Resolution
+from .models import DailyUsage, MeterReport, MeterWindow, PendingEvaluation, Resolution
 
+METER_OPEN_STATES = (MeterReport.State.PENDING, MeterReport.State.SENT, MeterReport.State.REJECTED)
 USAGE_KEYS = ("resolutions", "credited", "overage", "amount_minor")
 MAX_USAGE_DAYS = 366
 # The dates a read may ask for: those of the instants the portal takes (clock.parse_instant), so that the
@@ -92,3 +94,24 @@ def billing_period_overage_get(*, account, now) -> dict | None:
         "start": shown[0], "end": shown[1], "overage": totals["overage"],
         "amount_minor": totals["amount_minor"] or 0, "currency": account.currency,
     }  # fmt: skip
+
+
+def meter_reporting_status(*, account: Account, now: dt.datetime) -> dict:
+    """How far the account's overage is in Stripe, for its dashboard: `through`, the instant up to which
+    every overage resolution is in Stripe's meter (the start of the earliest window not fully confirmed,
+    else the end of the last closed window: a window is reported once it has closed); `waiting`, report
+    rows not confirmed yet; `refused`, those Stripe refused (kept and retried; staff see why)."""
+    size = settings.METER_WINDOW_SECONDS
+    closed = dt.datetime.fromtimestamp(int(now.timestamp()) // size * size, dt.UTC)
+    waiting_windows = MeterWindow.objects.filter(account_id=account.pk, end__lte=now).exclude(overage=F("reported"))
+    open_rows = MeterReport.objects.filter(account_id=account.pk, state__in=METER_OPEN_STATES)
+    starts = [
+        waiting_windows.order_by("start").values_list("start", flat=True).first(),
+        open_rows.order_by("window__start").values_list("window__start", flat=True).first(),
+    ]
+    return {
+        "through": min([s for s in starts if s is not None] + [closed]),
+        "waiting": open_rows.count(),
+        "refused": open_rows.filter(state=MeterReport.State.REJECTED).count(),
+        "window_minutes": size // 60,
+    }

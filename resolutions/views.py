@@ -14,7 +14,7 @@ from billing_portal import clock
 from credits.models import CreditAlert
 from credits.selectors import credit_balance
 
-from .selectors import billing_period_overage_get, evaluation_backlog, usage_get
+from .selectors import billing_period_overage_get, evaluation_backlog, meter_reporting_status, usage_get
 
 CHART_DAYS = 30
 CHART_WIDTH, CHART_HEIGHT = 720, 160
@@ -58,5 +58,6 @@ def customer_home(request):
         "credits_remaining": credit_balance(account=account),
         "backlog": evaluation_backlog(account=account),
         "billing_period": billing_period_overage_get(account=account, now=clock.now()),
+        "metering": meter_reporting_status(account=account, now=clock.now()),
     }
     return render(request, "portal/dashboard.html", context)

@@ -34,6 +34,7 @@ from billing_portal.stripe_client import StripeRejected, StripeUnavailable
 from .. import sql
 from ..models import MeterReport, MeterWindow, Resolution
 from ..rating import PriceTerms, price_quantity
+from ..selectors import METER_OPEN_STATES
 
 logger = logging.getLogger(__name__)
 
@@ -322,7 +323,7 @@ def meter_report_account(*, account_id: int, now: dt.datetime) -> AccountReport:
     return result
 
 
-OPEN_STATES = (MeterReport.State.PENDING, MeterReport.State.SENT, MeterReport.State.REJECTED)
+OPEN_STATES = METER_OPEN_STATES
 
 
 def _send_one(row: MeterReport, customer_id: str | None, now: dt.datetime, result: AccountReport) -> bool:
@@ -458,16 +459,3 @@ def _threaded(account_id: int, now: dt.datetime) -> AccountReport | str:
         return f"account {account_id}: {exc.__class__.__name__}: {exc}"
     finally:
         connection.close()  # this thread's own connection
-
-
-def meter_reported_through(*, account: Account, now: dt.datetime) -> dt.datetime:
-    """Up to when the account's overage is in Stripe: the start of its earliest window not fully
-    confirmed (a count not reported yet, or a row not yet confirmed), else the end of the last closed
-    window (a window is reported once it has closed)."""
-    size = settings.METER_WINDOW_SECONDS
-    closed = dt.datetime.fromtimestamp(int(now.timestamp()) // size * size, dt.UTC)
-    waiting = MeterWindow.objects.filter(account_id=account.pk, end__lte=now).exclude(overage=F("reported"))
-    starts = [waiting.order_by("start").values_list("start", flat=True).first()]
-    open_rows = MeterReport.objects.filter(account_id=account.pk, state__in=OPEN_STATES)
-    starts.append(open_rows.order_by("window__start").values_list("window__start", flat=True).first())
-    return min([s for s in starts if s is not None] + [closed])

@@ -14,11 +14,11 @@ from accounts.models import PricePlan
 from accounts.services.provisioning import account_provision
 from billing_portal import clock
 from resolutions.models import MeterReport, MeterWindow, Resolution
+from resolutions.selectors import meter_reporting_status
 from resolutions.services import resolution_void, resolutions_fund
 from resolutions.services.metering import (
     meter_event_timestamp,
     meter_report_account,
-    meter_reported_through,
     meter_reports_run,
     meter_summary_bounds,
     window_bounds,
@@ -117,7 +117,13 @@ def test_one_event_per_closed_window_with_its_count_and_nothing_for_an_open_wind
     assert only["value"] == 2 and only["timestamp"] == ts(dt.datetime(2026, 11, 2, 10, tzinfo=dt.UTC))
     report = MeterReport.objects.get()
     assert report.state == State.CONFIRMED and report.identifier == only["identifier"]
-    assert meter_reported_through(account=world.account, now=c + MINUTE) == dt.datetime(2026, 11, 2, 11, tzinfo=dt.UTC)
+    status = meter_reporting_status(account=world.account, now=c + MINUTE)
+    assert status == {
+        "through": dt.datetime(2026, 11, 2, 11, tzinfo=dt.UTC),
+        "waiting": 0,
+        "refused": 0,
+        "window_minutes": 60,
+    }
     run = world.report(c + HOUR)
     assert run.confirmed == 1 and world.stripe_total() == 3
     assert world.report(c + 2 * HOUR).confirmed == 0  # nothing new: nothing sent
@@ -226,3 +232,23 @@ def test_one_account_busy_elsewhere_is_left_alone(world):
         assert held
         report = meter_report_account(account_id=world.account.pk, now=START + 2 * HOUR)
     assert report.busy and world.stripe_total() == 0
+
+
+def test_the_dashboard_says_up_to_when_usage_is_in_stripe_and_admins_see_the_rows(world, client, admin_user):
+    from tests.factories import CustomerUserFactory
+
+    world.resolve(START + 40 * MINUTE, START + 2 * HOUR)
+    world.report(START + 2 * HOUR + 5 * MINUTE)  # the 10:00 window is in Stripe; 11:00 is still open
+    client.force_login(CustomerUserFactory(account=world.account, username="meter-viewer"))
+    with clock.frozen(START + 2 * HOUR + 5 * MINUTE):
+        page = client.get("/portal/").content.decode()
+    assert "Overage reported to Stripe up to\n      <strong>2 Nov 2026, 11:00</strong>." in page
+    world.emulator.store.get("customer", world.customer)["deleted"] = True  # Stripe refuses the next one
+    world.report(START + 3 * HOUR + 5 * MINUTE)
+    with clock.frozen(START + 3 * HOUR + 5 * MINUTE):
+        page = client.get("/portal/").content.decode()
+    assert "<strong>2 Nov 2026, 11:00</strong>;" in page and "1 report on the way" in page
+    assert "(1 held up at Stripe: our team is on it)" in page
+    client.force_login(admin_user)
+    listing = client.get("/admin/resolutions/meterreport/?state=rejected").content.decode()
+    assert "1 result" in listing and "No such customer" in listing and "Rejected by Stripe" in listing
