@@ -155,7 +155,9 @@ def test_void_gives_the_credit_back_while_the_pack_lives(post_events, account, m
     ledger_matches_balances()
 
 
-def test_void_of_overage_is_taken_back_from_the_meter_but_a_credit_after_expiry_is_not(post_events, account, manager, now):
+def test_void_of_overage_is_taken_back_from_the_meter_but_a_credit_after_expiry_is_not(
+    post_events, account, manager, now
+):
     grant(account, 1, expires=NOW + DAY)
     resolve(post_events, 2)
     resolutions_fund(now=NOW)
