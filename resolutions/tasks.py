@@ -6,6 +6,7 @@ from billing_portal import clock
 
 from .billing_cycle import billing_cycle_run
 from .services import conversations_evaluate_pending
+from .services.reconciliation import meter_reconcile
 
 
 @shared_task(acks_late=True)
@@ -22,3 +23,11 @@ def billing_cycle_task() -> dict:
     """The minutely billing cycle (beat `billing-cycle`): `billing_cycle_run`, the same function as
     `billing_tick`. A cycle that finds another one running does nothing."""
     return billing_cycle_run(now=clock.now()).as_dict()
+
+
+@shared_task(acks_late=True)
+def meter_reconcile_task() -> dict:
+    """The hourly reconciliation (beat `meter-reconcile`): `meter_reconcile`, as `manage.py reconcile` runs it.
+    The billing cycle's `reconcile` step then waits an hour; two overlapping runs decide one after the other
+    per account, and an e-mail is sent once."""
+    return meter_reconcile(now=clock.now()).as_dict()

@@ -35,6 +35,7 @@ STEP_NAMES = [
     "provisioning",
     "conversions",
     "idempotency",
+    "reconcile",
 ]
 RENEWED_AT = dt.datetime(2026, 12, 3, 12, tzinfo=dt.UTC)  # a day after the first period ended
 
@@ -82,7 +83,7 @@ def test_billing_tick_prints_one_line_per_step_and_exits_0_when_a_step_fails(pro
     call_command("billing_tick", "--now", RENEWED_AT.isoformat(), stdout=out)  # no CommandError: exit 0
     lines = out.getvalue().splitlines()
     assert lines[0] == f"Billing cycle at {RENEWED_AT.isoformat()}:"
-    assert [line.split()[0] for line in lines[1:10]] == STEP_NAMES
+    assert [line.split()[0] for line in lines[1 : 1 + len(STEP_NAMES)]] == STEP_NAMES
     assert lines[3].split()[1] == "FAILED" and "Stripe retrieve subscription failed" in lines[3]
     assert "0 funded from credits, 1 as overage" in lines[5]
     assert lines[-1] == "1 step(s) failed; the next cycle retries them."
