@@ -189,6 +189,8 @@ class MeterWindow(models.Model):
         indexes = [
             # The reporter's work list: windows whose count moved since their last report row.
             models.Index(fields=["end"], condition=~Q(overage=models.F("reported")), name="meter_window_due_idx"),
+            # Reconciliation reads the windows (and their report rows) of periods that ended recently or are current.
+            models.Index(fields=["period_end"], name="meter_window_period_end_idx"),
         ]
 
     def __str__(self) -> str:
