@@ -240,6 +240,9 @@ STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=20.0)
 STRIPE_MAX_RETRIES = env.int("STRIPE_MAX_RETRIES", default=4)
 STRIPE_BACKOFF_BASE_SECONDS = env.float("STRIPE_BACKOFF_BASE_SECONDS", default=0.5)
 STRIPE_BACKOFF_CAP_SECONDS = 8.0
+# The longest Retry-After a Stripe call sleeps through; a longer ask ends the call with
+# StripeUnavailable(retry_after=…) so the caller (a task) schedules its next attempt instead.
+STRIPE_RETRY_AFTER_CAP_SECONDS = env.float("STRIPE_RETRY_AFTER_CAP_SECONDS", default=8.0)
 # Where Stripe sends webhooks for this portal (stripe_setup registers <this>/stripe/webhook/<uuid>/).
 PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://127.0.0.1:8000")
 if STRIPE_LIVE_MODE:

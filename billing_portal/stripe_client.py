@@ -1,8 +1,10 @@
 """The one module that talks to Stripe (dj-stripe aside). Nothing else in the portal imports `stripe`.
 
 It owns the configured StripeClient (key, API base, pinned API version, timeout), retries 429, 5xx and
-network errors with exponential backoff, and always takes the idempotency key from its caller, so that
-a retry of the same operation (now, or after a crash) can never create a second object in Stripe.
+network errors with exponential backoff (never sooner than a `Retry-After` the answer carries; a
+`Stripe-Should-Retry` header overrides the status), and always takes the idempotency key from its
+caller, so that a retry of the same operation (now, or after a crash) can never create a second object
+in Stripe.
 
 No Stripe call is made inside a database transaction: every request, ours and dj-stripe's, goes through
 one HTTP client that looks for an open atomic block first. With STRIPE_FORBID_CALLS_IN_TRANSACTION (the
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -35,18 +38,30 @@ StripeObject = stripe.StripeObject
 
 
 class StripeFailure(Exception):
-    """A Stripe call did not succeed. `retryable` says whether trying again later may help."""
+    """A Stripe call did not succeed. `retryable` says whether trying again later may help;
+    `retry_after` is the wait in seconds Stripe's last answer asked for (its Retry-After header), if any."""
 
-    def __init__(self, operation: str, message: str, *, retryable: bool, code: str | None = None, status=None):
+    def __init__(
+        self,
+        operation: str,
+        message: str,
+        *,
+        retryable: bool,
+        code: str | None = None,
+        status=None,
+        retry_after: float | None = None,
+    ):
         super().__init__(f"Stripe {operation} failed: {message}")
         self.operation = operation
         self.retryable = retryable
         self.code = code
         self.http_status = status
+        self.retry_after = retry_after
 
 
 class StripeUnavailable(StripeFailure):
-    """429, 5xx or network trouble that outlasted every retry: safe to retry later with the same key."""
+    """429, 5xx or network trouble that outlasted every retry, or a Retry-After longer than we wait
+    in-process: safe to retry later with the same key, and no sooner than `retry_after` seconds."""
 
 
 class StripeRejected(StripeFailure):
@@ -168,6 +183,7 @@ class _Config:
     max_retries: int
     backoff_base: float
     backoff_cap: float
+    retry_after_cap: float
 
 
 def _config() -> _Config:
@@ -179,6 +195,7 @@ def _config() -> _Config:
         max_retries=settings.STRIPE_MAX_RETRIES,
         backoff_base=settings.STRIPE_BACKOFF_BASE_SECONDS,
         backoff_cap=settings.STRIPE_BACKOFF_CAP_SECONDS,
+        retry_after_cap=settings.STRIPE_RETRY_AFTER_CAP_SECONDS,
     )
 
 
@@ -222,9 +239,23 @@ def _backoff(attempt: int, config: _Config) -> float:
     return delay * (0.5 + random.random() / 2)  # jitter: retries of many callers do not line up
 
 
+def _header(error: stripe.StripeError, name: str) -> str | None:
+    return {k.lower(): v for k, v in (error.headers or {}).items()}.get(name)
+
+
+def _retry_after(error: stripe.StripeError) -> float | None:
+    """The answer's Retry-After in seconds (None when absent or not a number of seconds: an HTTP-date
+    form is not one Stripe sends, and it would be read against the wall clock)."""
+    raw = _header(error, "retry-after")
+    try:
+        seconds = float(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
+
+
 def _should_retry(error: stripe.StripeError) -> bool:
-    headers = error.headers or {}
-    should = {k.lower(): v for k, v in headers.items()}.get("stripe-should-retry")
+    should = _header(error, "stripe-should-retry")
     if should is not None:
         return should == "true"
     if isinstance(error, stripe.RateLimitError | stripe.APIConnectionError):
@@ -234,7 +265,11 @@ def _should_retry(error: stripe.StripeError) -> bool:
 
 def call(operation: str, request: Callable[[stripe.StripeClient, dict], T], *, idempotency_key: str | None) -> T:
     """Run `request(client, options)` with retries. `options` carries the caller's idempotency key, so
-    every attempt is the same request to Stripe. Writes (POST) must pass a key; reads pass None."""
+    every attempt is the same request to Stripe. Writes (POST) must pass a key; reads pass None.
+
+    The wait before a retry is the exponential backoff with jitter, or the answer's Retry-After if that
+    is longer. A Retry-After over STRIPE_RETRY_AFTER_CAP_SECONDS is not slept through: the call ends at
+    once with StripeUnavailable(retry_after=…), for the caller to schedule its next attempt."""
     config = _config()
     options: dict[str, Any] = {"idempotency_key": idempotency_key} if idempotency_key else {}
     for attempt in range(config.max_retries + 1):
@@ -242,21 +277,25 @@ def call(operation: str, request: Callable[[stripe.StripeClient, dict], T], *, i
         try:
             return request(client(), options)
         except stripe.StripeError as error:
-            retry = _should_retry(error)
-            if not retry:
+            retry_after = _retry_after(error)
+            if not _should_retry(error):
                 raise StripeRejected(
                     operation,
                     error.user_message or str(error),
                     retryable=False,
                     code=getattr(error, "code", None),
                     status=error.http_status,
+                    retry_after=retry_after,
                 ) from error
-            if attempt == config.max_retries:
+            too_long = retry_after is not None and retry_after > config.retry_after_cap
+            if attempt == config.max_retries or too_long:
+                asked = f"; Stripe asks to wait {retry_after:g}s" if retry_after is not None else ""
                 raise StripeUnavailable(
-                    operation, f"{error.__class__.__name__} after {attempt + 1} attempts: {error}",
+                    operation, f"{error.__class__.__name__} after {attempt + 1} attempts: {error}{asked}",
                     retryable=True, code=getattr(error, "code", None), status=error.http_status,
+                    retry_after=retry_after,
                 ) from error  # fmt: skip
-            delay = _backoff(attempt, config)
+            delay = max(_backoff(attempt, config), retry_after or 0.0)
             logger.warning("Stripe %s: %s; retry %d in %.2fs", operation, error.__class__.__name__, attempt + 1, delay)
             time.sleep(delay)
         finally:

@@ -16,19 +16,42 @@ class Fault:
     method: str | None = None
     count: int = 1
     hang_seconds: float = 10.0
+    retry_after: float | None = 1  # a 429's Retry-After header, in seconds; None sends none
+    should_retry: bool | None = None  # Stripe-Should-Retry header on the error answer; None sends none
 
     @classmethod
     def from_json(cls, raw: dict) -> Fault:
         mode = str(raw.get("mode", ""))
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        retry_after = raw.get("retry_after", 1)
+        if retry_after is not None:
+            retry_after = float(retry_after)
+            if retry_after < 0:
+                raise ValueError("retry_after must be a number of seconds >= 0, or null")
+        should_retry = raw.get("should_retry")
+        if should_retry is not None and not isinstance(should_retry, bool):
+            raise ValueError("should_retry must be true, false or null")
         return cls(
             path_prefix=str(raw.get("path_prefix") or "/"),
             mode=mode,
             method=(str(raw["method"]).upper() if raw.get("method") else None),
             count=int(raw.get("count", 1)),
             hang_seconds=float(raw.get("hang_seconds", 10.0)),
+            retry_after=retry_after,
+            should_retry=should_retry,
         )
+
+    def error_headers(self) -> dict[str, str]:
+        """Headers of this fault's error answer (429 and 500 modes)."""
+        headers = {}
+        if self.mode == "429" and self.retry_after is not None:
+            seconds = self.retry_after
+            # HTTP's delta-seconds are whole; a fraction is kept as a convenience for quick tests.
+            headers["Retry-After"] = str(int(seconds)) if seconds == int(seconds) else str(seconds)
+        if self.should_retry is not None:
+            headers["Stripe-Should-Retry"] = "true" if self.should_retry else "false"
+        return headers
 
 
 class Faults:

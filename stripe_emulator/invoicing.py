@@ -136,9 +136,7 @@ def subscription_lines(
         price = store.get("price", item["price"])
         recurring = price.get("recurring") or {}
         if recurring.get("usage_type") == "metered":
-            meter = store.get("billing.meter", recurring.get("meter"))
-            quantity = aggregate(store, meter, sub["customer"], *usage_period) if meter else 0
-            period = usage_period
+            quantity, period = metered_quantity(store, price, sub["customer"], usage_period), usage_period
         elif licensed_period is None:
             continue
         else:
@@ -159,6 +157,34 @@ def subscription_lines(
             )
         )
     return lines
+
+
+def metered_quantity(store: Store, price: dict, customer_id: str, period: tuple[int, int]) -> int:
+    """A metered price's quantity for ``customer_id``: its meter's aggregate over ``period``."""
+    meter = store.get("billing.meter", (price.get("recurring") or {}).get("meter"))
+    return aggregate(store, meter, customer_id, *period) if meter else 0
+
+
+def refresh_usage(store: Store, inv: dict) -> None:
+    """Bring each metered subscription line up to the meter's latest total over the line's period.
+
+    Stripe's finalization grace period: usage for an ended period may still be reported until the
+    period's invoice is finalized, and finalization updates the invoice to the latest quantity. Events
+    that arrive after finalization are stored (and show in summaries) but bill nowhere.
+    """
+    for line in inv["_lines"]:
+        if (line.get("parent") or {}).get("type") != "subscription_item_details":
+            continue
+        price_id = ((line.get("pricing") or {}).get("price_details") or {}).get("price")
+        price = store.get("price", price_id) if price_id else None
+        if price is None or (price.get("recurring") or {}).get("usage_type") != "metered":
+            continue
+        period = (line["period"]["start"], line["period"]["end"])
+        quantity = metered_quantity(store, price, inv["customer"], period)
+        amount = line_amount(price, quantity)
+        line["amount"] = line["subtotal"] = amount
+        line["quantity"], line["quantity_decimal"] = int(quantity), str(quantity)
+        line["description"] = price_description(store, price, quantity)
 
 
 def recompute(inv: dict) -> None:
@@ -333,6 +359,8 @@ def finalize(ctx: Ctx, inv: dict) -> None:
         raise errors.StripeError(
             "This invoice is already finalized, you can't re-finalize a non-draft invoice."
         )
+    if inv.get("subscription"):
+        refresh_usage(ctx.store, inv)
     now = ctx.now()
     customer = ctx.store.get("customer", inv["customer"]) or {}
     seq = customer.get("next_invoice_sequence", 1)

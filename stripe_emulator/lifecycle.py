@@ -3,7 +3,9 @@
 Called before every API request (and after the emulated clock moves), so moving the frozen clock past
 a period end produces the renewal invoice the way Stripe would: a ``subscription_cycle`` draft with the
 ended period's metered usage and the next period's licensed quantities, finalized and charged one hour
-after it was created.
+after it was created. Finalization re-reads the metered usage (Stripe's finalization grace period), so
+usage reported for the ended period during that hour is billed. A clock jump of more than an hour past a
+period end creates and finalizes the draft in the same call, counting the events stored by then.
 """
 
 from __future__ import annotations

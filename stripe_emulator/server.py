@@ -217,8 +217,10 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None:
             entry["fault"] = fault.mode
             if fault.mode == "429":
+                headers.update(fault.error_headers())
                 return 429, errors.rate_limited().body(request_id)
             if fault.mode == "500":
+                headers.update(fault.error_headers())
                 return 500, errors.api_error().body(request_id)
             if fault.mode == "hang":
                 time.sleep(fault.hang_seconds)
@@ -233,6 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
             return err.status, err.body(request_id)
         status, payload = self._execute(route, groups, params, method, path, request_id, idem_key, headers)
         if fault is not None and fault.mode == "500_after_record":
+            headers.update(fault.error_headers())
             return 500, errors.api_error().body(request_id)
         return status, payload
 

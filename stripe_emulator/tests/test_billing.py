@@ -316,3 +316,97 @@ def test_metered_price_requires_a_meter_and_subscription_rejects_quantity(client
             {"customer": customer.id, "items": [{"price": price.id, "quantity": 2}]}
         )
     assert info.value.param == "items[0][quantity]"
+
+
+# ---------------------------------------------------------------------------- finalization grace period
+
+
+def _metered_subscription(client, *, seats: int = 0):
+    _, product, metered = make_metered(client, price={"unit_amount": 100})
+    items = [{"price": metered.id}]
+    if seats:
+        month = {"interval": "month"}
+        seat = client.v1.prices.create(
+            {"currency": "usd", "product": product.id, "unit_amount": 2000, "recurring": month}
+        )
+        items.append({"price": seat.id, "quantity": seats})
+    customer = client.v1.customers.create({"name": "grace"})
+    return customer, client.v1.subscriptions.create({"customer": customer.id, "items": items})
+
+
+def _report(client, customer, timestamp: int, value: int) -> None:
+    client.v1.billing.meter_events.create(
+        {
+            "event_name": "resolution",
+            "timestamp": timestamp,
+            "payload": {"stripe_customer_id": customer.id, "value": str(value)},
+        }
+    )
+
+
+def _usage_line(invoice):
+    (line,) = [ln for ln in invoice.lines.data if ln.period.start == invoice.period_start]
+    return line.quantity, line.amount
+
+
+def test_usage_reported_in_the_grace_hour_is_billed_and_later_usage_is_not(emulator, client, now):
+    customer, sub = _metered_subscription(client, seats=1)
+    start, end = sub.current_period_start, sub.current_period_end
+    _report(client, customer, now + 5, 5)
+    emulator.set_time(end + 10)
+    draft = client.v1.invoices.retrieve(client.v1.subscriptions.retrieve(sub.id).latest_invoice)
+    assert (draft.status, draft.period_start, draft.period_end) == ("draft", start, end)
+    assert _usage_line(draft) == (5, 500)
+    # In the grace hour: one more event for the ended period, one for the new period.
+    _report(client, customer, end - 30, 3)
+    _report(client, customer, end + 20, 7)
+    preview = client.v1.invoices.create_preview({"subscription": sub.id})
+    assert (preview.period_start, _usage_line(preview)) == (end, (7, 700))  # the new period's usage only
+    emulator.set_time(end + 3601)
+    final = client.v1.invoices.retrieve(draft.id)
+    assert (final.status, final.status_transitions.finalized_at) == ("paid", end + 3601)
+    assert _usage_line(final) == (8, 800)
+    assert final.total == final.amount_paid == 800 + 2000
+    # After finalization an event for the ended period is accepted (it is within 35 days) but bills nowhere.
+    _report(client, customer, end - 20, 4)
+    assert _usage_line(client.v1.invoices.retrieve(draft.id)) == (8, 800)
+    events = client.v1.events.list({"type": "invoice.finalized"}).data
+    # The invoice.finalized event carries the new total.
+    assert [e.data.object.total for e in events if e.data.object.id == draft.id] == [2800]
+    assert _usage_line(client.v1.invoices.create_preview({"subscription": sub.id})) == (7, 700)
+
+
+def test_manual_finalize_bills_the_latest_usage(emulator, client, now):
+    customer, sub = _metered_subscription(client)
+    end = sub.current_period_end
+    _report(client, customer, now + 5, 2)
+    emulator.set_time(end + 60)
+    draft_id = client.v1.subscriptions.retrieve(sub.id).latest_invoice
+    assert _usage_line(client.v1.invoices.retrieve(draft_id)) == (2, 200)
+    _report(client, customer, end - 1, 40)
+    final = client.v1.invoices.finalize_invoice(draft_id, {"auto_advance": False})
+    assert final.status == "open"
+    assert _usage_line(final) == (42, 4200)
+    assert (final.subtotal, final.total, final.amount_due) == (4200, 4200, 4200)
+    (line,) = final.lines.data
+    assert line.quantity_decimal == 42 and line.description.startswith("42 × ")
+    _report(client, customer, end - 2, 1000)  # too late: the invoice is no longer a draft
+    assert client.v1.invoices.retrieve(draft_id).total == 4200
+
+
+def test_a_clock_jump_past_the_grace_hour_creates_and_finalizes_with_the_stored_usage(emulator, client, now):
+    customer, sub = _metered_subscription(client)
+    first_end = sub.current_period_end
+    _report(client, customer, now + 5, 5)
+    emulator.set_time(first_end - 60)
+    _report(client, customer, first_end - 30, 6)
+    emulator.set_time(first_end + 40 * 86400)  # past the next period's end and its grace hour too
+    invoices = client.v1.invoices.list({"subscription": sub.id, "limit": 10}).data
+    cycles = sorted(
+        (i for i in invoices if i.billing_reason == "subscription_cycle"), key=lambda i: i.period_start
+    )
+    assert [(i.status, i.period_start) for i in cycles] == [
+        ("paid", sub.current_period_start),
+        ("paid", first_end),
+    ]
+    assert [_usage_line(i) for i in cycles] == [(11, 1100), (0, 0)]

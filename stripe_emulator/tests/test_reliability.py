@@ -59,8 +59,35 @@ def test_fault_429_then_recovers(raw, client):
         with pytest.raises(stripe.RateLimitError) as info:
             client.v1.customers.create({"name": "x"})
         assert info.value.json_body["error"]["code"] == "rate_limit"
+        assert info.value.headers["Retry-After"] == "1"  # the default wait a 429 asks for
     client.v1.customers.create({"name": "x"})
     assert len(client.v1.customers.list().data) == 1
+
+
+def test_fault_retry_after_and_should_retry_headers(raw):
+    faults = [
+        {"mode": "429", "retry_after": 7, "should_retry": False},
+        {"mode": "429", "retry_after": 0.25},
+        {"mode": "429", "retry_after": None},
+        {"mode": "500", "should_retry": True},
+        {"mode": "500_after_record", "should_retry": False},
+    ]
+    for fault in faults:
+        raw.control("POST", "faults", {"path_prefix": "/v1/customers", "method": "POST", **fault})
+    got = []
+    for _ in faults:
+        status, _, headers = raw.call("POST", "/v1/customers", {})
+        got.append((status, headers.get("Retry-After"), headers.get("Stripe-Should-Retry")))
+    assert got == [
+        (429, "7", "false"),
+        (429, "0.25", None),
+        (429, None, None),
+        (500, None, "true"),
+        (500, None, "false"),
+    ]
+    for bad in ({"retry_after": -1}, {"retry_after": "soon"}, {"should_retry": "yes"}):
+        status, body, _ = raw.control("POST", "faults", {"path_prefix": "/v1", "mode": "429", **bad})
+        assert status == 400, bad
 
 
 def test_fault_500_does_not_record(raw, client):
