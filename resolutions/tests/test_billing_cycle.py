@@ -200,6 +200,14 @@ def test_the_demos_periods_agree_with_the_emulators_subscription(stripe_emulator
     assert len(periods) == 2 and periods[-1] == emulator_period  # the renewal, recorded by the cycle's sync
     assert stripe_emulator.store.frozen_time == int(NOW.timestamp())  # --now: the emulator stays at it
     assert Resolution.objects.filter(account=account, funding="overage").exists()
+    # "Stripe" invoiced each past period's overage exactly as the portal computed it.
+    from resolutions.demo import invoices_against_portal
+    from resolutions.models import MeterReport
+
+    checks = [c for a in Account.objects.all() for c in invoices_against_portal(account=a)]
+    assert len(checks) == 3 and all(c.agrees for c in checks), checks
+    assert sum(c.stripe_minor for c in checks) > 0
+    assert not MeterReport.objects.exclude(state="confirmed").exists()  # nothing left over, nothing too late
 
 
 @pytest.mark.django_db
