@@ -16,8 +16,8 @@ class Command(BaseCommand):
     help = (
         "Run one billing cycle, as the minutely Celery task does: evaluate queued conversations, finalise "
         "elapsed inactivity windows, sync billing periods from Stripe, continue credit purchases, draw down "
-        "credits, expire packs, undo unfinished provisionings, finish stalled seat conversions. Prints one "
-        "line per step (failures with their reason)."
+        "credits, expire packs, report overage to Stripe's meter, undo unfinished provisionings, finish stalled "
+        "seat conversions, reconcile with Stripe (hourly). Prints one line per step (failures with their reason)."
     )
 
     def add_arguments(self, parser):
