@@ -191,6 +191,12 @@ METER_REPORTING = env.str("METER_REPORTING", default="inline")
 if METER_REPORTING not in ("inline", "tasks"):
     raise ImproperlyConfigured(f'METER_REPORTING must be "inline" or "tasks", not {METER_REPORTING!r}.')
 METER_REPORT_THREADS = env.int("METER_REPORT_THREADS", default=8)  # accounts sent to at once, inline
+# Reconciliation with Stripe's meter event summaries (resolutions/services/reconciliation.py): the billing cycle
+# runs it when the last run is older than the interval (the hourly task and `reconcile` always run it). An event
+# confirmed less than the settle time ago counts as still on its way: Stripe aggregates meter events
+# asynchronously, so its summaries may not show it yet.
+METER_RECONCILE_INTERVAL_SECONDS = env.int("METER_RECONCILE_INTERVAL_SECONDS", default=3600)
+METER_RECONCILE_SETTLE_SECONDS = env.int("METER_RECONCILE_SETTLE_SECONDS", default=600)
 
 # --- Celery -----------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
@@ -218,6 +224,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     # waited in the queue past the next one's start is dropped: the next run does the same work.
     "billing-cycle": {"task": "resolutions.tasks.billing_cycle_task", "schedule": 60.0, "options": {"expires": 55}},
     "stripe-catalog-retry": {"task": "accounts.tasks.stripe_catalog_retry_task", "schedule": 600.0},
+    # Reported meter totals against Stripe's meter event summaries; differences go to the admins.
+    "meter-reconcile": {"task": "resolutions.tasks.meter_reconcile_task", "schedule": 3600.0},
 }
 
 # --- Stripe -----------------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ the next cycle, and the steps that do not depend on it still run):
 7. report      — overage of closed reporting windows sent to Stripe's meter (services/metering);
 8. provisioning — unfinished account provisionings undone;
 9. conversions — stalled seat conversions finished;
-10. idempotency — stored answers to Idempotency-Keys older than 24 hours forgotten.
+10. idempotency — stored answers to Idempotency-Keys older than 24 hours forgotten;
+11. reconcile  — reported meter totals against Stripe's meter event summaries, when the last reconciliation
+   is older than METER_RECONCILE_INTERVAL_SECONDS (an hour): differences stored and e-mailed to the admins.
 
 Dependencies: funding does not depend on the Stripe steps (3, 4): with a period not synced yet it uses
 the period Stripe's anchor arithmetic makes, and a pack activated late funds from the next cycle on.
@@ -46,6 +48,7 @@ from credits.services import credit_packs_expire
 
 from .services import conversations_evaluate_pending, resolution_windows_finalise, resolutions_fund
 from .services.metering import meter_reports_run
+from .services.reconciliation import meter_reconcile, meter_reconcile_due
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +171,25 @@ def _idempotency(now):
     return f"{n} stored answer(s) to Idempotency-Keys older than 24 h forgotten", {"idempotency_keys_expired": n}
 
 
+def _reconcile(now):
+    if not meter_reconcile_due(now=now):
+        return "not due (the last reconciliation is less than an hour old)", {"reconciled": False}
+    r = meter_reconcile(now=now)
+    if r.nothing_checked:
+        raise StripeFailure(
+            "reconcile", f"none of {len(r.failures)} period(s) could be checked ({r.failures[0]['error']})",
+            retryable=True,
+        )  # fmt: skip
+    text = f"{r.checked} period(s) checked: {len(r.differences)} difference(s), {r.new} new; {r.resolved} resolved"
+    if r.in_flight:
+        text += f", {r.in_flight} with a meter event on its way (next time)"
+    if r.failures:
+        text += f"; {len(r.failures)} not reachable in Stripe ({r.failures[0]['error']})"
+    counts = {"reconciled": True, "reconcile_checked": r.checked, "reconcile_differences": len(r.differences),
+              "reconcile_in_flight": r.in_flight, "reconcile_failed": len(r.failures)}  # fmt: skip
+    return text, counts
+
+
 # (name, step, the steps it depends on): a step whose dependency failed is skipped this cycle.
 STEPS: list[tuple[str, Callable[[dt.datetime], tuple[str, dict]], tuple[str, ...]]] = [
     ("evaluate", _evaluate, ()),
@@ -180,6 +202,7 @@ STEPS: list[tuple[str, Callable[[dt.datetime], tuple[str, dict]], tuple[str, ...
     ("provisioning", _provisioning, ()),
     ("conversions", _conversions, ()),
     ("idempotency", _idempotency, ()),
+    ("reconcile", _reconcile, ()),
 ]
 
 

@@ -84,43 +84,82 @@ def demo_traffic_ingest(
     *, accounts: list[Account], end: dt.datetime, days: int = DAYS, progress: Callable[[int, int], None] | None = None
 ) -> dict[str, int]:
     """Send `days` days of traffic ending at `end` for the given demo accounts (the last `days` of the
-    profiles' 90), with one billing cycle after each day; returns the number of events sent per account.
-    The emulator's clock (if Stripe is the emulator) is moved to each day's end."""
+    profiles' 90), with a billing cycle after each day; returns the number of events sent per account.
+    The emulator's clock (if Stripe is the emulator) is moved with the simulated time.
+
+    A day is posted at 01:00 the next day, except that when a billing period of a demo account ends during
+    it, what happened before the end is posted, and a cycle run, five minutes after it: so the period's
+    last hour is reported to Stripe's meter within its invoice's grace hour, as a live integration's would
+    be, and the invoice Stripe finalizes bills all of the period's overage."""
     emulator_clock = EmulatorClock.for_settings()
     rng = random.Random(20261123)
     sent = {account.slug: 0 for account in accounts}
     start_day = (end - dt.timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
+    posted_until = start_day
     for offset in range(days):
         day = DAYS - days + offset  # the profile's day index
         day_start = start_day + dt.timedelta(days=offset)
         post_at = min(day_start + dt.timedelta(days=1, hours=1), end)
-        with clock.frozen(post_at):
-            for account in accounts:
-                profile = PROFILES.get(account.slug)
-                if profile is None or day < profile.first_day:
-                    continue
-                events = []
-                for n in range(profile.conversations(day)):
-                    conversation_id = f"{account.slug[:3]}-{day:02d}-{n:04d}"
-                    begin = day_start + dt.timedelta(seconds=rng.randint(6 * 3600, 22 * 3600))
-                    for i, (event_type, at) in enumerate(_conversation(rng, conversation_id, begin)):
-                        if at <= post_at + dt.timedelta(minutes=4):
-                            events.append({
-                                "id": f"{conversation_id}-{i}", "conversation_id": conversation_id,
-                                "type": event_type, "occurred_at": at.isoformat(),
-                            })  # fmt: skip
-                for i in range(0, len(events), MAX_BATCH):
-                    parsed, errors = events_parse({"events": events[i : i + MAX_BATCH]}, now=clock.now())
-                    if errors:
-                        raise ValueError(f"demo traffic is invalid: {errors[:3]}")
-                    # Inline: the seeding evaluates as it goes, and leaves no task per batch in the broker.
-                    conversation_events_ingest(account=account, events=parsed, evaluation="inline")
-                sent[account.slug] += len(events)
-        emulator_clock.set(post_at)  # the emulator's subscriptions renew as the days go by
-        _billing_cycle(post_at)  # what the minutely task does, once per simulated day
+        waiting: dict[int, list[dict]] = {}
+        for account in accounts:
+            profile = PROFILES.get(account.slug)
+            if profile is None or day < profile.first_day:
+                continue
+            events = waiting.setdefault(account.pk, [])
+            for n in range(profile.conversations(day)):
+                conversation_id = f"{account.slug[:3]}-{day:02d}-{n:04d}"
+                begin = day_start + dt.timedelta(seconds=rng.randint(6 * 3600, 22 * 3600))
+                for i, (event_type, at) in enumerate(_conversation(rng, conversation_id, begin)):
+                    if at <= post_at + dt.timedelta(minutes=4):
+                        events.append({"id": f"{conversation_id}-{i}", "conversation_id": conversation_id,
+                                       "type": event_type, "occurred_at": at})  # fmt: skip
+        for cut in _period_ends(accounts, posted_until, post_at - PERIOD_END_POSTING) + [None]:
+            posting_at = post_at if cut is None else cut + PERIOD_END_POSTING
+            with clock.frozen(posting_at):
+                for account in accounts:
+                    pending = waiting.get(account.pk, [])
+                    due = [e for e in pending if cut is None or e["occurred_at"] < cut]
+                    waiting[account.pk] = [e for e in pending if cut is not None and e["occurred_at"] >= cut]
+                    sent[account.slug] += _ingest(account, due)
+            emulator_clock.set(posting_at)  # the emulator's subscriptions renew as the days go by
+            _billing_cycle(posting_at)  # what the minutely task does
+        posted_until = post_at
         if progress:
             progress(offset + 1, days)
     return sent
+
+
+PERIOD_END_POSTING = dt.timedelta(minutes=5)  # how long after a period's end its last events are posted
+
+
+def _period_ends(accounts: list[Account], after: dt.datetime, until: dt.datetime) -> list[dt.datetime]:
+    """The ends of the accounts' billing periods in (after, until], in order."""
+    from .services.funding import period_calendar
+
+    ends = set()
+    for account in accounts:
+        calendar = period_calendar(Account.objects.get(pk=account.pk))  # fresh: renewals are recorded daily
+        instant = after
+        while True:
+            period_end = calendar.containing(instant)[1]
+            if period_end > until:
+                break
+            if period_end > after:
+                ends.add(period_end)
+            instant = period_end
+    return sorted(ends)
+
+
+def _ingest(account: Account, events: list[dict]) -> int:
+    """The events through the API's validation and the ingestion service; returns how many were sent."""
+    for i in range(0, len(events), MAX_BATCH):
+        body = [{**e, "occurred_at": e["occurred_at"].isoformat()} for e in events[i : i + MAX_BATCH]]
+        parsed, errors = events_parse({"events": body}, now=clock.now())
+        if errors:
+            raise ValueError(f"demo traffic is invalid: {errors[:3]}")
+        # Inline: the seeding evaluates as it goes, and leaves no task per batch in the broker.
+        conversation_events_ingest(account=account, events=parsed, evaluation="inline")
+    return len(events)
 
 
 def _billing_cycle(now: dt.datetime) -> None:
@@ -187,3 +226,62 @@ class EmulatorClock:
                 self.set(now)
             else:
                 self.release()
+
+
+@dataclass(frozen=True)
+class InvoiceCheck:
+    """One finalized period invoice of an account: the overage Stripe billed, and the portal's figure."""
+
+    account: str
+    invoice: str
+    period_start: dt.datetime
+    period_end: dt.datetime
+    stripe_minor: int
+    portal_minor: int
+
+    @property
+    def agrees(self) -> bool:
+        return self.stripe_minor == self.portal_minor
+
+
+def invoices_against_portal(*, account: Account) -> list[InvoiceCheck]:
+    """Each finalized `subscription_cycle` invoice of the account in Stripe: its metered (overage) lines
+    beside the portal's overage money for the same billing period (the sum of its resolutions' shares).
+    The demo prints these, so that anyone can see "Stripe" billed what the portal computed."""
+    from django.db.models import Sum
+    from djstripe.models import Customer
+
+    from accounts.models import PricePlanVersion
+    from billing_portal import stripe_client
+
+    from .models import Resolution
+    from .services.funding import period_of
+
+    customer_id = Customer.objects.filter(subscriber_id=account.pk).values_list("id", flat=True).first()
+    if customer_id is None:
+        return []
+    metered = set(PricePlanVersion.objects.exclude(stripe_price_id="").values_list("stripe_price_id", flat=True))
+    invoices = stripe_client.call(
+        "list invoices",
+        lambda c, o: c.v1.invoices.list(params={"customer": customer_id, "limit": 100}),
+        idempotency_key=None,
+    )
+    checks = []
+    for invoice in invoices.auto_paging_iter():
+        if invoice.billing_reason != "subscription_cycle" or invoice.status in ("draft", "void"):
+            continue
+        lines = [
+            line for line in invoice.lines.auto_paging_iter()
+            if line.pricing and line.pricing.price_details and line.pricing.price_details.price in metered
+        ]  # fmt: skip
+        if not lines:
+            continue
+        start = dt.datetime.fromtimestamp(lines[0].period.start, dt.UTC)
+        period = period_of(account, start)
+        portal = Resolution.objects.filter(
+            account=account, funding=Resolution.Funding.OVERAGE, voided_at=None,
+            resolved_at__gte=period[0], resolved_at__lt=period[1],
+        ).aggregate(n=Sum("amount_minor"))["n"] or 0  # fmt: skip
+        ends = dt.datetime.fromtimestamp(lines[0].period.end, dt.UTC)
+        checks.append(InvoiceCheck(account.slug, invoice.id, start, ends, sum(line.amount for line in lines), portal))
+    return sorted(checks, key=lambda c: c.period_start)

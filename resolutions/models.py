@@ -189,6 +189,8 @@ class MeterWindow(models.Model):
         indexes = [
             # The reporter's work list: windows whose count moved since their last report row.
             models.Index(fields=["end"], condition=~Q(overage=models.F("reported")), name="meter_window_due_idx"),
+            # Reconciliation reads the windows (and their report rows) of periods that ended recently or are current.
+            models.Index(fields=["period_end"], name="meter_window_period_end_idx"),
         ]
 
     def __str__(self) -> str:
@@ -242,3 +244,52 @@ class MeterReport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.identifier}: {self.quantity:+d} ({self.state})"
+
+
+class MeterReconciliationDifference(models.Model):
+    """A billing period whose reported total (the portal's confirmed meter events) and Stripe's meter event
+    summary disagree (DESIGN §3.5 reconciliation). At most one open row per account and period: a later run
+    that finds other figures updates it, one that finds them equal resolves it, and a difference that comes
+    back after that is a new row (told to the admins again). `emailed_at` records that the admins were told."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+", db_index=False)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    portal = models.IntegerField(help_text="Overage resolutions the portal has in Stripe's meter (confirmed events).")
+    stripe = models.IntegerField(help_text="Overage resolutions Stripe's meter event summary counts for the period.")
+    first_found_at = models.DateTimeField()
+    last_checked_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True, help_text="When a run found the two figures equal.")
+    emailed_at = models.DateTimeField(null=True, blank=True, help_text="When the admins were e-mailed about it.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "period_start"],
+                condition=Q(resolved_at__isnull=True),
+                name="meter_difference_open_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        state = "resolved" if self.resolved_at else "open"
+        return f"{self.account_id} {self.period_start:%Y-%m-%d}: portal {self.portal}, Stripe {self.stripe} ({state})"
+
+    @property
+    def difference(self) -> int:
+        """Stripe's count minus the portal's: positive when Stripe would bill more than the portal reported."""
+        return self.stripe - self.portal
+
+
+class MeterReconciliationRun(models.Model):
+    """One reconciliation run: when it ran and what it found. The billing cycle reconciles only when the last
+    run is older than METER_RECONCILE_INTERVAL_SECONDS."""
+
+    started_at = models.DateTimeField(db_index=True)
+    checked = models.PositiveIntegerField(default=0, help_text="Periods compared with Stripe.")
+    differences = models.PositiveIntegerField(default=0, help_text="Periods whose figures disagreed.")
+    in_flight = models.PositiveIntegerField(default=0, help_text="Periods skipped: a meter event on its way.")
+    failures = models.JSONField(default=list, blank=True, help_text="Periods Stripe could not be asked about, why.")
+
+    def __str__(self) -> str:
+        return f"{self.started_at:%Y-%m-%d %H:%M}: {self.checked} checked, {self.differences} difference(s)"

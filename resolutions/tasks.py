@@ -8,6 +8,7 @@ from billing_portal.stripe_client import StripeUnavailable
 from .billing_cycle import billing_cycle_run
 from .services import conversations_evaluate_pending
 from .services.metering import meter_report_account
+from .services.reconciliation import meter_reconcile
 
 
 @shared_task(acks_late=True)
@@ -41,3 +42,11 @@ def meter_report_task(self, account_id: int) -> dict:
                                                                                retryable=True))  # fmt: skip
     return {"account_id": account_id, "planned": report.planned, "confirmed": report.confirmed,
             "rejected": report.rejected, "adjustments": report.adjustments, "busy": report.busy}  # fmt: skip
+
+
+@shared_task(acks_late=True)
+def meter_reconcile_task() -> dict:
+    """The hourly reconciliation (beat `meter-reconcile`): `meter_reconcile`, as `manage.py reconcile` runs it.
+    The billing cycle's `reconcile` step then waits an hour; two overlapping runs decide one after the other
+    per account, and an e-mail is sent once."""
+    return meter_reconcile(now=clock.now()).as_dict()

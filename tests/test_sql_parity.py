@@ -138,6 +138,8 @@ def world(db):
             last_event_at=NOW - 4 * HOUR, voided_by_staff=disputed, updated_at=NOW - 4 * HOUR,
         )  # fmt: skip
     DailyUsage.objects.create(account=a, date=TODAY, resolutions=4, credited=1, overage=1, amount_minor=150)
+    MeterWindow.objects.create(account=a, start=NOW, end=NOW + HOUR, period_start=NOW - 10 * DAY,
+                               period_end=NOW + 20 * DAY, overage=3, reported=3)  # fmt: skip
     DailyUsage.objects.create(account=b, date=TODAY, resolutions=2, overage=1, amount_minor=100)
     FundingProgress.objects.create(account=a, funded_through_id=r.a3.pk)
     return SimpleNamespace(a=a, b=b, version=version, packs=packs, r=r)
@@ -246,9 +248,7 @@ def case_rollups_rebuild(w):
 
 
 def case_meter_windows_add(w):
-    period = (NOW - 10 * DAY, NOW + 20 * DAY)
-    MeterWindow.objects.create(account=w.a, start=NOW, end=NOW + HOUR, period_start=period[0], period_end=period[1],
-                               overage=3, reported=3)  # fmt: skip
+    period = (NOW - 10 * DAY, NOW + 20 * DAY)  # the world has a window of account a at NOW
     delta = {
         (w.a.pk, NOW): [NOW + HOUR, *period, -1],  # an existing window: its count moves, its bounds stay
         (w.a.pk, NOW + HOUR): [NOW + 2 * HOUR, *period, 4],

@@ -36,6 +36,7 @@ STEP_NAMES = [
     "provisioning",
     "conversions",
     "idempotency",
+    "reconcile",
 ]
 RENEWED_AT = dt.datetime(2026, 12, 3, 12, tzinfo=dt.UTC)  # a day after the first period ended
 

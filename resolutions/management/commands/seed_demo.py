@@ -19,10 +19,11 @@ from accounts.services import user_create
 from accounts.services.provisioning import ProvisioningFailed, ProvisioningStuck, account_provision
 from accounts.services.stripe_catalog import stripe_catalog_setup
 from billing_portal import clock
+from billing_portal.money import format_money
 from billing_portal.stripe_client import StripeFailure
 from credits.purchases import credit_pack_purchase, credit_purchases_resume
 from credits.services import credit_pack_grant
-from resolutions.demo import DAYS, EmulatorClock, demo_traffic_ingest
+from resolutions.demo import DAYS, EmulatorClock, demo_traffic_ingest, invoices_against_portal
 
 # Customers joined this many days before their traffic begins: so with 90 days of traffic today's billing
 # period is about half-way through (joining 91 days back put its start at the moment of seeding, and the
@@ -94,10 +95,12 @@ class Command(BaseCommand):
                     accounts=new_accounts, end=now, days=options["days"],
                     progress=None if options["json"] else self._progress,
                 )  # fmt: skip
+                checks = [c for account in new_accounts for c in invoices_against_portal(account=account)]
                 if not options["json"]:
                     self.stdout.write("")
                     for slug, count in sent.items():
                         self.stdout.write(f"  {slug}: {count:,} conversation events sent")
+                    self._invoices(checks)
         logins = [{"username": n, "password": DEMO_PASSWORD, "role": r.label} for n, r in DEMO_STAFF] + [
             {"username": n, "password": DEMO_PASSWORD, "role": r.label, "account": s} for n, s, r in DEMO_CUSTOMERS
         ]
@@ -110,6 +113,24 @@ class Command(BaseCommand):
             self.stdout.write(f"  {login['username']:<18} {login['role']}{where}")
         for slug, key in new_keys.items():
             self.stdout.write(f"  API key for {slug}: {key}  (shown once)")
+
+    def _invoices(self, checks) -> None:
+        """What Stripe invoiced for the past periods' overage, beside the portal's figures."""
+        if not checks:
+            return
+        agreeing = sum(c.agrees for c in checks)
+        billed = sum(c.stripe_minor for c in checks)
+        currency = Account.objects.get(slug=checks[0].account).currency
+        line = f"  Stripe invoiced {len(checks)} past period(s), {format_money(billed, currency)} of overage"
+        if agreeing == len(checks):
+            self.stdout.write(self.style.SUCCESS(line + ": every invoice matches the portal to the cent."))
+            return
+        self.stdout.write(self.style.WARNING(line + f"; {len(checks) - agreeing} differ from the portal:"))
+        for c in checks:
+            if not c.agrees:
+                self.stdout.write(
+                    f"    {c.account} {c.invoice}: Stripe {c.stripe_minor}, portal {c.portal_minor} (minor units)"
+                )
 
     def _credit_packs(self, account):
         """Steady buys the annual pack (a paid Stripe invoice); Seasonal got a promotional pack its campaign
