@@ -15,12 +15,14 @@ from rest_framework.views import APIView
 from accounts.authentication import ApiKeyAuthentication
 from accounts.models import Account
 from accounts.permissions import IsCustomer, IsStaffRole
+from accounts.selectors import account_get_visible
 from billing_portal import clock
 from billing_portal.parsers import JsonParser, JsonValueRefused
 
 from .ingestion import events_parse, refused_value_error
 from .selectors import DATE_MAX, DATE_MIN, MAX_USAGE_DAYS, resolution_get_visible, resolution_list, usage_get
 from .services import EventConflict, conversation_events_ingest, resolution_void
+from .services.invoice_preview import invoice_preview_get
 
 ERRORS = inline_serializer(
     "Errors",
@@ -242,3 +244,99 @@ class ResolutionVoidApi(APIView):
         resolution = resolution_get_visible(user=request.user, pk=resolution_id)
         voided = resolution_void(resolution=resolution, actor=request.user, reason=data.validated_data["reason"])
         return Response(ResolutionOutputSerializer(voided).data)
+
+
+def _money(help_text: str) -> serializers.IntegerField:
+    return serializers.IntegerField(help_text=f"{help_text}, minor units of the account's currency.")
+
+
+INVOICE_PREVIEW = inline_serializer(
+    "InvoicePreview",
+    {
+        "account_id": serializers.IntegerField(),
+        "currency": serializers.CharField(),
+        "period_start": serializers.DateTimeField(help_text="The current Stripe billing period (its overage)."),
+        "period_end": serializers.DateTimeField(),
+        "portal": inline_serializer(
+            "InvoicePreviewPortal",
+            {
+                "seats_minor": _money("Seats for the next period at the current quantity"),
+                "overage_resolutions": serializers.IntegerField(help_text="Non-voided overage resolutions."),
+                "overage_minor": _money("This period's overage, priced by tier as Stripe prices it"),
+                "total_minor": _money("seats_minor + overage_minor"),
+            },
+        ),
+        "stripe": inline_serializer("InvoicePreviewStripe", {"total_minor": _money("create_preview's total")}),
+        "agrees": serializers.BooleanField(help_text="The two totals are equal to the cent."),
+        "difference_minor": _money("Stripe's total minus the portal's"),
+        "note": serializers.CharField(help_text="Why the two can differ: Stripe counts only reported overage."),
+        "breakdown": inline_serializer(
+            "InvoicePreviewBreakdown",
+            {
+                "seats": inline_serializer(
+                    "InvoicePreviewSeats",
+                    {
+                        "quantity": serializers.IntegerField(), "unit_amount": _money("Per seat per month"),
+                        "amount_minor": _money("The seats' line"), "period_start": serializers.DateTimeField(),
+                        "period_end": serializers.DateTimeField(),
+                    },
+                ),
+                "overage_tiers": inline_serializer(
+                    "InvoicePreviewTier",
+                    {
+                        "tier": serializers.IntegerField(allow_null=True, help_text="1-based; null for per-unit."),
+                        "first_unit": serializers.IntegerField(),
+                        "last_unit": serializers.IntegerField(allow_null=True, help_text="null: no upper bound."),
+                        "quantity": serializers.IntegerField(),
+                        "unit_amount_decimal": serializers.CharField(allow_null=True),
+                        "flat_amount": _money("The tier's flat amount"),
+                        "amount_minor": _money("The line, rounded half up once"),
+                    },
+                    many=True,
+                ),
+                "credited_resolutions": serializers.IntegerField(help_text="Credits used this period."),
+                "unfunded_resolutions": serializers.IntegerField(help_text="Not drawn down yet."),
+                "meter": inline_serializer(
+                    "InvoicePreviewMeter",
+                    {
+                        "reported_resolutions": serializers.IntegerField(help_text="In Stripe's meter, confirmed."),
+                        "awaiting_report": serializers.IntegerField(help_text="Negative: a correction to send."),
+                        "reported_through": serializers.DateTimeField(),
+                        "window_minutes": serializers.IntegerField(),
+                    },
+                ),
+                "stripe_subscription_id": serializers.CharField(),
+                "stripe_lines": inline_serializer(
+                    "InvoicePreviewStripeLine",
+                    {
+                        "description": serializers.CharField(allow_null=True),
+                        "quantity": serializers.IntegerField(allow_null=True),
+                        "amount_minor": serializers.IntegerField(),
+                        "period_start": serializers.DateTimeField(allow_null=True),
+                        "period_end": serializers.DateTimeField(allow_null=True),
+                    },
+                    many=True,
+                ),
+            },
+        ),
+    },
+)  # fmt: skip
+
+
+class InvoicePreviewApi(APIView):
+    permission_classes = [IsStaffRole]
+
+    @extend_schema(
+        summary="The account's next invoice: the portal's computation beside Stripe's create_preview (staff)",
+        description=(
+            "Seats at the current quantity for the next period plus this period's overage by tier, beside "
+            "Stripe's create_preview of the account's subscription; `agrees` is true only if the totals are equal "
+            "to the cent. Stripe counts only overage already reported to its meter (once each reporting window "
+            "has closed; Stripe's figures lag behind ingestion in production): compare after reporting. 404 also "
+            "when the account has no Stripe subscription; 503 when Stripe cannot be reached."
+        ),
+        responses={200: INVOICE_PREVIEW, 401: ERRORS, 403: ERRORS, 404: ERRORS, 502: ERRORS, 503: ERRORS},
+    )
+    def get(self, request, account_id: int):
+        account = account_get_visible(user=request.user, pk=account_id)
+        return Response(invoice_preview_get(account=account, now=clock.now()))

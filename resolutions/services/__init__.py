@@ -1,6 +1,7 @@
 """Writes of the resolutions app, one module per concern: ingestion (store a batch, queue its
 conversations), evaluation (decide resolutions, finalise elapsed windows), rollups (daily counters),
-voids (staff disputes and superseded resolutions), funding (credits drawn down, overage priced).
+voids (staff disputes and superseded resolutions), funding (credits drawn down, overage priced), and
+invoice_preview (a read: the next invoice as the portal computes it beside Stripe's preview).
 Their hot statements live in `resolutions/sql.py`, each beside its ORM twin."""
 
 from .evaluation import (
