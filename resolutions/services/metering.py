@@ -161,7 +161,7 @@ def _plan(account: Account, now: dt.datetime) -> tuple[int, int]:
             MeterReport.objects.filter(window__in=windows).values("window_id").annotate(n=Count("id"))
             .values_list("window_id", "n")
         )  # fmt: skip
-        carried = _Carried(account.pk)
+        carried = _Carried(account.pk, now)
         rows = []
         for window in windows:
             delta = window.overage - window.reported
@@ -183,11 +183,14 @@ def _plan(account: Account, now: dt.datetime) -> tuple[int, int]:
 
 
 class _Carried:
-    """Per billing period of one account: the resolutions its report rows carry (events and adjustments),
-    read once per period, plus what this planning has added so far."""
+    """Per billing period of one account: the resolutions its report rows bill, in Stripe or as
+    adjustments (read once per period), plus what this planning has added so far. A row still to be sent
+    counts while it can reach the invoice; one past its deadline does not, as it becomes an adjustment of
+    its own later (and counts from then on), so the adjustments of a period add up to the price of
+    everything less the price of what Stripe bills, whatever the tiers."""
 
-    def __init__(self, account_id: int, exclude: int | None = None):
-        self.account_id, self.exclude = account_id, exclude
+    def __init__(self, account_id: int, now: dt.datetime, exclude: int | None = None):
+        self.account_id, self.now, self.exclude = account_id, now, exclude
         self.stored: dict[dt.datetime, int] = {}
         self.added: dict[dt.datetime, int] = {}
 
@@ -197,7 +200,15 @@ class _Carried:
             rows = MeterReport.objects.filter(account_id=self.account_id, window__period_start=key)
             if self.exclude is not None:
                 rows = rows.exclude(pk=self.exclude)
-            self.stored[key] = rows.aggregate(n=Sum("quantity"))["n"] or 0
+            State = MeterReport.State
+            self.stored[key] = sum(
+                quantity
+                for state, quantity, timestamp, period_end in rows.values_list(
+                    "state", "quantity", "timestamp", "window__period_end"
+                )
+                if state in (State.CONFIRMED, State.SENT, State.ADJUSTMENT)
+                or self.now < meter_send_deadline(timestamp=timestamp, period_end=period_end)
+            )
         return self.stored[key] + self.added.get(key, 0)
 
     def planned(self, window: MeterWindow, quantity: int) -> None:
@@ -329,14 +340,9 @@ OPEN_STATES = METER_OPEN_STATES
 def _send_one(row: MeterReport, customer_id: str | None, now: dt.datetime, result: AccountReport) -> bool:
     """Send one row and record the outcome; False when the account's other rows should wait."""
     State = MeterReport.State
-    never_reached_stripe = row.state == State.PENDING or row.state == State.REJECTED
     deadline = meter_send_deadline(timestamp=row.timestamp, period_end=row.window.period_end)
-    if never_reached_stripe and now >= deadline:  # it can no longer reach the invoice
-        with transaction.atomic():
-            window = MeterWindow.objects.select_for_update().get(pk=row.window_id)
-            _adjustment(row, window, before=_Carried(row.account_id, exclude=row.pk).before(window))
-            _row_update(row, state=row.state, adjustment_minor=row.adjustment_minor, last_error=row.last_error)
-        result.adjustments += 1
+    if now >= deadline and row.state in (State.PENDING, State.REJECTED):  # never recorded: too late for the invoice
+        _to_adjustment(row, now, result)
         return True
     if customer_id is None:
         _row_update(row, state=State.REJECTED, last_error="The account has no Stripe customer.",
@@ -344,13 +350,25 @@ def _send_one(row: MeterReport, customer_id: str | None, now: dt.datetime, resul
         result.rejected += 1
         return False
     try:
-        if row.state == State.SENT and row.sent_at is not None and now - row.sent_at >= STALE_SEND:
+        # A row sent before with no answer: past its deadline (it must not be sent again, too late for the
+        # invoice) or 23 hours after its first send (Stripe forgets identifiers after 24 hours, so a resend
+        # could count twice), ask Stripe's meter whether it holds the event.
+        if row.state == State.SENT and (now >= deadline or now - row.sent_at >= STALE_SEND):
             recorded = _recorded_by_stripe(row, customer_id)
             if recorded:
-                _row_update(row, state=State.CONFIRMED, confirmed_at=now, next_attempt_at=None)
+                _row_update(row, state=State.CONFIRMED, confirmed_at=now, next_attempt_at=None, last_error="")
                 result.confirmed += 1
                 return True
-        _row_update(row, state=State.SENT, attempts=row.attempts + 1, sent_at=now)
+            if now >= deadline:
+                if recorded is None:  # no meter to ask: wait for stripe_setup
+                    _row_update(row, last_error="The meter is unknown: run stripe_setup.",
+                                next_attempt_at=now + REJECTED_RETRY)  # fmt: skip
+                    result.rejected += 1
+                    return False
+                _to_adjustment(row, now, result)
+                return True
+        # sent_at is the first send since the row was last refused: the 23 hours count from it.
+        _row_update(row, state=State.SENT, attempts=row.attempts + 1, sent_at=row.sent_at or now)
         _send(row, customer_id, now)
     except StripeRejected as error:
         if _already_delivered(error):
@@ -359,7 +377,7 @@ def _send_one(row: MeterReport, customer_id: str | None, now: dt.datetime, resul
             return True
         # Refused, so not recorded: safe to send again later, or to turn into an adjustment.
         _row_update(row, state=State.REJECTED, last_error=str(error)[:2000], next_attempt_at=now + REJECTED_RETRY,
-                    rejections=row.rejections + 1)  # fmt: skip
+                    rejections=row.rejections + 1, sent_at=None)  # fmt: skip
         result.rejected += 1
         if _too_old(error):
             _row_update(row, next_attempt_at=now)  # becomes an adjustment on its next turn
@@ -374,6 +392,16 @@ def _send_one(row: MeterReport, customer_id: str | None, now: dt.datetime, resul
     _row_update(row, state=State.CONFIRMED, confirmed_at=now, next_attempt_at=None, last_error="")
     result.confirmed += 1
     return True
+
+
+def _to_adjustment(row: MeterReport, now: dt.datetime, result: AccountReport) -> None:
+    """A row Stripe does not hold and that can no longer reach its invoice becomes an adjustment."""
+    with transaction.atomic():
+        window = MeterWindow.objects.select_for_update().get(pk=row.window_id)
+        _adjustment(row, window, before=_Carried(row.account_id, now, exclude=row.pk).before(window))
+        _row_update(row, state=row.state, adjustment_minor=row.adjustment_minor, last_error=row.last_error,
+                    next_attempt_at=None)  # fmt: skip
+    result.adjustments += 1
 
 
 # --- Every account ------------------------------------------------------------------------------------
