@@ -343,7 +343,7 @@ def test_a_lost_answer_is_confirmed_by_stripes_already_exists_answer(small_world
     assert world.stripe_total(world.accounts[0].stripe_customer_id) == 2
 
 
-def test_a_lost_answer_replayed_as_a_500_for_its_key_is_confirmed_from_the_meter_not_sent_again(small_world):
+def test_a_lost_answer_replayed_as_a_500_for_its_key_is_confirmed_from_the_meter_not_sent_again(small_world, settings):
     """Stripe (API v1) saves the first answer for an idempotency key once the endpoint began, "including 500
     errors", and replays it to every retry with that key for 24 hours. (The emulator replays the recorded
     200 instead; here its saved answer is made the 500 Stripe would replay.) Retries with the same key can
@@ -354,7 +354,9 @@ def test_a_lost_answer_replayed_as_a_500_for_its_key_is_confirmed_from_the_meter
     world = small_world
     world.emulator.add_fault(path_prefix=EVENTS_PATH, method="POST", mode="500_after_record", count=1)
     sent_at = START + 2 * HOUR
-    world.report(sent_at)
+    settings.STRIPE_MAX_RETRIES = 0
+    assert world.report(sent_at).unavailable == 1
+    settings.STRIPE_MAX_RETRIES = 2
     with world.emulator.store.lock:
         for saved in world.emulator.store.idempotency.values():
             if saved["path"] == EVENTS_PATH:
@@ -367,8 +369,32 @@ def test_a_lost_answer_replayed_as_a_500_for_its_key_is_confirmed_from_the_meter
         now = max(now + MINUTE, row.next_attempt_at or now)
         world.report(now)
     assert now - sent_at < dt.timedelta(hours=24) + HOUR, now
+    # Every answer after the lost one was the replayed 500: a 200 would be Stripe recording the event again
+    # (which the emulator, keeping one event per identifier, would not show in its totals).
+    assert [p["status"] for p in world.meter_posts()[1:] if p["status"] != 500] == []
+    (event,) = world.emulator.store.meter_events.values()
+    assert event["created"] == ts(sent_at)
     world.assert_stripe_holds_the_portals_overage()
     assert world.stripe_total(world.accounts[0].stripe_customer_id) == 2
+
+
+def test_an_outage_of_a_day_keeps_backing_off_at_the_longest_delay_and_never_fails_the_run(small_world, settings):
+    """Every attempt of the row fails for a day (more than 31 attempts): its backoff stays at the longest
+    delay instead of overflowing, and the run records Stripe's failure rather than an error."""
+    world = small_world
+    settings.STRIPE_MAX_RETRIES = 0
+    world.emulator.add_fault(path_prefix=EVENTS_PATH, method="POST", mode="500", count=1000)
+    now = START + 2 * HOUR
+    for _ in range(50):
+        run = world.report(now)  # asserts run.errors == []
+        assert run.unavailable == 1
+        row = MeterReport.objects.get()
+        assert now + MINUTE <= row.next_attempt_at <= now + 30 * MINUTE
+        now = row.next_attempt_at
+    assert row.attempts == 50 and row.state == State.SENT
+    world.emulator.faults.clear()
+    assert world.report(now).confirmed == 1
+    world.assert_stripe_holds_the_portals_overage()
 
 
 # --- A real Celery worker on Redis, through the billing cycle ------------------------------------------
