@@ -378,6 +378,39 @@ def test_a_lost_answer_replayed_as_a_500_for_its_key_is_confirmed_from_the_meter
     assert world.stripe_total(world.accounts[0].stripe_customer_id) == 2
 
 
+def test_a_lost_answer_still_unanswered_at_its_deadline_is_confirmed_from_the_meter(world, settings):
+    """The period's last window: its event's answer is lost and every retry gets the replayed 500 until the
+    event's deadline (the period's invoice is final) passes. Stripe holds the event, so the row is
+    confirmed from the meter's summary: neither sent again after the invoice nor made an adjustment."""
+    from stripe_emulator import errors
+
+    world.provision(1)
+    period_end = START + dt.timedelta(days=30)  # 2 Dec 2026 09:30:15: a monthly period from 2 Nov
+    world.post(world.accounts[0], [period_end - 20 * MINUTE])
+    resolutions_fund(now=period_end - 19 * MINUTE)
+    window = MeterWindow.objects.get()
+    assert window.period_end == period_end and window.end == period_end
+    settings.STRIPE_MAX_RETRIES = 0
+    world.emulator.add_fault(path_prefix=EVENTS_PATH, method="POST", mode="500_after_record", count=1)
+    sent_at = period_end + MINUTE
+    assert world.report(sent_at).unavailable == 1
+    with world.emulator.store.lock:
+        for saved in world.emulator.store.idempotency.values():
+            if saved["path"] == EVENTS_PATH:
+                saved["status"], saved["body"] = 500, errors.api_error().body(saved["request_id"])
+    now = sent_at
+    for _ in range(20):
+        row = MeterReport.objects.get()
+        if row.state not in METER_OPEN_STATES:
+            break
+        now = max(now + MINUTE, row.next_attempt_at or now)
+        world.report(now)
+    assert row.state == State.CONFIRMED, (now, row.state, row.last_error)
+    assert now <= period_end + 2 * HOUR  # soon after the deadline (the invoice's grace, less 10 minutes)
+    assert [p["status"] for p in world.meter_posts()[1:] if p["status"] != 500] == []
+    world.assert_stripe_holds_the_portals_overage()
+
+
 def test_an_outage_of_a_day_keeps_backing_off_at_the_longest_delay_and_never_fails_the_run(small_world, settings):
     """Every attempt of the row fails for a day (more than 31 attempts): its backoff stays at the longest
     delay instead of overflowing, and the run records Stripe's failure rather than an error."""
