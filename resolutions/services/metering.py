@@ -246,7 +246,8 @@ class AccountReport:
 
 def _unavailable_delay(attempts: int, retry_after: float | None) -> dt.timedelta:
     first, longest = UNAVAILABLE_BACKOFF
-    delay = min(first * 2 ** max(attempts - 1, 0), longest)
+    doublings = min(max(attempts - 1, 0), 20)  # past the longest delay long before; 2**31 minutes overflows
+    delay = min(first * 2**doublings, longest)
     return max(delay, dt.timedelta(seconds=retry_after or 0))
 
 
