@@ -145,22 +145,42 @@ def stripe_catalog(emulator, at: dt.datetime) -> None:
         call_command("stripe_setup", "--webhook", "none", stdout=StringIO())
 
 
-def accounts_provision(n: int, prefix: str, at: dt.datetime | None) -> list:
+def accounts_provision(n: int, prefix: str, at: dt.datetime | None, threads: int = 4) -> list:
     """n accounts through account_provision (Stripe customer and subscription over HTTP), the portal's clock
-    frozen at `at` (the emulator's must be frozen there too) or running."""
+    frozen at `at` (the emulator's must be frozen there too) or running. The first alone (it creates the plan
+    version's Stripe prices), the rest from `threads` threads: this is set-up, not measured."""
     import contextlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
 
     from accounts.models import PricePlan
     from accounts.services.provisioning import account_provision
     from billing_portal import clock
 
     plan = PricePlan.objects.get(slug="fin-standard")
-    out = []
+    done = [0]
+
+    def one(i: int):
+        provisioned = account_provision(name=f"{prefix} {i:04d}", plan=plan, seats=1, actor=ACTOR)
+        done[0] += 1
+        if done[0] % 200 == 0:
+            print(f"    {done[0]:,} provisioned", flush=True)
+        return provisioned
+
+    def chunk(indexes: range) -> list:
+        try:
+            return [one(i) for i in indexes]
+        finally:
+            connection.close()  # this thread's own
+
     with clock.frozen(at) if at else contextlib.nullcontext():
-        for i in range(n):
-            out.append(account_provision(name=f"{prefix} {i:04d}", plan=plan, seats=1, actor=ACTOR))
-            if (i + 1) % 200 == 0:
-                print(f"    {i + 1:,} provisioned", flush=True)
+        out = [one(0)]
+        size = -(-(n - 1) // threads)
+        parts = [range(start, min(n, start + size)) for start in range(1, n, size)] if n > 1 else []
+        with ThreadPoolExecutor(max_workers=max(1, len(parts))) as pool:
+            for provisioned in pool.map(chunk, parts):
+                out += provisioned
     return out
 
 
@@ -260,7 +280,8 @@ class ReportStats:
     def _connected(self, sender, connection, **kwargs) -> None:
         with self.lock:
             self.connections += 1
-        connection.execute_wrappers.append(self._execute)
+        if self._execute not in connection.execute_wrappers:  # a wrapper object reconnects: wrap it once
+            connection.execute_wrappers.append(self._execute)
 
     def _execute(self, execute, sql, params, many, context):
         t = time.perf_counter()
@@ -513,8 +534,8 @@ def parse_args(argv):
     parser.add_argument("--hours", type=int, default=8, help="resolved within this many hours (hour windows)")
     parser.add_argument("--skew", type=float, default=0.0, help="Zipf exponent of resolutions per account (0: even)")
     parser.add_argument("--baseline-calls", type=int, default=2_000, help="plain HTTP POSTs (half before, half after)")
-    parser.add_argument("--baseline-rows", type=int, default=20_000, help="rows of the single-row UPDATE loop")
-    parser.add_argument("--lag-seconds", type=float, default=180.0, help="posting time of part 2 (0: skip part 2)")
+    parser.add_argument("--baseline-rows", type=int, default=10_000, help="rows of the single-row UPDATE loop")
+    parser.add_argument("--lag-seconds", type=float, default=150.0, help="posting time of part 2 (0: skip part 2)")
     parser.add_argument("--lag-rate", type=int, default=1_000, help="events/s posted in part 2")
     parser.add_argument("--lag-accounts", type=int, default=10)
     parser.add_argument("--lag-window", type=int, default=60, help="METER_WINDOW_SECONDS of part 2")
