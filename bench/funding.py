@@ -244,7 +244,7 @@ def resolutions_copy(conninfo: str, plans: list[AccountPlan], window, now: dt.da
                 ap = plans[a]
                 kind = "confirmed" if rng.random() < 0.4 else "assumed"
                 at = dt.datetime.fromtimestamp(ts, dt.UTC)
-                copy.write_row((ap.pk, f"conv_{i:08x}", kind, at, ap.plan_version_id, "unfunded", 0, "", now, ""))
+                copy.write_row((ap.pk, f"conv_{i:08x}", kind, at, ap.plan_version_id, "unfunded", 0, now, ""))
         ids = [ap.pk for ap in plans]
         conn.execute(
             """INSERT INTO resolutions_dailyusage (account_id, date, resolutions, credited, overage, amount_minor)
