@@ -324,6 +324,7 @@ def meter_report_account(*, account_id: int, now: dt.datetime) -> AccountReport:
         rows = list(
             MeterReport.objects.filter(account_id=account_id, state__in=OPEN_STATES)
             .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+            .select_related("window")
             .order_by("id")
         )
         if not rows:
