@@ -1,5 +1,6 @@
 """Meter reporting at the edges a review found: a send that never reached Stripe before the invoice, a lost
 answer followed by a day of 500s, and adjustment money on graduated tiers."""
+
 import datetime as dt
 from decimal import Decimal
 
@@ -64,24 +65,45 @@ def test_adjustments_on_graduated_tiers_add_up_to_the_price_of_what_stripe_misse
 
     plan = price_plan_create(slug="probe-tiered", name="Probe", actor=admin_user)
     version = price_plan_version_create(
-        plan=plan, actor=admin_user,
-        spec=plan_version_spec_parse({
-            "currency": "usd", "tiers_mode": "graduated", "inactivity_window": "24:00:00", "seat_unit_amount": 2500,
-            "seat_conversion_unit_amount_decimal": "90", "effective_from": "2026-01-01T00:00:00Z",
-            "tiers": [{"up_to": 105, "unit_amount_decimal": "100"}, {"up_to": "inf", "unit_amount_decimal": "200"}]}),
+        plan=plan,
+        actor=admin_user,
+        spec=plan_version_spec_parse(
+            {
+                "currency": "usd",
+                "tiers_mode": "graduated",
+                "inactivity_window": "24:00:00",
+                "seat_unit_amount": 2500,
+                "seat_conversion_unit_amount_decimal": "90",
+                "effective_from": "2026-01-01T00:00:00Z",
+                "tiers": [{"up_to": 105, "unit_amount_decimal": "100"}, {"up_to": "inf", "unit_amount_decimal": "200"}],
+            }
+        ),
     )
     price_plan_version_publish(version=version, actor=admin_user)
     account = AccountFactory(plan_version=version)
     ps, pe = START, START + dt.timedelta(days=30)
-    mk = lambda h, o, r: MeterWindow.objects.create(account=account, start=ps + h * HOUR, end=ps + (h + 1) * HOUR,
-                                                    period_start=ps, period_end=pe, overage=o, reported=r)
+    mk = lambda h, o, r: MeterWindow.objects.create(
+        account=account,
+        start=ps + h * HOUR,
+        end=ps + (h + 1) * HOUR,
+        period_start=ps,
+        period_end=pe,
+        overage=o,
+        reported=r,
+    )
     w1, w2, w3 = mk(1, 100, 100), mk(2, 10, 10), mk(3, 5, 0)
     common = dict(account=account, sequence=0, created_at=ps)
-    MeterReport.objects.create(window=w1, quantity=100, timestamp=w1.start, identifier="a", state=State.CONFIRMED, **common)
-    MeterReport.objects.create(window=w2, quantity=10, timestamp=w2.start, identifier="b", state=State.PENDING, **common)
+    MeterReport.objects.create(
+        window=w1, quantity=100, timestamp=w1.start, identifier="a", state=State.CONFIRMED, **common
+    )
+    MeterReport.objects.create(
+        window=w2, quantity=10, timestamp=w2.start, identifier="b", state=State.PENDING, **common
+    )
     now = pe + 3 * HOUR
     with clock.frozen(now):
         meter_report_account(account_id=account.pk, now=now)
-    adj = list(MeterReport.objects.filter(state=State.ADJUSTMENT).values_list("identifier", "quantity", "adjustment_minor"))
+    adj = list(
+        MeterReport.objects.filter(state=State.ADJUSTMENT).values_list("identifier", "quantity", "adjustment_minor")
+    )
     # only 100 are in Stripe; 115 are owed: p(115) - p(100) = (105*100 + 10*200) - 100*100 = 2500
     assert sum(a[2] for a in adj) == 2500
