@@ -172,3 +172,21 @@ def stripe_emulator(_stripe_emulator_server, settings):
     settings.STRIPE_TIMEOUT_SECONDS = 5
     yield server
     server.reset()
+
+
+@pytest.fixture
+def celery_worker_on_redis():
+    """A real Celery worker (solo pool, in a thread) on the Redis broker; CI must have one, elsewhere the test
+    skips with the reason."""
+    from celery.contrib.testing.worker import start_worker
+    from django.conf import settings
+
+    from billing_portal.celery import app
+
+    if not settings.CELERY_BROKER_URL.startswith("redis://"):
+        if IN_CI:
+            pytest.fail("CI must run Celery against Redis: set CELERY_BROKER_URL=redis://…")
+        pytest.skip("needs a Redis broker (set CELERY_BROKER_URL=redis://127.0.0.1:6379/15)")
+    app.control.purge()
+    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as worker:
+        yield worker

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from scratch_db import db_drop, db_recreate, db_url_for, django_db_url, portal_env, step
+from scratch_db import db_drop, db_recreate, db_url_for, django_db_url, portal_env, scratch_db_arguments, step
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -826,15 +826,7 @@ def parse_args(argv):
     )
     parser.add_argument("--profile-resolutions", type=int, default=50_000, help="resolutions of that account")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--db", default="bench_funding", help="scratch database, dropped and recreated")
-    parser.add_argument(
-        "--pg",
-        default=os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        help="admin connection (creates and drops the scratch database)",
-    )
-    parser.add_argument("--keep-db", action="store_true", help="keep the scratch database afterwards")
-    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
-    parser.add_argument("--no-results", action="store_true", help="do not append to RESULTS.md")
+    scratch_db_arguments(parser, db="bench_funding")
     args = parser.parse_args(argv)  # fmt: skip
     if args.accounts < 1 or args.resolutions < args.accounts:
         parser.error("--accounts must be at least 1 and --resolutions at least --accounts")

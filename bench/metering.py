@@ -69,7 +69,7 @@ from funding import (
 )
 from funding import baseline as update_baseline
 from ingest import API_PATH, Server
-from scratch_db import db_drop, db_recreate, db_url_for, django_db_url, portal_env, step
+from scratch_db import db_drop, db_recreate, db_url_for, django_db_url, portal_env, scratch_db_arguments, step
 
 ROOT = Path(__file__).resolve().parent.parent
 ACTOR = "bench:metering"
@@ -544,15 +544,7 @@ def parse_args(argv):
     parser.add_argument("--quick", action="store_true",
                         help="a smoke check: 20,000 resolutions, 40 accounts, 75 s of lag; not recorded")  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--db", default="bench_metering", help="scratch database, dropped and recreated")
-    parser.add_argument(
-        "--pg",
-        default=os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        help="admin connection (creates and drops the scratch database)",
-    )
-    parser.add_argument("--keep-db", action="store_true", help="keep the scratch database afterwards")
-    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
-    parser.add_argument("--no-results", action="store_true", help="do not append to RESULTS.md")
+    scratch_db_arguments(parser, db="bench_metering")
     args = parser.parse_args(argv)
     if args.quick:
         args.resolutions, args.accounts, args.baseline_calls, args.baseline_rows = 20_000, 40, 400, 2_000

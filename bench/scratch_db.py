@@ -1,11 +1,12 @@
 """Scratch PostgreSQL databases and the portal's environment for the benchmarks (shared by ingest.py and
-funding.py)."""
+funding.py and metering.py)."""
 
 from __future__ import annotations
 
 import os
 import secrets
 import time
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -52,3 +53,17 @@ def step(message: str) -> float:
     """Print a timestamped progress line; return a perf_counter start."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
     return time.perf_counter()
+
+
+def scratch_db_arguments(parser, *, db: str) -> None:
+    """The command-line options every benchmark shares: its scratch database, the admin connection, and where
+    the results go."""
+    parser.add_argument("--db", default=db, help="scratch database, dropped and recreated")
+    parser.add_argument(
+        "--pg",
+        default=os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        help="admin connection (creates and drops the scratch database)",
+    )
+    parser.add_argument("--keep-db", action="store_true", help="keep the scratch database afterwards")
+    parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "RESULTS.md")
+    parser.add_argument("--no-results", action="store_true", help="do not append to RESULTS.md")

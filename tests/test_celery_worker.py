@@ -3,12 +3,10 @@
 import time
 
 import pytest
-from django.conf import settings
 
 from accounts.models import PricePlanVersion
 from accounts.pricing import plan_version_spec_parse
 from accounts.services import price_plan_version_create, price_plan_version_publish
-from conftest import IN_CI
 
 TERMS = {
     "currency": "usd", "unit_amount_decimal": "95", "inactivity_window": "12:00:00", "seat_unit_amount": 3900,
@@ -16,24 +14,9 @@ TERMS = {
 }  # fmt: skip
 
 
-@pytest.fixture
-def celery_worker_on_broker():
-    from celery.contrib.testing.worker import start_worker
-
-    from billing_portal.celery import app
-
-    if not settings.CELERY_BROKER_URL.startswith("redis://"):
-        if IN_CI:
-            pytest.fail("CI must run Celery against Redis: set CELERY_BROKER_URL=redis://…")
-        pytest.skip("needs a Redis broker (set CELERY_BROKER_URL=redis://127.0.0.1:6379/15)")
-    app.control.purge()
-    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as worker:
-        yield worker
-
-
 @pytest.mark.django_db(transaction=True)
 def test_publishing_queues_the_price_sync_and_a_worker_runs_it(
-    stripe_emulator, admin_user, default_plan, celery_worker_on_broker
+    stripe_emulator, admin_user, default_plan, celery_worker_on_redis
 ):
     draft = price_plan_version_create(plan=default_plan, spec=plan_version_spec_parse(TERMS), actor=admin_user)
     price_plan_version_publish(version=draft, actor=admin_user)  # commits; on_commit sends the task
@@ -49,7 +32,7 @@ def test_publishing_queues_the_price_sync_and_a_worker_runs_it(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_deferred_batch_is_evaluated_by_a_worker(settings, account, billing_admin, celery_worker_on_broker):
+def test_a_deferred_batch_is_evaluated_by_a_worker(settings, account, billing_admin, celery_worker_on_redis):
     """Ingestion commits, sends conversations_evaluate_task, and the worker turns the events into a resolution."""
     import datetime as dt
 

@@ -26,7 +26,6 @@ from accounts.models import PricePlan
 from accounts.services.provisioning import account_provision
 from billing_portal import clock
 from billing_portal.session_locks import session_lock
-from conftest import IN_CI
 from resolutions.models import MeterReport, MeterWindow, Resolution
 from resolutions.selectors import METER_OPEN_STATES
 from resolutions.services import resolution_void, resolutions_fund
@@ -431,21 +430,6 @@ def test_an_outage_of_a_day_keeps_backing_off_at_the_longest_delay_and_never_fai
 
 
 # --- A real Celery worker on Redis, through the billing cycle ------------------------------------------
-@pytest.fixture
-def celery_worker_on_redis():
-    from celery.contrib.testing.worker import start_worker
-
-    from billing_portal.celery import app
-
-    if not settings.CELERY_BROKER_URL.startswith("redis://"):
-        if IN_CI:
-            pytest.fail("CI must run Celery against Redis: set CELERY_BROKER_URL=redis://…")
-        pytest.skip("needs a Redis broker (set CELERY_BROKER_URL=redis://127.0.0.1:6379/15)")
-    app.control.purge()
-    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as worker:
-        yield worker
-
-
 def test_a_worker_reports_through_the_billing_cycle_and_a_429_makes_the_task_retry_itself(
     world, settings, celery_worker_on_redis, monkeypatch
 ):
