@@ -8,6 +8,7 @@ from django.db import connection
 from django.db.models import Count
 
 from accounts.defaults import EFFECTIVE_FROM
+from billing_portal import clock
 from credits.models import CreditLedgerEntry, CreditPack
 from credits.selectors import credit_ledger_sum
 from credits.services import credit_pack_grant
@@ -19,10 +20,11 @@ NOW = dt.datetime(2026, 11, 2, 12, tzinfo=dt.UTC)
 
 
 def test_32_threads_never_overdraw_and_fund_each_resolution_once(account):
-    pack = credit_pack_grant(
-        account=account, quantity=150, source="adjustment", actor="test",
-        starts_at=NOW - dt.timedelta(days=5), expires_at=NOW + dt.timedelta(days=30),
-    )  # fmt: skip
+    with clock.frozen(NOW):  # granted then, not today (the pack expires 30 days after NOW)
+        pack = credit_pack_grant(
+            account=account, quantity=150, source="adjustment", actor="test",
+            starts_at=NOW - dt.timedelta(days=5), expires_at=NOW + dt.timedelta(days=30),
+        )  # fmt: skip
     Resolution.objects.bulk_create(
         Resolution(
             account=account,

@@ -351,24 +351,36 @@ def _send_one(row: MeterReport, customer_id: str | None, now: dt.datetime, resul
                     next_attempt_at=now + REJECTED_RETRY)  # fmt: skip
         result.rejected += 1
         return False
-    try:
-        # A row sent before with no answer: past its deadline (it must not be sent again, too late for the
-        # invoice) or 23 hours after its first send (Stripe forgets identifiers after 24 hours, so a resend
-        # could count twice), ask Stripe's meter whether it holds the event.
-        if row.state == State.SENT and (now >= deadline or now - row.sent_at >= STALE_SEND):
+    # A row sent before with no answer: past its deadline (it must not be sent again, too late for the
+    # invoice) or 23 hours after its first send (Stripe forgets identifiers after 24 hours, so a resend
+    # could count twice), ask Stripe's meter whether it holds the event. The row stays `sent` until Stripe
+    # has answered that question: a refused or failed read says nothing about the event.
+    if row.state == State.SENT and (now >= deadline or now - row.sent_at >= STALE_SEND):
+        try:
             recorded = _recorded_by_stripe(row, customer_id)
-            if recorded:
-                _row_update(row, state=State.CONFIRMED, confirmed_at=now, next_attempt_at=None, last_error="")
-                result.confirmed += 1
-                return True
-            if now >= deadline:
-                if recorded is None:  # no meter to ask: wait for stripe_setup
-                    _row_update(row, last_error="The meter is unknown: run stripe_setup.",
-                                next_attempt_at=now + REJECTED_RETRY)  # fmt: skip
-                    result.rejected += 1
-                    return False
-                _to_adjustment(row, now, result)
-                return True
+        except StripeRejected as error:
+            _row_update(row, last_error=f"Reading Stripe's meter was refused: {error}"[:2000],
+                        next_attempt_at=now + REJECTED_RETRY)  # fmt: skip
+            result.rejected += 1
+            return False
+        except StripeUnavailable as error:
+            retry_after = getattr(error, "retry_after", None)
+            _row_update(row, last_error=f"Reading Stripe's meter failed: {error}"[:2000],
+                        next_attempt_at=now + _unavailable_delay(row.attempts, retry_after))  # fmt: skip
+            result.unavailable, result.retry_after = str(error), retry_after
+            return False
+        if recorded is None:  # no meter to ask: wait for stripe_setup
+            _row_update(row, last_error="The meter is unknown: run stripe_setup.", next_attempt_at=now + REJECTED_RETRY)
+            result.rejected += 1
+            return False
+        if recorded:
+            _row_update(row, state=State.CONFIRMED, confirmed_at=now, next_attempt_at=None, last_error="")
+            result.confirmed += 1
+            return True
+        if now >= deadline:
+            _to_adjustment(row, now, result)
+            return True
+    try:
         # sent_at is the first send since the row was last refused: the 23 hours count from it.
         _row_update(row, state=State.SENT, attempts=row.attempts + 1, sent_at=row.sent_at or now)
         _send(row, customer_id, now)

@@ -117,3 +117,37 @@ def test_adjustments_on_graduated_tiers_add_up_to_the_price_of_what_stripe_misse
     # only 100 are in Stripe; 115 are owed: p(115) - p(100) = (105*100 + 10*200) - 100*100 = 2500
     assert sorted(q for _, q, _ in adj) == [5, 10]
     assert sum(a[2] for a in adj) == 2500
+
+
+def test_a_refused_meter_read_leaves_the_row_sent_and_it_is_confirmed_later(world, monkeypatch):  # noqa: F811
+    """A lost answer past the deadline: Stripe refuses the read of its meter once. The row stays sent (a refused
+    read says nothing about the event) and is confirmed from the meter on the next cycle: billed once, no
+    adjustment."""
+    from accounts.models import BillingPeriod
+    from billing_portal import stripe_client
+    from billing_portal.stripe_client import StripeRejected
+
+    period_end = BillingPeriod.objects.get(account=world.account).end
+    world.resolve(period_end - 2 * HOUR)
+    world.emulator.add_fault(path_prefix="/v1/billing/meter_events", method="POST", mode="500_after_record", count=1)
+    world.emulator.add_fault(path_prefix="/v1/billing/meter_events", method="POST", mode="500", count=100)
+    world.report(period_end - 30 * MINUTE)
+    assert world.stripe_total() == 1 and MeterReport.objects.get().state == State.SENT
+    world.emulator.faults.clear()
+    real = stripe_client.call
+
+    def refusing(op, request, *, idempotency_key):
+        if op == "read usage":
+            raise StripeRejected(op, "No such billing meter", retryable=False, status=404)
+        return real(op, request, idempotency_key=idempotency_key)
+
+    monkeypatch.setattr(stripe_client, "call", refusing)
+    run = world.report(period_end + 3 * HOUR)
+    row = MeterReport.objects.get()
+    assert run.rejected == 1 and row.state == State.SENT and row.rejections == 0
+    assert "refused" in row.last_error
+    monkeypatch.setattr(stripe_client, "call", real)
+    world.report(period_end + 5 * HOUR)
+    row.refresh_from_db()
+    assert row.state == State.CONFIRMED and row.adjustment_minor is None
+    assert world.stripe_total() == 1
