@@ -342,31 +342,43 @@ def test_a_lost_answer_is_confirmed_by_stripes_already_exists_answer(small_world
     assert world.stripe_total(world.accounts[0].stripe_customer_id) == 2
 
 
+def _replay_500_for_the_lost_answer(emulator) -> None:
+    """Make the emulator's saved answer to the recorded meter event the 500 Stripe would replay for its key."""
+    from stripe_emulator import errors
+
+    with emulator.store.lock:
+        for saved in emulator.store.idempotency.values():
+            if saved["path"] == EVENTS_PATH:
+                saved["status"], saved["body"] = 500, errors.api_error().body(saved["request_id"])
+
+
+def _report_until_settled(world, start: dt.datetime, *, rounds: int):
+    """Report at each attempt's time (at least a minute apart) until the only row is no longer open, at most
+    `rounds` times: (the row, the last report's time)."""
+    now = start
+    for _ in range(rounds):
+        row = MeterReport.objects.get()
+        if row.state not in METER_OPEN_STATES:
+            break
+        now = max(now + MINUTE, row.next_attempt_at or now)
+        world.report(now)
+    return row, now
+
+
 def test_a_lost_answer_replayed_as_a_500_for_its_key_is_confirmed_from_the_meter_not_sent_again(small_world, settings):
     """Stripe (API v1) saves the first answer for an idempotency key once the endpoint began, "including 500
     errors", and replays it to every retry with that key for 24 hours. (The emulator replays the recorded
     200 instead; here its saved answer is made the 500 Stripe would replay.) Retries with the same key can
     then never succeed: after 23 hours the reporter must ask the meter instead of sending again, since
     once Stripe forgets the key and the identifier a resend would count twice."""
-    from stripe_emulator import errors
-
     world = small_world
     world.emulator.add_fault(path_prefix=EVENTS_PATH, method="POST", mode="500_after_record", count=1)
     sent_at = START + 2 * HOUR
     settings.STRIPE_MAX_RETRIES = 0
     assert world.report(sent_at).unavailable == 1
     settings.STRIPE_MAX_RETRIES = 2
-    with world.emulator.store.lock:
-        for saved in world.emulator.store.idempotency.values():
-            if saved["path"] == EVENTS_PATH:
-                saved["status"], saved["body"] = 500, errors.api_error().body(saved["request_id"])
-    now = sent_at
-    for _ in range(120):
-        row = MeterReport.objects.get()
-        if row.state not in METER_OPEN_STATES:
-            break
-        now = max(now + MINUTE, row.next_attempt_at or now)
-        world.report(now)
+    _replay_500_for_the_lost_answer(world.emulator)
+    row, now = _report_until_settled(world, sent_at, rounds=120)
     assert now - sent_at < dt.timedelta(hours=24) + HOUR, now
     # Every answer after the lost one was the replayed 500: a 200 would be Stripe recording the event again
     # (which the emulator, keeping one event per identifier, would not show in its totals).
@@ -381,8 +393,6 @@ def test_a_lost_answer_still_unanswered_at_its_deadline_is_confirmed_from_the_me
     """The period's last window: its event's answer is lost and every retry gets the replayed 500 until the
     event's deadline (the period's invoice is final) passes. Stripe holds the event, so the row is
     confirmed from the meter's summary: neither sent again after the invoice nor made an adjustment."""
-    from stripe_emulator import errors
-
     world.provision(1)
     period_end = START + dt.timedelta(days=30)  # 2 Dec 2026 09:30:15: a monthly period from 2 Nov
     world.post(world.accounts[0], [period_end - 20 * MINUTE])
@@ -393,17 +403,8 @@ def test_a_lost_answer_still_unanswered_at_its_deadline_is_confirmed_from_the_me
     world.emulator.add_fault(path_prefix=EVENTS_PATH, method="POST", mode="500_after_record", count=1)
     sent_at = period_end + MINUTE
     assert world.report(sent_at).unavailable == 1
-    with world.emulator.store.lock:
-        for saved in world.emulator.store.idempotency.values():
-            if saved["path"] == EVENTS_PATH:
-                saved["status"], saved["body"] = 500, errors.api_error().body(saved["request_id"])
-    now = sent_at
-    for _ in range(20):
-        row = MeterReport.objects.get()
-        if row.state not in METER_OPEN_STATES:
-            break
-        now = max(now + MINUTE, row.next_attempt_at or now)
-        world.report(now)
+    _replay_500_for_the_lost_answer(world.emulator)
+    row, now = _report_until_settled(world, sent_at, rounds=20)
     assert row.state == State.CONFIRMED, (now, row.state, row.last_error)
     assert now <= period_end + 2 * HOUR  # soon after the deadline (the invoice's grace, less 10 minutes)
     assert [p["status"] for p in world.meter_posts()[1:] if p["status"] != 500] == []
