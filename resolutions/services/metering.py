@@ -359,19 +359,13 @@ def _send_one(row: MeterReport, customer_id: str | None, now: dt.datetime, resul
         try:
             recorded = _recorded_by_stripe(row, customer_id)
         except StripeRejected as error:
-            _row_update(row, last_error=f"Reading Stripe's meter was refused: {error}"[:2000],
-                        next_attempt_at=now + REJECTED_RETRY)  # fmt: skip
-            result.rejected += 1
+            _held(row, now, result, f"Reading Stripe's meter was refused: {error}")
             return False
         except StripeUnavailable as error:
-            retry_after = getattr(error, "retry_after", None)
-            _row_update(row, last_error=f"Reading Stripe's meter failed: {error}"[:2000],
-                        next_attempt_at=now + _unavailable_delay(row.attempts, retry_after))  # fmt: skip
-            result.unavailable, result.retry_after = str(error), retry_after
+            _unavailable(row, now, result, error, what="Reading Stripe's meter: ")
             return False
         if recorded is None:  # no meter to ask: wait for stripe_setup
-            _row_update(row, last_error="The meter is unknown: run stripe_setup.", next_attempt_at=now + REJECTED_RETRY)
-            result.rejected += 1
+            _held(row, now, result, "The meter is unknown: run stripe_setup.")
             return False
         if recorded:
             _row_update(row, state=State.CONFIRMED, confirmed_at=now, next_attempt_at=None, last_error="")
@@ -398,14 +392,25 @@ def _send_one(row: MeterReport, customer_id: str | None, now: dt.datetime, resul
             return True
         return False
     except StripeUnavailable as error:
-        retry_after = getattr(error, "retry_after", None)
-        delay = _unavailable_delay(row.attempts, retry_after)
-        _row_update(row, last_error=str(error)[:2000], next_attempt_at=now + delay)
-        result.unavailable, result.retry_after = str(error), retry_after
+        _unavailable(row, now, result, error)
         return False
     _row_update(row, state=State.CONFIRMED, confirmed_at=now, next_attempt_at=None, last_error="")
     result.confirmed += 1
     return True
+
+
+def _held(row: MeterReport, now: dt.datetime, result: AccountReport, message: str) -> None:
+    """The row keeps its state and waits an hour with the reason (a refusal: trying sooner will not help)."""
+    _row_update(row, last_error=message[:2000], next_attempt_at=now + REJECTED_RETRY)
+    result.rejected += 1
+
+
+def _unavailable(row: MeterReport, now: dt.datetime, result: AccountReport, error: StripeUnavailable, what="") -> None:
+    """Stripe could not be reached: the row keeps its state and waits, backing off (and at least as long as
+    Stripe's Retry-After), and the account's later rows wait behind it."""
+    _row_update(row, last_error=f"{what}{error}"[:2000],
+                next_attempt_at=now + _unavailable_delay(row.attempts, error.retry_after))  # fmt: skip
+    result.unavailable, result.retry_after = str(error), error.retry_after
 
 
 def _to_adjustment(row: MeterReport, now: dt.datetime, result: AccountReport) -> None:
