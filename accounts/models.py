@@ -246,6 +246,10 @@ class User(AbstractUser):
 
     account = models.ForeignKey(Account, on_delete=models.PROTECT, null=True, blank=True, related_name="users")
     customer_role = models.CharField(max_length=16, choices=CustomerRole.choices, blank=True)
+    timezone = models.CharField(
+        max_length=64, blank=True, validators=[validate_timezone],
+        help_text="Pages show times in this zone; blank: the account's zone for customers, UTC for staff.",
+    )  # fmt: skip
 
     class Meta:
         constraints = [
@@ -255,6 +259,13 @@ class User(AbstractUser):
                 name="user_customer_or_staff",
             ),
         ]
+
+    @property
+    def viewing_timezone(self) -> str:
+        """The zone this person reads times in (shown beside them on every page)."""
+        if self.timezone:
+            return self.timezone
+        return self.account.timezone if self.account_id else "UTC"
 
     @property
     def role(self) -> Role | None:

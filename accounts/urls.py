@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import apis
+from . import apis, views
 
 api_urlpatterns = [
     path("account", apis.AccountDetailApi.as_view(), name="api-account"),
@@ -9,4 +9,12 @@ api_urlpatterns = [
     path("api-keys/<int:key_id>/revoke", apis.ApiKeyRevokeApi.as_view(), name="api-key-revoke"),
     path("staff/accounts", apis.StaffAccountListApi.as_view(), name="api-staff-accounts"),
     path("staff/accounts/<int:account_id>", apis.StaffAccountDetailApi.as_view(), name="api-staff-account"),
+]
+
+# Pages (included at the site root).
+page_urlpatterns = [
+    path("", views.home, name="home"),
+    path("portal/api-keys/", views.api_key_page, name="customer-api-keys"),
+    path("portal/api-keys/new", views.api_key_create_form, name="customer-api-key-create"),
+    path("portal/api-keys/<int:key_id>/revoke", views.api_key_revoke_form, name="customer-api-key-revoke"),
 ]

@@ -1,18 +1,13 @@
-"""Landing pages, one per role. The full dashboards come with later issues."""
+"""Home (each role to its landing page) and the customer's API keys page."""
 
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.http import Http404
 from django.shortcuts import redirect, render
 
 from .models import Role
-from .selectors import (
-    account_get_visible,
-    account_list_visible,
-    audit_log_list,
-    price_plan_list,
-)
 
 
 @login_required
@@ -25,28 +20,8 @@ def home(request):
     raise PermissionDenied("Your user has no role in the portal yet. Ask an admin to give you one.")
 
 
-@login_required
-def staff_home(request):
-    if request.user.role not in (Role.ACCOUNT_MANAGER, Role.ADMIN):
-        return redirect("home")
-    is_admin = request.user.role == Role.ADMIN
-    context = {
-        "accounts": account_list_visible(user=request.user),
-        "is_admin": is_admin,
-        "plans": price_plan_list() if is_admin else [],
-        "audit_entries": audit_log_list(limit=10) if is_admin else [],
-    }
-    return render(request, "accounts/staff_home.html", context)
+def _being_built(*args, **kwargs):
+    raise Http404("This page is being built.")
 
 
-@login_required
-def staff_account(request, account_id: int):
-    if request.user.role not in (Role.ACCOUNT_MANAGER, Role.ADMIN):
-        return redirect("home")
-    account = account_get_visible(user=request.user, pk=account_id)  # 404 unless assigned (or admin)
-    context = {
-        "account": account,
-        "version": account.plan_version,
-        "audit_entries": audit_log_list(account=account),
-    }
-    return render(request, "accounts/staff_account.html", context)
+api_key_page = api_key_create_form = api_key_revoke_form = _being_built

@@ -48,3 +48,21 @@ class ApiRequestGuard:
                 header = key[5:].replace("_", "-").title()
                 return error_response(400, string_refusal(value, f"The {header} header"), field=header)
         return None
+
+
+class ViewerTimezone:
+    """Pages show times in the viewer's zone (User.viewing_timezone), with the zone named on the page."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        from django.utils import timezone
+
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated and not is_api(request):
+            timezone.activate(user.viewing_timezone)
+        try:
+            return self.get_response(request)
+        finally:
+            timezone.deactivate()

@@ -4,12 +4,13 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from accounts import views as account_views
 from accounts.urls import api_urlpatterns as account_api
+from accounts.urls import page_urlpatterns as account_pages
 from billing_portal.stripe_webhook import stripe_webhook
 from credits.urls import api_urlpatterns as credit_api
-from resolutions import views as resolution_views
+from credits.urls import page_urlpatterns as credit_pages
 from resolutions.urls import api_urlpatterns as resolution_api
+from resolutions.urls import page_urlpatterns as resolution_pages
 
 # JSON in the one error shape for /api/ paths, Django's pages elsewhere.
 handler400 = "billing_portal.api_errors.json_bad_request"
@@ -18,10 +19,9 @@ handler404 = "billing_portal.api_errors.json_not_found"
 handler500 = "billing_portal.api_errors.json_server_error"
 
 urlpatterns = [
-    path("", account_views.home, name="home"),
-    path("portal/", resolution_views.customer_home, name="customer-home"),
-    path("staff/", account_views.staff_home, name="staff-home"),
-    path("staff/accounts/<int:account_id>/", account_views.staff_account, name="staff-account"),
+    *account_pages,
+    *credit_pages,
+    *resolution_pages,
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

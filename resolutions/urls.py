@@ -1,6 +1,7 @@
 from django.urls import path
 
 from . import apis
+from .views import dashboard, invoices, resolution_list, staff
 
 api_urlpatterns = [
     path("conversation-events", apis.ConversationEventsApi.as_view(), name="api-conversation-events"),
@@ -10,4 +11,15 @@ api_urlpatterns = [
         "staff/accounts/<int:account_id>/invoice-preview", apis.InvoicePreviewApi.as_view(), name="api-invoice-preview"
     ),
     path("staff/resolutions/<int:resolution_id>/void", apis.ResolutionVoidApi.as_view(), name="api-resolution-void"),
+]
+
+# Pages (included at the site root).
+page_urlpatterns = [
+    path("portal/", dashboard.customer_home, name="customer-home"),
+    path("portal/resolutions/", resolution_list.resolution_list_page, name="customer-resolutions"),
+    path("portal/resolutions/export.csv", resolution_list.resolution_export_csv, name="customer-resolutions-csv"),
+    path("portal/invoices/", invoices.invoice_list_page, name="customer-invoices"),
+    path("staff/", staff.staff_home, name="staff-home"),
+    path("staff/accounts/<int:account_id>/", staff.staff_account, name="staff-account"),
+    path("staff/accounts/<int:account_id>/void", staff.resolution_void_form, name="staff-resolution-void"),
 ]

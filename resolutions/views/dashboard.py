@@ -5,16 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 
-from django.contrib.auth.decorators import login_required
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 
 from accounts.models import Role
-from accounts.selectors import account_get_visible, api_key_list
+from accounts.pages import customer_page
+from accounts.selectors import api_key_list
 from billing_portal import clock
 from credits.models import CreditAlert
 from credits.selectors import credit_balance
 
-from .selectors import billing_period_overage_get, evaluation_backlog, meter_reporting_status, usage_get
+from ..selectors import billing_period_overage_get, evaluation_backlog, meter_reporting_status, usage_get
 
 CHART_DAYS = 30
 CHART_WIDTH, CHART_HEIGHT = 720, 160
@@ -36,11 +36,9 @@ def _chart(days: list[dict]) -> dict:
     return {"bars": bars, "peak": peak, "width": CHART_WIDTH, "height": CHART_HEIGHT}
 
 
-@login_required
+@customer_page
 def customer_home(request):
-    if request.user.role not in (Role.CUSTOMER_VIEWER, Role.CUSTOMER_BILLING_ADMIN):
-        return redirect("home")
-    account = account_get_visible(user=request.user, pk=request.user.account_id)
+    account = request.account
     today = clock.now().astimezone(zoneinfo.ZoneInfo(account.timezone)).date()
     usage = usage_get(account=account, date_from=today - dt.timedelta(days=CHART_DAYS - 1), date_to=today)
     for day in usage["days"]:
