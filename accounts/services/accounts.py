@@ -103,8 +103,10 @@ def user_create(
     actor: Actor,
     account: Account | None = None,
     email: str = "",
+    timezone: str = "",
 ) -> User:
-    """Create a user in one of the four roles. Customer roles need an account; staff roles must not have one."""
+    """Create a user in one of the four roles. Customer roles need an account; staff roles must not have one.
+    `timezone` is the zone pages show times in (blank: the account's for customers, UTC for staff)."""
     role = Role(role)
     customer_roles = {Role.CUSTOMER_VIEWER: "viewer", Role.CUSTOMER_BILLING_ADMIN: "billing_admin"}
     if role in customer_roles and account is None:
@@ -112,7 +114,10 @@ def user_create(
     if role not in customer_roles and account is not None:
         raise ValidationError({"account": "Staff users do not belong to a customer account."})
     with transaction.atomic():
-        user = User(username=username, email=email, account=account, customer_role=customer_roles.get(role, ""))
+        user = User(
+            username=username, email=email, account=account, customer_role=customer_roles.get(role, ""),
+            timezone=timezone,
+        )  # fmt: skip
         user.is_staff = role not in customer_roles
         user.set_password(password) if password else user.set_unusable_password()
         user.full_clean(exclude=["password"])

@@ -78,3 +78,30 @@ def test_openapi_schema_validates_without_warnings(tmp_path):
     schema = target.read_text()
     for path in ["/api/v1/conversation-events", "/api/v1/usage", "/api/v1/resolutions", "/api/v1/api-keys"]:
         assert f"  {path}:" in schema
+
+
+def test_pages_show_times_in_the_viewers_zone_and_name_it(client, viewer, manager, account):
+    """A customer reads times in the account's zone unless they chose one; staff in their own (UTC if none)."""
+    from django.utils import timezone
+
+    account.timezone = "America/New_York"
+    account.save()
+    client.force_login(viewer)
+    assert "times in America/New_York" in client.get("/portal/").content.decode()
+    viewer.timezone = "Asia/Tokyo"
+    viewer.save()
+    assert "times in Asia/Tokyo" in client.get("/portal/").content.decode()
+    client.force_login(manager)
+    assert "times in UTC" in client.get("/staff/").content.decode()
+    manager.timezone = "Europe/Lisbon"
+    manager.save()
+    assert "times in Europe/Lisbon" in client.get("/staff/").content.decode()
+    assert timezone.get_current_timezone_name() == "UTC"  # the request's zone does not leak past it
+
+
+def test_an_unknown_timezone_is_refused_on_the_user(manager):
+    from django.core.exceptions import ValidationError
+
+    manager.timezone = "Mars/Olympus"
+    with pytest.raises(ValidationError):
+        manager.full_clean()

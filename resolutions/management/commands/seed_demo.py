@@ -37,7 +37,7 @@ DEMO_ACCOUNTS = [
     {"slug": "seasonal-travel", "name": "Seasonal Travel Ltd", "timezone": "Europe/London", "seats": 40},
     {"slug": "newco-labs", "name": "NewCo Labs", "timezone": "Europe/Berlin", "seats": 3},
 ]
-DEMO_STAFF = [("admin", Role.ADMIN), ("manager", Role.ACCOUNT_MANAGER)]
+DEMO_STAFF = [("admin", Role.ADMIN, "UTC"), ("manager", Role.ACCOUNT_MANAGER, "Europe/Lisbon")]
 DEMO_CUSTOMERS = [
     ("steady-billing", "steady-retail", Role.CUSTOMER_BILLING_ADMIN),
     ("steady-viewer", "steady-retail", Role.CUSTOMER_VIEWER),
@@ -67,7 +67,7 @@ class Command(BaseCommand):
             try:
                 stripe_catalog_setup()
                 with transaction.atomic():
-                    staff = {name: self._user(name, role) for name, role in DEMO_STAFF}
+                    staff = {name: self._user(name, role, timezone=zone) for name, role, zone in DEMO_STAFF}
                 new_keys = {}
                 new_accounts = []
                 for spec in DEMO_ACCOUNTS:  # each account is provisioned (with Stripe) on its own
@@ -101,7 +101,7 @@ class Command(BaseCommand):
                     for slug, count in sent.items():
                         self.stdout.write(f"  {slug}: {count:,} conversation events sent")
                     self._invoices(checks)
-        logins = [{"username": n, "password": DEMO_PASSWORD, "role": r.label} for n, r in DEMO_STAFF] + [
+        logins = [{"username": n, "password": DEMO_PASSWORD, "role": r.label} for n, r, _ in DEMO_STAFF] + [
             {"username": n, "password": DEMO_PASSWORD, "role": r.label, "account": s} for n, s, r in DEMO_CUSTOMERS
         ]
         if options["json"]:
@@ -151,11 +151,11 @@ class Command(BaseCommand):
         )
         self.stdout.flush()
 
-    def _user(self, username, role, account=None):
+    def _user(self, username, role, account=None, timezone=""):
         user = User.objects.filter(username=username).first()
         if user is None:
             user = user_create(
                 username=username, password=DEMO_PASSWORD, role=role, actor=ACTOR, account=account,
-                email=f"{username}@example.com",
+                email=f"{username}@example.com", timezone=timezone,
             )  # fmt: skip
         return user
