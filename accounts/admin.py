@@ -12,6 +12,7 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from billing_portal import admin_djstripe  # noqa: F401 - dj-stripe's mirrored objects made read-only
 from billing_portal.admin_display import (
     count_column,
     decimal_plain,
