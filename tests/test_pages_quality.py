@@ -351,7 +351,7 @@ def _browser_check(page, live_server, client, user, path, screenshot, shot_name)
     if overflow > 0:
         wide = page.evaluate("""() => [...document.querySelectorAll('body *')]
             .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
-            .filter(e => !e.closest('.table-scroll, [data-scroll-x]'))
+            .filter(e => !e.closest('.table-scroll, .table-wrap, [data-scroll-x]'))
             .slice(0, 5).map(e => e.tagName.toLowerCase() + (e.className ? '.' + e.className : ''))""")
         problems.append(f"{overflow}px of horizontal overflow at 390px: {wide}")
     problems += _tab_unreachable(page)
