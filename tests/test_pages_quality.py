@@ -349,10 +349,11 @@ def _browser_check(page, live_server, client, user, path, screenshot, shot_name)
     page.wait_for_load_state("networkidle")
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     if overflow > 0:
-        wide = page.evaluate("""() => [...document.querySelectorAll('body *')]
-            .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
-            .filter(e => !e.closest('.table-scroll, .table-wrap, [data-scroll-x]'))
-            .slice(0, 5).map(e => e.tagName.toLowerCase() + (e.className ? '.' + e.className : ''))""")
+        # the outermost elements that stick out (their parent does not): where to look
+        wide = page.evaluate("""() => {
+            const out = e => e && e.getBoundingClientRect().right > window.innerWidth + 1;
+            return [...document.querySelectorAll('body *')].filter(e => out(e) && !out(e.parentElement))
+                .slice(0, 5).map(e => e.tagName.toLowerCase() + (e.className ? '.' + e.className : '')); }""")
         problems.append(f"{overflow}px of horizontal overflow at 390px: {wide}")
     problems += _tab_unreachable(page)
     screenshot(shot_name)
@@ -375,8 +376,11 @@ def _tab_unreachable(page) -> list[str]:
         document.activeElement && document.activeElement.blur();
     }""")
     count = page.evaluate("window.__focusables.length")
-    for _ in range(count + 5):
+    # a date input takes three Tab stops (day, month, year) and Chromium stops on scrollable boxes too
+    for presses in range(1, 4 * count + 20):
         page.keyboard.press("Tab")
+        if presses % 10 == 0 and page.evaluate("window.__focusables.every(e => window.__reached.has(e))"):
+            break
     return [
         f"not reachable with Tab: {label}"
         for label in page.evaluate("""() => window.__focusables.filter(e => !window.__reached.has(e))
