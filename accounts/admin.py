@@ -4,12 +4,22 @@ published plan versions are read-only; account managers see only the accounts as
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.core.exceptions import ValidationError
 from django.db import transaction
+
+from billing_portal import admin_djstripe  # noqa: F401 - dj-stripe's mirrored objects made read-only
+from billing_portal.admin_display import (
+    count_column,
+    decimal_plain,
+    fields_formatted,
+    money_column,
+    unit_price_column,
+)
 
 from .models import (
     Account,
@@ -202,16 +212,29 @@ class AuditLogEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return entries.filter(account__in=account_list_visible(user=request.user))
 
 
+@admin.display(description="Up to")
+def tier_up_to(tier: PriceTier):
+    return "and beyond (∞)" if tier.up_to is None else f"{tier.up_to:,} resolutions"
+
+
 class PriceTierInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = PriceTier
-    fields = ["position", "up_to", "unit_amount_decimal", "flat_amount"]
+    fields = [
+        "position", tier_up_to, unit_price_column("unit_amount_decimal", "Price per resolution"),
+        money_column("flat_amount", "Flat amount"),
+    ]  # fmt: skip
     readonly_fields = fields
     extra = 0
 
 
 class CreditPackOfferInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = CreditPackOffer
-    fields = ["name", "resolutions", "validity_days", "unit_amount_decimal"]
+    fields = [
+        "name", count_column("resolutions", "Credits", unit="credit"),
+        count_column("validity_days", "Valid for", unit="day"),
+        unit_price_column("unit_amount_decimal", "Price per resolution"),
+        money_column("amount_minor", "Pack price", sortable=False),
+    ]  # fmt: skip
     readonly_fields = fields
     extra = 0
 
@@ -244,6 +267,9 @@ class PricePlanVersionForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        for name in ("unit_amount_decimal", "seat_conversion_unit_amount_decimal"):
+            if isinstance(self.initial.get(name), Decimal):  # "90", not the stored "90.000000000000"
+                self.initial[name] = decimal_plain(self.initial[name])
         if self.instance.pk and "plan" in self.fields:
             snapshot = price_plan_version_snapshot(self.instance)
             self.fields["plan"].disabled = True
@@ -283,18 +309,30 @@ class PricePlanVersionForm(forms.ModelForm):
         return cleaned
 
 
+@admin.display(description="Price per resolution", ordering="unit_amount_decimal")
+def version_price(version: PricePlanVersion):
+    if version.tiers_mode:
+        return f"{version.get_tiers_mode_display()} tiers (see the version)"
+    return unit_price_column("unit_amount_decimal", "")(version)
+
+
+seat_price = money_column("seat_unit_amount", "Seat price (per seat, per month)")
+FROZEN_VERSION_FIELDS = fields_formatted(
+    PricePlanVersion,
+    {
+        "unit_amount_decimal": version_price,
+        "seat_unit_amount": seat_price,
+        "seat_conversion_unit_amount_decimal": unit_price_column(
+            "seat_conversion_unit_amount_decimal", "Seat spend per credit", per="credit"
+        ),
+    },
+)
+
+
 @admin.register(PricePlanVersion)
 class PricePlanVersionAdmin(admin.ModelAdmin):
     form = PricePlanVersionForm
-    list_display = [
-        "plan",
-        "number",
-        "status",
-        "currency",
-        "unit_amount_decimal",
-        "tiers_mode",
-        "effective_from",
-    ]
+    list_display = ["plan", "number", "status", "currency", version_price, seat_price, "effective_from"]
     list_filter = ["status", "plan"]
     inlines = [PriceTierInline, CreditPackOfferInline]
     actions = ["publish", "retire", "sync_to_stripe"]
@@ -305,12 +343,12 @@ class PricePlanVersionAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         if obj is not None and not obj.is_editable:
-            return [f.name for f in PricePlanVersion._meta.fields]
+            return FROZEN_VERSION_FIELDS
         return ["number", "status", "published_at", "retired_at", "created_at"]
 
     def get_fields(self, request, obj=None):
         if obj is not None and not obj.is_editable:
-            return [f.name for f in PricePlanVersion._meta.fields if f.name != "id"]
+            return FROZEN_VERSION_FIELDS
         return [*PricePlanVersionForm.Meta.fields, "tiers_json", "offers_json"]
 
     def has_change_permission(self, request, obj=None):
@@ -373,7 +411,7 @@ class BillingPeriodAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 class PricePlanVersionInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = PricePlanVersion
-    fields = ["number", "status", "currency", "unit_amount_decimal", "tiers_mode", "effective_from"]
+    fields = ["number", "status", "currency", version_price, seat_price, "effective_from"]
     readonly_fields = fields
     extra = 0
     show_change_link = True

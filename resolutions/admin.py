@@ -8,20 +8,52 @@ from __future__ import annotations
 from django.contrib import admin
 
 from accounts.admin import ReadOnlyAdminMixin
+from billing_portal.admin_display import count_column, fields_formatted, money_column
 
-from .models import MeterReconciliationDifference, MeterReconciliationRun, MeterReport, MeterWindow
+from .models import MeterReconciliationDifference, MeterReconciliationRun, MeterReport, MeterWindow, Resolution
+
+resolution_amount = money_column("amount_minor", "Overage money")
+report_quantity = count_column("quantity", "Overage", unit="resolution", signed=True)
+report_adjustment = money_column("adjustment_minor", "Adjustment (money)")
+window_overage = count_column("overage", "Overage", unit="resolution")
+window_reported = count_column("reported", "Reported", unit="resolution")
+difference_portal = count_column("portal", "Portal (confirmed in the meter)", unit="resolution")
+difference_stripe = count_column("stripe", "Stripe's meter", unit="resolution")
+
+
+@admin.register(Resolution)
+class ResolutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Billable resolutions, read-only (a void goes through the void service, with its reason)."""
+
+    list_display = ["conversation_id", "account", "kind", "resolved_at", "funding", resolution_amount, "voided_at"]
+    list_filter = ["kind", "funding"]
+    search_fields = ["=conversation_id"]
+    list_select_related = ["account"]
+    ordering = ["-id"]
+    show_full_result_count = False  # accounts have millions of rows: one count per page is enough
+    fields = readonly_fields = fields_formatted(Resolution, {"amount_minor": resolution_amount})
 
 
 @admin.register(MeterReport)
 class MeterReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    # Few, narrow columns (the list must fit a laptop screen): the error text and times are on the row's page.
     list_display = [
-        "id", "account", "window_start", "sequence", "quantity", "state", "attempts", "adjustment_minor",
-        "last_error", "created_at", "confirmed_at",
-    ]  # fmt: skip
+        "id",
+        "account",
+        "window_start",
+        "sequence",
+        report_quantity,
+        "state",
+        "attempts",
+        report_adjustment,
+    ]
     list_filter = ["state"]
     search_fields = ["account__name", "identifier"]
     list_select_related = ["account", "window"]
     date_hierarchy = "created_at"
+    fields = readonly_fields = fields_formatted(
+        MeterReport, {"quantity": report_quantity, "adjustment_minor": report_adjustment}
+    )
 
     @admin.display(description="Window", ordering="window__start")
     def window_start(self, report: MeterReport):
@@ -30,10 +62,11 @@ class MeterReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(MeterWindow)
 class MeterWindowAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["account", "start", "end", "period_start", "period_end", "overage", "reported"]
+    list_display = ["account", "start", "end", "period_start", "period_end", window_overage, window_reported]
     search_fields = ["account__name"]
     list_select_related = ["account"]
     date_hierarchy = "start"
+    fields = readonly_fields = fields_formatted(MeterWindow, {"overage": window_overage, "reported": window_reported})
 
 
 class OpenFilter(admin.SimpleListFilter):
@@ -54,18 +87,22 @@ class OpenFilter(admin.SimpleListFilter):
 @admin.register(MeterReconciliationDifference)
 class MeterReconciliationDifferenceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
-        "account", "period_start", "period_end", "portal", "stripe", "difference", "first_found_at",
+        "account", "period_start", "period_end", difference_portal, difference_stripe, "difference", "first_found_at",
         "last_checked_at", "resolved_at", "emailed_at",
     ]  # fmt: skip
     list_filter = [OpenFilter]
     list_select_related = ["account"]
     search_fields = ["account__name"]
     ordering = ["-first_found_at", "-pk"]
-    readonly_fields = [f.name for f in MeterReconciliationDifference._meta.fields] + ["difference"]
+    readonly_fields = [
+        *fields_formatted(MeterReconciliationDifference, {"portal": difference_portal, "stripe": difference_stripe}),
+        "difference",
+    ]
+    fields = readonly_fields
 
     @admin.display(description="Stripe − portal")
     def difference(self, obj):
-        return f"{obj.difference:+,}"
+        return f"{obj.difference:+,} resolutions"
 
 
 @admin.register(MeterReconciliationRun)
