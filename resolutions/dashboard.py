@@ -142,6 +142,26 @@ def seats_get(*, account: Account, now: dt.datetime) -> dict | None:
     }
 
 
+DAY_KEYS = ("resolutions", "credited", "overage", "amount_minor", "confirmed", "escalated")
+
+
+def daily_usage_list(*, account: Account, date_from: dt.date, date_to: dt.date) -> dict:
+    """Every local day of the range from the rollups (a day without a row counts zero), with the
+    dashboard's extra counters, and the totals: one query of at most the range's rows."""
+    rows = {
+        row["date"]: row
+        for row in DailyUsage.objects.filter(account_id=account.pk, date__gte=date_from, date__lte=date_to).values(
+            "date", *DAY_KEYS
+        )
+    }
+    days = []
+    for offset in range((date_to - date_from).days + 1):
+        day = date_from + dt.timedelta(days=offset)
+        row = rows.get(day)
+        days.append({"date_obj": day, **{k: (row[k] if row else 0) for k in DAY_KEYS}})
+    return {"currency": account.currency, "days": days, "totals": {k: sum(d[k] for d in days) for k in DAY_KEYS}}
+
+
 @dataclass(frozen=True)
 class DailyRate:
     """Resolutions a day over the last RATE_DAYS complete local days: mean and standard deviation."""
@@ -186,35 +206,49 @@ class PackState:
 
 def credit_burn_project(*, packs: list[PackState], rate: float, now: dt.datetime, until: dt.datetime) -> dict:
     """Credits drawn at `rate` resolutions a day from `now` to `until`, soonest-expiring pack first (as
-    drawdown does), each pack usable from its start until it expires: returns the points of the remaining
-    total [(instant, remaining)], credits drawn, when they run out (None if they never do by `until`, or
-    expire first) and how many expire unused by `until`. A projection (floats for time, credits whole)."""
-    left = {p.pk: p.remaining for p in packs}
-    events = sorted({now, until, *(p.expires_at for p in packs if now < p.expires_at < until),
-                     *(p.starts_at for p in packs if now < p.starts_at < until)})  # fmt: skip
-    points, drawn, expired, runs_out = [], 0, 0, None
+    drawdown does), each pack usable from its start until it expires. Returns the remaining total as
+    points [(instant, remaining)] (a pack's leftover drops at its expiry: two points at that instant), the
+    credits drawn, when the usable credits run out (None if they do not by `until`, or expire first), and
+    how many expire unused. A projection: time in floats, credits whole."""
+    left = {p.pk: float(p.remaining) for p in packs}
+    cuts = {now, until}
+    cuts |= {p.expires_at for p in packs if now < p.expires_at < until}
+    cuts |= {p.starts_at for p in packs if now < p.starts_at < until}
+    events = sorted(cuts)
 
-    def usable(at):
-        return [p for p in packs if p.starts_at <= at < p.expires_at and left[p.pk] > 0]
+    def total(at):
+        return sum(left[p.pk] for p in packs if p.expires_at > at)
 
-    points.append((now, sum(left[p.pk] for p in packs if p.expires_at > now)))
+    points, drawn, expired, runs_out = [(now, total(now))], 0.0, 0.0, None
     for start, end in zip(events, events[1:], strict=False):
         demand = rate * (end - start).total_seconds() / 86400
-        available = usable(start)
-        total = sum(left[p.pk] for p in available)
-        if rate > 0 and total and runs_out is None and demand >= total:
-            runs_out = start + dt.timedelta(days=total / rate)
-        for pack in sorted(available, key=lambda p: (p.expires_at, p.pk)):
+        usable = sorted(
+            (p for p in packs if p.starts_at <= start < p.expires_at and left[p.pk] > 0),
+            key=lambda p: (p.expires_at, p.pk),
+        )
+        available = sum(left[p.pk] for p in usable)
+        for pack in usable:
             take = min(left[pack.pk], demand)
             left[pack.pk] -= take
             demand -= take
             drawn += take
-        for pack in packs:
-            if pack.expires_at == end and left[pack.pk] > 0:
-                expired += left[pack.pk]
-                left[pack.pk] = 0
-        points.append((end, sum(left[p.pk] for p in packs if p.expires_at > end)))
-    return {"points": points, "drawn": math.floor(drawn), "runs_out": runs_out, "expired": math.floor(expired)}
+        if rate > 0 and available and demand > 0 and runs_out is None:
+            runs_out = start + dt.timedelta(days=available / rate)
+            points.append((runs_out, total(end)))
+        leftover = sum(left[p.pk] for p in packs if p.expires_at == end)
+        if leftover:
+            points.append((end, total(end) + leftover))
+            expired += leftover
+            for pack in packs:
+                if pack.expires_at == end:
+                    left[pack.pk] = 0.0
+        points.append((end, total(end)))
+    return {
+        "points": [(at, round(remaining)) for at, remaining in points],
+        "drawn": math.floor(drawn + 1e-9),
+        "runs_out": runs_out,
+        "expired": math.floor(expired + 1e-9),
+    }
 
 
 def credit_packs_get(*, account: Account, now: dt.datetime) -> list[CreditPack]:
