@@ -290,11 +290,20 @@ def forecast_get(*, period: dict, rate: DailyRate, packs: list[PackState], now: 
     }
 
 
-def credit_alerts_current(*, account: Account, now: dt.datetime, burn_per_day: float) -> list[CreditAlert]:
+def credit_alerts_current(
+    *,
+    account: Account,
+    now: dt.datetime,
+    burn_per_day: float,
+    runs_out: dt.datetime | None = None,
+    rate: float = 0.0,
+) -> list[CreditAlert]:
     """The account's active alerts, as banners. The two credit kinds are shown only while their condition
     holds on the current figures (an alert is cleared by the next funding run; until then a stale one, e.g.
     a "running low" left after the packs expired, or about packs never granted, is not shown), with the
-    current figures in the message. Any other kind is shown as stored."""
+    current figures in the message; the burn-rate one gives the dashboard's run-out date (`runs_out`, at
+    `rate` a day, each pack drawn until it expires) so the page tells one date. Any other kind is shown as
+    stored."""
     alerts = list(CreditAlert.objects.filter(account=account, active=True).order_by("raised_at", "pk"))
     if not alerts:
         return []
@@ -315,5 +324,10 @@ def credit_alerts_current(*, account: Account, now: dt.datetime, burn_per_day: f
             if not conditions[alert.kind]:
                 continue
             alert.message = conditions[alert.kind]
+            if alert.kind == CreditAlert.Kind.BURN_RATE and runs_out is not None and standing.last_expiry:
+                alert.message = (
+                    f"At {rate:,.0f} resolutions a day, your credits run out around {runs_out:%d %b %Y}, "
+                    f"before they expire on {standing.last_expiry:%d %b %Y}."
+                )
         shown.append(alert)
     return shown

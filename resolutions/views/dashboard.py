@@ -66,7 +66,9 @@ def _daily_chart(days: list[dict], period_start_day: dt.date | None) -> dict:
         bars.append({"x": round(x + slot * 0.1, 2), "width": round(slot * 0.8, 2), "y": round(CHART_HEIGHT - height, 1),
                      "height": height, **day})  # fmt: skip
         if (len(days) - 1 - i) % 14 == 0:
-            labels.append({"x": round(x + slot / 2, 1), "date": day["date_obj"]})
+            last = i == len(days) - 1
+            labels.append({"x": round(x + slot if last else x + slot / 2, 1), "date": day["date_obj"],
+                           "anchor": "end" if last else "middle"})  # fmt: skip
         if period_start_day is not None and day["date_obj"] == period_start_day:
             period_x = round(x, 1)
     return {
@@ -100,17 +102,27 @@ def _burn_chart(projection: dict, packs: list[PackState], now: dt.datetime, zone
         for p in packs
         if start < p.expires_at <= end
     ]
-    months = []
-    cursor = dt.datetime.combine(start.astimezone(zone).date().replace(day=1), dt.time(), zone)
-    while cursor <= end:
-        if cursor >= start:
-            months.append({"x": x(cursor), "date": cursor})
-        cursor = (cursor + dt.timedelta(days=32)).replace(day=1)
-    step = max(1, math.ceil(len(months) / 6))
+    runs_out = projection["runs_out"] if projection["runs_out"] and projection["runs_out"] <= end else None
+    for marker in markers:  # a label over each expiry line, unless it would sit on the "run out" label
+        marker["labelled"] = runs_out is None or abs(marker["x"] - x(runs_out)) > 220
+    # Date ticks: a Monday each week for a span of up to two months, else the first of each month.
+    months, first_day = [], start.astimezone(zone).date()
+    if (end - start) <= dt.timedelta(days=62):
+        day, label = first_day + dt.timedelta(days=(7 - first_day.weekday()) % 7 or 7), "j M"
+        while (cursor := dt.datetime.combine(day, dt.time(), zone)) < end:
+            months.append({"x": x(cursor), "date": cursor, "format": label})
+            day += dt.timedelta(days=7)
+    else:
+        cursor = dt.datetime.combine(first_day.replace(day=1), dt.time(), zone)
+        while cursor <= end:
+            if cursor >= start:
+                months.append({"x": x(cursor), "date": cursor, "format": "M"})
+            cursor = (cursor + dt.timedelta(days=32)).replace(day=1)
+    step = max(1, math.ceil(len(months) / 5))
     return {
         "path": path, "width": CHART_WIDTH, "height": CHART_HEIGHT, "left": AXIS_LEFT, "markers": markers,
         "ticks": [{"value": t, "y": y(t)} for t in ticks], "months": months[::step],
-        "runs_out_x": x(projection["runs_out"]) if projection["runs_out"] else None,
+        "runs_out_x": x(runs_out) if runs_out else None,
     }  # fmt: skip
 
 
@@ -131,6 +143,10 @@ def customer_home(request):
     ]
     last_expiry = max((p.expires_at for p in live), default=now)
     projection = credit_burn_project(packs=live, rate=rate.mean, now=now, until=max(last_expiry, now))
+    # The chart ends a little after the credits run out (or the first pack expires), not at the last expiry.
+    chart_end = max(projection["runs_out"] or now, min((p.expires_at for p in live), default=now))
+    chart_end = min(last_expiry, chart_end + max((chart_end - now) / 5, dt.timedelta(days=7)))
+    chart_projection = credit_burn_project(packs=live, rate=rate.mean, now=now, until=max(chart_end, now))
     seats = seats_get(account=account, now=now) if period else None
     next_invoice = None
     if period:
@@ -152,9 +168,13 @@ def customer_home(request):
         "credits_remaining": sum(p.remaining for p in live),
         "pending_packs": [p for p in packs if p.status == CreditPack.Status.PENDING],
         "projection": projection,
-        "burn_chart": _burn_chart(projection, live, now, zone) if live else None,
+        "burn_chart": _burn_chart(chart_projection, live, now, zone) if live else None,
         "alerts": credit_alerts_current(
-            account=account, now=now, burn_per_day=_burn_per_day([account.pk], now).get(account.pk, 0.0)
+            account=account,
+            now=now,
+            burn_per_day=_burn_per_day([account.pk], now).get(account.pk, 0.0),
+            runs_out=projection["runs_out"],
+            rate=rate.mean,
         ),
         "backlog": evaluation_backlog(account=account),
         "metering": meter_reporting_status(account=account, now=now),
@@ -173,7 +193,8 @@ def next_invoice_stripe(request):
     account = request.account
     context = {"account": account, "stripe_preview": None, "stripe_error": None}
     try:
-        context["stripe_preview"] = invoice_preview_get(account=account, now=clock.now())
+        preview = context["stripe_preview"] = invoice_preview_get(account=account, now=clock.now())
+        context["stripe_difference_abs"] = abs(preview["difference_minor"])
     except Http404:
         context["stripe_error"] = "This account has no Stripe subscription yet, so Stripe has no upcoming invoice."
     except StripeFailure as exc:
