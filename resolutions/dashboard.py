@@ -324,10 +324,11 @@ def credit_alerts_current(
             if not conditions[alert.kind]:
                 continue
             alert.message = conditions[alert.kind]
-            if alert.kind == CreditAlert.Kind.BURN_RATE and runs_out is not None and standing.last_expiry:
+            held = [p.expires_at for p in packs if p.remaining > 0]
+            if alert.kind == CreditAlert.Kind.BURN_RATE and runs_out is not None and held:
                 alert.message = (
                     f"At {rate:,.0f} resolutions a day, your credits run out around {runs_out:%d %b %Y}, "
-                    f"before they expire on {standing.last_expiry:%d %b %Y}."
+                    f"before they expire on {max(held):%d %b %Y}."
                 )
         shown.append(alert)
     return shown
