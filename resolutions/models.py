@@ -53,6 +53,9 @@ class Conversation(models.Model):
     window_ends_at = models.DateTimeField(null=True, blank=True, help_text="When an assumed resolution falls due.")
     last_event_at = models.DateTimeField()
     voided_by_staff = models.BooleanField(default=False, help_text="A disputed conversation is never billed again.")
+    escalated_at = models.DateTimeField(
+        null=True, blank=True, help_text="When escalated: the handoff that escalated it (its local date is counted)."
+    )
     updated_at = models.DateTimeField(default=clock.now)
 
     class Meta:
@@ -62,6 +65,12 @@ class Conversation(models.Model):
         indexes = [
             models.Index(fields=["window_ends_at"], condition=Q(status="awaiting"), name="conversation_due_idx"),
             models.Index(fields=["account"], condition=Q(voided_by_staff=True), name="conversation_disputed_idx"),
+            # The dashboard counts a billing period's escalations on its partial first and last days here.
+            models.Index(
+                fields=["account", "escalated_at"],
+                condition=Q(escalated_at__isnull=False),
+                name="conversation_escalated_idx",
+            ),  # fmt: skip
         ]
 
     def __str__(self) -> str:
@@ -122,7 +131,9 @@ class Resolution(models.Model):
 
 class DailyUsage(models.Model):
     """Per account and day (in the account's timezone): kept current as resolutions are written, so that
-    usage reads never scan the ledger."""
+    usage reads never scan the ledger. Non-voided resolutions by resolved_at (all of them, those credited,
+    those in overage and their money, those confirmed) and conversations escalated by their handoff; rows
+    appear on the first day something is counted."""
 
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
     date = models.DateField()
@@ -130,6 +141,8 @@ class DailyUsage(models.Model):
     credited = models.IntegerField(default=0)
     overage = models.IntegerField(default=0)
     amount_minor = models.BigIntegerField(default=0)
+    confirmed = models.IntegerField(default=0, help_text="Of the resolutions, those the customer confirmed.")
+    escalated = models.IntegerField(default=0, help_text="Conversations escalated to a human (by the handoff's day).")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["account", "date"], name="daily_usage_unique")]
@@ -167,6 +180,19 @@ class FundingProgress(models.Model):
 
     def __str__(self) -> str:
         return f"account {self.account_id}: funded through resolution {self.funded_through_id}"
+
+
+class ConversationTally(models.Model):
+    """Per account: conversations still waiting for an outcome right now (status open or awaiting), moved
+    by evaluation in the transaction that writes the conversation states (under the account's lock), so the
+    dashboard reads one row instead of counting conversations. Invariant: `waiting` equals the count of the
+    account's conversations whose status is open or awaiting (tests check it)."""
+
+    account = models.OneToOneField(Account, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    waiting = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"account {self.account_id}: {self.waiting} conversation(s) waiting"
 
 
 class MeterWindow(models.Model):

@@ -31,6 +31,7 @@ class Outcome:
     kind: str | None = None  # confirmed | assumed, when resolved
     resolved_at: dt.datetime | None = None
     window_ends_at: dt.datetime | None = None  # when awaiting: the assumed resolution falls due then
+    escalated_at: dt.datetime | None = None  # when escalated: the handoff that escalated it
 
 
 def conversation_evaluate(events: Iterable[EventFact], *, window: dt.timedelta, now: dt.datetime) -> Outcome:
@@ -57,7 +58,7 @@ def conversation_evaluate(events: Iterable[EventFact], *, window: dt.timedelta, 
             window_end = None
             answered = False
         elif event.type == HANDOFF:
-            return Outcome(ESCALATED)
+            return Outcome(ESCALATED, escalated_at=event.occurred_at)
         elif event.type == CUSTOMER_CONFIRMED and answered:
             return Outcome(RESOLVED, CONFIRMED, event.occurred_at)
     if window_end is None:

@@ -6,14 +6,14 @@ import datetime as dt
 import zoneinfo
 
 from django.conf import settings
-from django.db.models import Count, F, QuerySet, Sum
+from django.db.models import F, QuerySet
 from django.http import Http404
 
 from accounts.models import Account, User
 from accounts.selectors import account_list_visible
-from accounts.services.billing_periods import billing_period_calendar
 from billing_portal.clock import INSTANT_MAX, INSTANT_MIN
 
+from .dashboard import billing_period_usage_get
 from .models import DailyUsage, MeterReport, MeterWindow, PendingEvaluation, Resolution
 
 METER_OPEN_STATES = (MeterReport.State.PENDING, MeterReport.State.SENT, MeterReport.State.REJECTED)
@@ -80,19 +80,14 @@ def resolution_get_visible(*, user: User, pk: int) -> Resolution:
 def billing_period_overage_get(*, account, now) -> dict | None:
     """The account's current Stripe billing period (as Stripe shows it) and its overage so far: what the
     period's invoice will charge for resolutions, counted over exactly the resolutions funding priced in
-    it (the first period includes what came before it). None when Stripe has no subscription for it."""
-    calendar = billing_period_calendar(account_id=account.pk)
-    shown = calendar.current(now)
-    if shown is None:
+    it (the first period includes what came before it). None when Stripe has no subscription for it.
+    From the daily rollups and the period's two ragged edges (resolutions.dashboard), never a scan."""
+    period = billing_period_usage_get(account=account, now=now)
+    if period is None:
         return None
-    starts, ends = calendar.containing(now)
-    totals = Resolution.objects.filter(
-        account=account, funding=Resolution.Funding.OVERAGE, voided_at__isnull=True,
-        resolved_at__gte=starts, resolved_at__lt=ends,
-    ).aggregate(overage=Count("id"), amount_minor=Sum("amount_minor"))  # fmt: skip
     return {
-        "start": shown[0], "end": shown[1], "overage": totals["overage"],
-        "amount_minor": totals["amount_minor"] or 0, "currency": account.currency,
+        "start": period["start"], "end": period["end"], "overage": period["overage"],
+        "amount_minor": period["overage_minor"], "currency": account.currency,
     }  # fmt: skip
 
 

@@ -14,10 +14,19 @@ from accounts.models import Account
 from billing_portal.db import execute_bound, rows_fetch
 from billing_portal.sql_twins import twin
 
-from .models import Conversation, ConversationEvent, DailyUsage, FundingProgress, MeterWindow, Resolution
+from .models import (
+    Conversation,
+    ConversationEvent,
+    ConversationTally,
+    DailyUsage,
+    FundingProgress,
+    MeterWindow,
+    Resolution,
+)
 
 UNFUNDED, CREDIT, OVERAGE = (Resolution.Funding.UNFUNDED.value, Resolution.Funding.CREDIT.value,
                              Resolution.Funding.OVERAGE.value)  # fmt: skip
+CONFIRMED = Resolution.Kind.CONFIRMED.value
 
 
 # --- Events: insert the new ones, in id order ------------------------------------------------------
@@ -89,9 +98,15 @@ def conversation_rows(model, account_id: int, conversation_ids: list[str], colum
 
 
 # --- Conversation states ---------------------------------------------------------------------------
-def _conversations_upsert_orm(account_id: int, states: list[tuple], now: dt.datetime) -> None:
+def _conversations_upsert_orm(account_id: int, states: list[tuple], now: dt.datetime) -> dict[str, tuple]:
     if not states:
-        return
+        return {}
+    before = {
+        cid: (status, escalated_at)
+        for cid, status, escalated_at in Conversation.objects.filter(
+            account_id=account_id, conversation_id__in=[state[0] for state in states]
+        ).values_list("conversation_id", "status", "escalated_at")
+    }
     Conversation.objects.bulk_create(
         [
             Conversation(
@@ -100,34 +115,61 @@ def _conversations_upsert_orm(account_id: int, states: list[tuple], now: dt.date
                 status=status,
                 window_ends_at=window_ends_at,
                 last_event_at=last_event_at,
+                escalated_at=escalated_at,
                 updated_at=now,
             )  # fmt: skip
-            for cid, status, window_ends_at, last_event_at in states
+            for cid, status, window_ends_at, last_event_at, escalated_at in states
         ],
         batch_size=500,
         update_conflicts=True,
         unique_fields=["account", "conversation_id"],
-        update_fields=["status", "window_ends_at", "last_event_at", "updated_at"],
+        update_fields=["status", "window_ends_at", "last_event_at", "escalated_at", "updated_at"],
     )
+    return before
 
 
 @twin(_conversations_upsert_orm)
-def conversations_upsert(account_id: int, states: list[tuple], now: dt.datetime) -> None:
-    """Write each conversation's evaluated state (conversation id, status, window end, last event):
-    one INSERT ... ON CONFLICT over arrays."""
+def conversations_upsert(account_id: int, states: list[tuple], now: dt.datetime) -> dict[str, tuple]:
+    """Write each conversation's evaluated state (conversation id, status, window end, last event, escalated
+    at): one INSERT ... ON CONFLICT over arrays. Returns what the conversations that existed were before,
+    {conversation id: (status, escalated_at)}, read by the same statement (so the rollups can move by the
+    change). The caller holds the account's lock."""
     if not states:
-        return
-    ids, statuses, windows, lasts = (list(column) for column in zip(*states, strict=True))
+        return {}
+    ids, statuses, windows, lasts, escalations = (list(column) for column in zip(*states, strict=True))
+    table = Conversation._meta.db_table
+    before = rows_fetch(
+        f"""WITH before AS (
+                SELECT conversation_id, status, escalated_at FROM {table}
+                WHERE account_id = %s AND conversation_id = ANY(%s)),
+            written AS (
+                INSERT INTO {table} (account_id, conversation_id, status, window_ends_at, last_event_at,
+                                     escalated_at, voided_by_staff, updated_at)
+                SELECT %s, v.cid, v.status, v.window_ends_at, v.last_event_at, v.escalated_at, false, %s
+                FROM unnest(%s::varchar[], %s::varchar[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[])
+                    AS v(cid, status, window_ends_at, last_event_at, escalated_at)
+                ON CONFLICT (account_id, conversation_id) DO UPDATE SET status = EXCLUDED.status,
+                    window_ends_at = EXCLUDED.window_ends_at, last_event_at = EXCLUDED.last_event_at,
+                    escalated_at = EXCLUDED.escalated_at, updated_at = EXCLUDED.updated_at)
+            SELECT conversation_id, status, escalated_at FROM before""",
+        [account_id, ids, account_id, now, ids, statuses, windows, lasts, escalations],
+    )
+    return {cid: (status, escalated_at) for cid, status, escalated_at in before}
+
+
+def _conversation_tally_add_orm(account_id: int, waiting: int) -> None:
+    ConversationTally.objects.get_or_create(account_id=account_id)  # the account lock makes this race-free
+    ConversationTally.objects.filter(account_id=account_id).update(waiting=F("waiting") + waiting)
+
+
+@twin(_conversation_tally_add_orm)
+def conversation_tally_add(account_id: int, waiting: int) -> None:
+    """Add to the account's count of conversations waiting for an outcome (the caller holds its lock)."""
+    table = ConversationTally._meta.db_table
     execute_bound(
-        f"""INSERT INTO {Conversation._meta.db_table}
-                (account_id, conversation_id, status, window_ends_at, last_event_at, voided_by_staff, updated_at)
-            SELECT %s, v.cid, v.status, v.window_ends_at, v.last_event_at, false, %s
-            FROM unnest(%s::varchar[], %s::varchar[], %s::timestamptz[], %s::timestamptz[])
-                AS v(cid, status, window_ends_at, last_event_at)
-            ON CONFLICT (account_id, conversation_id) DO UPDATE SET status = EXCLUDED.status,
-                window_ends_at = EXCLUDED.window_ends_at, last_event_at = EXCLUDED.last_event_at,
-                updated_at = EXCLUDED.updated_at""",
-        [account_id, now, ids, statuses, windows, lasts],
+        f"""INSERT INTO {table} (account_id, waiting) VALUES (%s, %s)
+            ON CONFLICT (account_id) DO UPDATE SET waiting = {table}.waiting + EXCLUDED.waiting""",
+        [account_id, waiting],
     )
 
 
@@ -169,31 +211,34 @@ def resolutions_insert(account_id: int, plan_version_id: int, new: list, now: dt
 # --- Daily rollups ---------------------------------------------------------------------------------
 def _rollups_add_orm(delta: dict[tuple[int, dt.date], list[int]]) -> None:
     for account_id, day in sorted(delta):
-        resolutions, credited, overage, amount = delta[(account_id, day)]
+        resolutions, credited, overage, amount, confirmed, escalated = delta[(account_id, day)]
         DailyUsage.objects.get_or_create(account_id=account_id, date=day)  # the account lock makes this race-free
         DailyUsage.objects.filter(account_id=account_id, date=day).update(
             resolutions=F("resolutions") + resolutions, credited=F("credited") + credited,
             overage=F("overage") + overage, amount_minor=F("amount_minor") + amount,
+            confirmed=F("confirmed") + confirmed, escalated=F("escalated") + escalated,
         )  # fmt: skip
 
 
 @twin(_rollups_add_orm)
 def rollups_add(delta: dict[tuple[int, dt.date], list[int]]) -> None:
-    """Add (resolutions, credited, overage, amount) to the (account, day) counters, whose accounts the
-    caller's transaction has locked: one INSERT ... ON CONFLICT over arrays."""
+    """Add (resolutions, credited, overage, amount, confirmed, escalated) to the (account, day) counters,
+    whose accounts the caller's transaction has locked: one INSERT ... ON CONFLICT over arrays."""
     keys = sorted(delta)
     table = DailyUsage._meta.db_table
     execute_bound(
-        f"""INSERT INTO {table} (account_id, date, resolutions, credited, overage, amount_minor)
-            SELECT v.account_id, v.day, v.resolutions, v.credited, v.overage, v.amount
-            FROM unnest(%s::bigint[], %s::date[], %s::int[], %s::int[], %s::int[], %s::bigint[])
-                AS v(account_id, day, resolutions, credited, overage, amount)
+        f"""INSERT INTO {table} (account_id, date, resolutions, credited, overage, amount_minor, confirmed, escalated)
+            SELECT v.account_id, v.day, v.resolutions, v.credited, v.overage, v.amount, v.confirmed, v.escalated
+            FROM unnest(%s::bigint[], %s::date[], %s::int[], %s::int[], %s::int[], %s::bigint[], %s::int[], %s::int[])
+                AS v(account_id, day, resolutions, credited, overage, amount, confirmed, escalated)
             ON CONFLICT (account_id, date) DO UPDATE SET
                 resolutions = {table}.resolutions + EXCLUDED.resolutions,
                 credited = {table}.credited + EXCLUDED.credited,
                 overage = {table}.overage + EXCLUDED.overage,
-                amount_minor = {table}.amount_minor + EXCLUDED.amount_minor""",
-        [[k[0] for k in keys], [k[1] for k in keys], *([delta[k][i] for k in keys] for i in range(4))],
+                amount_minor = {table}.amount_minor + EXCLUDED.amount_minor,
+                confirmed = {table}.confirmed + EXCLUDED.confirmed,
+                escalated = {table}.escalated + EXCLUDED.escalated""",
+        [[k[0] for k in keys], [k[1] for k in keys], *([delta[k][i] for k in keys] for i in range(6))],
     )
 
 
@@ -412,20 +457,34 @@ def _rollups_rebuild_orm(account_id: int, timezone: str) -> int:
     import zoneinfo
 
     zone = zoneinfo.ZoneInfo(timezone)
-    days: dict[dt.date, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    days: dict[dt.date, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0, 0])
     resolutions = Resolution.objects.filter(account_id=account_id, voided_at=None)
-    for resolved_at, funding, amount in resolutions.values_list("resolved_at", "funding", "amount_minor").iterator():
+    rows = resolutions.values_list("resolved_at", "funding", "amount_minor", "kind")
+    for resolved_at, funding, amount, kind in rows.iterator():
         row = days[resolved_at.astimezone(zone).date()]
         row[0] += 1
         row[1] += funding == CREDIT
         row[2] += funding == OVERAGE
         row[3] += amount
+        row[4] += kind == CONFIRMED
+    escalations = Conversation.objects.filter(account_id=account_id, escalated_at__isnull=False)
+    for escalated_at in escalations.values_list("escalated_at", flat=True).iterator():
+        days[escalated_at.astimezone(zone).date()][5] += 1
     DailyUsage.objects.filter(account_id=account_id).delete()
     DailyUsage.objects.bulk_create(
         [
-            DailyUsage(account_id=account_id, date=day, resolutions=n, credited=c, overage=o, amount_minor=a)
-            for day, (n, c, o, a) in sorted(days.items())
-        ],
+            DailyUsage(
+                account_id=account_id,
+                date=day,
+                resolutions=n,
+                credited=c,
+                overage=o,
+                amount_minor=a,
+                confirmed=k,
+                escalated=e,
+            )
+            for day, (n, c, o, a, k, e) in sorted(days.items())
+        ],  # fmt: skip
         batch_size=1000,
     )
     return len(days)
@@ -433,16 +492,94 @@ def _rollups_rebuild_orm(account_id: int, timezone: str) -> int:
 
 @twin(_rollups_rebuild_orm)
 def rollups_rebuild(account_id: int, timezone: str) -> int:
-    """Replace the account's daily rollups by a recomputation from its non-voided resolutions, each on its
-    date in `timezone` (the caller holds the account's lock): one DELETE, one INSERT ... SELECT grouped by
-    local date. Returns the days written."""
+    """Replace the account's daily rollups by a recomputation from its non-voided resolutions and its
+    escalated conversations, each on its date in `timezone` (the caller holds the account's lock): one
+    DELETE, one INSERT ... SELECT grouped by local date. Returns the days written."""
     execute_bound(f"DELETE FROM {DailyUsage._meta.db_table} WHERE account_id = %s", [account_id])
     return execute_bound(
-        f"""INSERT INTO {DailyUsage._meta.db_table} (account_id, date, resolutions, credited, overage, amount_minor)
-            SELECT account_id, (resolved_at AT TIME ZONE %s)::date AS day, count(*),
-                   count(*) FILTER (WHERE funding = %s), count(*) FILTER (WHERE funding = %s), sum(amount_minor)
-            FROM {Resolution._meta.db_table}
-            WHERE account_id = %s AND voided_at IS NULL
-            GROUP BY account_id, day""",
-        [timezone, CREDIT, OVERAGE, account_id],
+        f"""INSERT INTO {DailyUsage._meta.db_table}
+                (account_id, date, resolutions, credited, overage, amount_minor, confirmed, escalated)
+            SELECT %s, day, sum(n), sum(c), sum(o), sum(a), sum(k), sum(e) FROM (
+                SELECT (resolved_at AT TIME ZONE %s)::date AS day, count(*) AS n,
+                       count(*) FILTER (WHERE funding = %s) AS c, count(*) FILTER (WHERE funding = %s) AS o,
+                       sum(amount_minor) AS a, count(*) FILTER (WHERE kind = %s) AS k, 0 AS e
+                FROM {Resolution._meta.db_table}
+                WHERE account_id = %s AND voided_at IS NULL
+                GROUP BY day
+                UNION ALL
+                SELECT (escalated_at AT TIME ZONE %s)::date AS day, 0, 0, 0, 0, 0, count(*)
+                FROM {Conversation._meta.db_table}
+                WHERE account_id = %s AND escalated_at IS NOT NULL
+                GROUP BY day) AS d
+            GROUP BY day""",
+        [account_id, timezone, CREDIT, OVERAGE, CONFIRMED, account_id, timezone, account_id],
     )
+
+
+# --- The dashboard: a billing period's counts from the rollups and its two ragged edges -------------------
+def _period_usage_sum_orm(
+    account_id: int, timezone: str, days_from: dt.date, days_to: dt.date, edges: list[tuple]
+) -> tuple[int, ...]:
+    import zoneinfo
+
+    from django.db.models import Sum
+
+    zone = zoneinfo.ZoneInfo(timezone)
+    keys = ("resolutions", "credited", "overage", "amount_minor", "confirmed", "escalated")
+    whole = DailyUsage.objects.filter(account_id=account_id, date__gte=days_from, date__lte=days_to).aggregate(
+        **{key: Sum(key) for key in keys}
+    )
+    totals = [whole[key] or 0 for key in keys]
+    for sign, lower, upper, day in edges:
+        rows = Resolution.objects.filter(
+            account_id=account_id, voided_at=None, resolved_at__gte=lower, resolved_at__lt=upper
+        ).values_list("resolved_at", "funding", "amount_minor", "kind")
+        for resolved_at, funding, amount, kind in rows:
+            if resolved_at.astimezone(zone).date() == day:
+                for i, value in enumerate((1, funding == CREDIT, funding == OVERAGE, amount, kind == CONFIRMED)):
+                    totals[i] += sign * value
+        escalations = Conversation.objects.filter(
+            account_id=account_id, escalated_at__gte=lower, escalated_at__lt=upper
+        ).values_list("escalated_at", flat=True)
+        totals[5] += sign * sum(1 for at in escalations if at.astimezone(zone).date() == day)
+    return tuple(int(value) for value in totals)
+
+
+@twin(_period_usage_sum_orm)
+def period_usage_sum(
+    account_id: int, timezone: str, days_from: dt.date, days_to: dt.date, edges: list[tuple]
+) -> tuple[int, ...]:
+    """(resolutions, credited, overage, amount_minor, confirmed, escalated) of the account: its daily rollups
+    from days_from to days_to, plus or minus (sign) each edge's non-voided resolutions and escalated
+    conversations in [from, to) whose local date in `timezone` is the edge's date. One statement, so one
+    snapshot: the rollups and the edges agree even while resolutions are written. Each edge is a range scan
+    of the (account, resolved_at, id) index and of the partial (account, escalated_at) index."""
+    resolutions, conversations = Resolution._meta.db_table, Conversation._meta.db_table
+    parts = [
+        f"""SELECT coalesce(sum(resolutions), 0), coalesce(sum(credited), 0), coalesce(sum(overage), 0),
+                   coalesce(sum(amount_minor), 0), coalesce(sum(confirmed), 0), coalesce(sum(escalated), 0)
+            FROM {DailyUsage._meta.db_table} WHERE account_id = %s AND date >= %s AND date <= %s"""
+    ]
+    params: list = [account_id, days_from, days_to]
+    for sign, lower, upper, day in edges:
+        parts.append(
+            f"""SELECT %s * count(*), %s * count(*) FILTER (WHERE funding = %s),
+                       %s * count(*) FILTER (WHERE funding = %s), %s * coalesce(sum(amount_minor), 0),
+                       %s * count(*) FILTER (WHERE kind = %s), 0
+                FROM {resolutions}
+                WHERE account_id = %s AND resolved_at >= %s AND resolved_at < %s AND voided_at IS NULL
+                  AND (resolved_at AT TIME ZONE %s)::date = %s"""
+        )
+        params += [sign, sign, CREDIT, sign, OVERAGE, sign, sign, CONFIRMED, account_id, lower, upper, timezone, day]
+        parts.append(
+            f"""SELECT 0, 0, 0, 0, 0, %s * count(*) FROM {conversations}
+                WHERE account_id = %s AND escalated_at >= %s AND escalated_at < %s AND escalated_at IS NOT NULL
+                  AND (escalated_at AT TIME ZONE %s)::date = %s"""
+        )
+        params += [sign, account_id, lower, upper, timezone, day]
+    (row,) = rows_fetch(
+        "SELECT sum(a)::bigint, sum(b)::bigint, sum(c)::bigint, sum(d)::bigint, sum(e)::bigint, sum(f)::bigint "
+        f"FROM ({' UNION ALL '.join(parts)}) AS t(a, b, c, d, e, f)",
+        params,
+    )
+    return tuple(int(value) for value in row)

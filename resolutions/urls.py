@@ -16,6 +16,7 @@ api_urlpatterns = [
 # Pages (included at the site root).
 page_urlpatterns = [
     path("portal/", dashboard.customer_home, name="customer-home"),
+    path("portal/next-invoice/stripe", dashboard.next_invoice_stripe, name="customer-next-invoice-stripe"),
     path("portal/resolutions/", resolution_list.resolution_list_page, name="customer-resolutions"),
     path("portal/resolutions/export.csv", resolution_list.resolution_export_csv, name="customer-resolutions-csv"),
     path("portal/invoices/", invoices.invoice_list_page, name="customer-invoices"),

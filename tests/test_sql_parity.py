@@ -19,6 +19,7 @@ from credits.models import CreditLedgerEntry, CreditPack
 from resolutions.models import (
     Conversation,
     ConversationEvent,
+    ConversationTally,
     DailyUsage,
     EventType,
     FundingProgress,
@@ -34,7 +35,7 @@ TODAY = NOW.date()
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
 TABLES = [ConversationEvent, Conversation, Resolution, DailyUsage, FundingProgress, CreditPack, CreditLedgerEntry,
-          MeterWindow]  # fmt: skip
+          MeterWindow, ConversationTally]  # fmt: skip
 CONFIRMED, ASSUMED = Resolution.Kind.CONFIRMED.value, Resolution.Kind.ASSUMED.value
 UNFUNDED, CREDIT, OVERAGE = (Resolution.Funding.UNFUNDED.value, Resolution.Funding.CREDIT.value,
                              Resolution.Funding.OVERAGE.value)  # fmt: skip
@@ -129,15 +130,22 @@ def world(db):
             received_at=at,
         )  # fmt: skip
     status = Conversation.Status
-    for account, conversation_id, state, window, disputed in [
-        (a, "c1", status.RESOLVED, None, False), (a, "c2", status.AWAITING, NOW + HOUR, False),
-        (a, "c3", status.ESCALATED, None, True), (b, "c1", status.AWAITING, NOW + 2 * HOUR, False),
+    for account, conversation_id, state, window, disputed, escalated_at in [
+        (a, "c1", status.RESOLVED, None, False, None), (a, "c2", status.AWAITING, NOW + HOUR, False, None),
+        (a, "c3", status.ESCALATED, None, True, NOW - 20 * HOUR),
+        (b, "c1", status.AWAITING, NOW + 2 * HOUR, False, None),
+        (a, "c9", status.ESCALATED, None, False, NOW - 3 * HOUR),
     ]:  # fmt: skip
         Conversation.objects.create(
             account=account, conversation_id=conversation_id, status=state, window_ends_at=window,
             last_event_at=NOW - 4 * HOUR, voided_by_staff=disputed, updated_at=NOW - 4 * HOUR,
+            escalated_at=escalated_at,
         )  # fmt: skip
-    DailyUsage.objects.create(account=a, date=TODAY, resolutions=4, credited=1, overage=1, amount_minor=150)
+    ConversationTally.objects.create(account=a, waiting=1)
+    DailyUsage.objects.create(account=a, date=TODAY, resolutions=4, credited=1, overage=1, amount_minor=150,
+                              confirmed=2, escalated=1)  # fmt: skip
+    DailyUsage.objects.create(account=a, date=TODAY - DAY, resolutions=7, credited=3, overage=2, amount_minor=180,
+                              confirmed=5, escalated=2)  # fmt: skip
     MeterWindow.objects.create(account=a, start=NOW, end=NOW + HOUR, period_start=NOW - 10 * DAY,
                                period_end=NOW + 20 * DAY, overage=3, reported=3)  # fmt: skip
     DailyUsage.objects.create(account=b, date=TODAY, resolutions=2, overage=1, amount_minor=100)
@@ -179,9 +187,28 @@ def case_conversation_rows(w):
 
 def case_conversations_upsert(w):
     status = Conversation.Status
-    states = [("c1", status.RESOLVED.value, None, NOW - 5 * HOUR), ("c3", status.AWAITING.value, NOW + 2 * HOUR, NOW),
-              ("c7", status.OPEN.value, None, NOW)]  # fmt: skip
+    states = [("c1", status.RESOLVED.value, None, NOW - 5 * HOUR, None),
+              ("c3", status.AWAITING.value, NOW + 2 * HOUR, NOW, None),
+              ("c7", status.OPEN.value, None, NOW, None), ("c2", status.ESCALATED.value, None, NOW, NOW - HOUR),
+              ("c9", status.ESCALATED.value, None, NOW, NOW - 3 * HOUR)]  # fmt: skip
     return [((w.a.pk, states, NOW), None), ((w.a.pk, [], NOW), None)]
+
+
+def case_conversation_tally_add(w):
+    return [((w.a.pk, 3), None), ((w.a.pk, -1), None), ((w.b.pk, 2), None)]
+
+
+def case_period_usage_sum(w):
+    """Whole days plus edges that add and take away, in two timezones (an edge counts only its own date)."""
+    return [
+        ((w.a.pk, "UTC", TODAY - DAY, TODAY, [(-1, NOW - 30 * HOUR, NOW - 4 * HOUR, TODAY - DAY),
+                                             (-1, NOW - 2 * HOUR, NOW + 22 * HOUR, TODAY)]), None),
+        ((w.a.pk, "Asia/Tokyo", TODAY, TODAY, [(1, NOW - 26 * HOUR, NOW, TODAY), (-1, NOW - 3 * HOUR, NOW, TODAY)]),
+         None),
+        ((w.b.pk, "UTC", TODAY - 5 * DAY, TODAY + DAY, []), None),
+        ((w.a.pk, "America/Los_Angeles", TODAY - 40 * DAY, TODAY,
+          [(1, NOW - 41 * DAY, NOW - 39 * DAY, TODAY - 40 * DAY)]), None),
+    ]  # fmt: skip
 
 
 def case_resolutions_insert(w):
@@ -191,7 +218,8 @@ def case_resolutions_insert(w):
 
 
 def case_rollups_add(w):
-    delta = {(w.a.pk, TODAY): [1, 1, 0, 0], (w.a.pk, TODAY - DAY): [2, 0, 2, 300], (w.b.pk, TODAY): [1, 0, 1, 100]}
+    delta = {(w.a.pk, TODAY): [1, 1, 0, 0, 1, 0], (w.a.pk, TODAY - DAY): [2, 0, 2, 300, 0, -1],
+             (w.b.pk, TODAY): [1, 0, 1, 100, 1, 2], (w.b.pk, TODAY - DAY): [0, 0, 0, 0, 0, 1]}  # fmt: skip
     return [((delta,), None)]
 
 
@@ -274,9 +302,12 @@ CASES = {
     "resolutions.sql.period_overage_rows": case_period_overage_rows,
     "resolutions.sql.resolution_amounts_write": case_resolution_amounts_write,
     "resolutions.sql.rollups_rebuild": case_rollups_rebuild,
+    "resolutions.sql.conversation_tally_add": case_conversation_tally_add,
+    "resolutions.sql.period_usage_sum": case_period_usage_sum,
 }
 # Twins that only read: their parity is in what they return; the others must also change the tables.
-READS_ONLY = {"conversation_rows", "resolutions_past_marks", "overage_counts", "unfunded_counts", "period_overage_rows"}
+READS_ONLY = {"conversation_rows", "resolutions_past_marks", "overage_counts", "unfunded_counts", "period_overage_rows",
+              "period_usage_sum"}  # fmt: skip
 
 
 def test_every_twin_has_a_parity_case():

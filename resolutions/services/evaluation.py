@@ -22,6 +22,7 @@ from .voids import resolutions_unfund_voided
 
 SUPERSEDED = "Superseded: a late event, earlier in time, changed this conversation's outcome."
 
+WAITING = (Conversation.Status.OPEN.value, Conversation.Status.AWAITING.value)  # no outcome yet
 EVALUATE_CONVERSATIONS = 5000  # conversations evaluated per transaction when draining the queue
 
 
@@ -96,15 +97,25 @@ def conversations_evaluate(*, account: Account, conversation_ids: Iterable[str],
             current = None
         if outcome.status == RESOLVED and current is None:
             to_create.append(_NewResolution(conversation_id, outcome.kind, outcome.resolved_at))
-        states.append((conversation_id, outcome.status, outcome.window_ends_at, last_event[conversation_id]))
+        states.append(
+            (conversation_id, outcome.status, outcome.window_ends_at, last_event[conversation_id], outcome.escalated_at)
+        )
     to_void = list(Resolution.objects.filter(pk__in=void_ids)) if void_ids else []
     if to_void:
         Resolution.objects.filter(pk__in=void_ids).update(voided_at=now, void_reason=SUPERSEDED)
         resolutions_unfund_voided(account, to_void, now)
     if to_create:
         sql.resolutions_insert(account.pk, account.plan_version_id, to_create, now)
-    sql.conversations_upsert(account.pk, states, now)
-    rollups_adjust(account, added=to_create, removed=to_void)
+    before = sql.conversations_upsert(account.pk, states, now)
+    escalations, waiting = [], 0
+    for conversation_id, status, _window, _last, escalated_at in states:
+        status_before, escalated_before = before.get(conversation_id, (None, None))
+        if escalated_before != escalated_at:
+            escalations.append((escalated_before, escalated_at))
+        waiting += (status in WAITING) - (status_before in WAITING)
+    if waiting:
+        sql.conversation_tally_add(account.pk, waiting)
+    rollups_adjust(account, added=to_create, removed=to_void, escalations=escalations)
     return len(to_create)
 
 

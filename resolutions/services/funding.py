@@ -24,7 +24,7 @@ from .. import sql
 from ..models import DailyUsage, FundingProgress, Resolution
 from ..rating import PriceTerms, price_quantity
 from .metering import WindowCounter
-from .rollups import LocalDates, rollups_apply_many
+from .rollups import LocalDates, rollup_row, rollups_apply_many
 
 FUND_BATCH = 5000  # resolutions per statement
 FUND_CHUNK = 50_000  # resolutions read, put in order and funded per transaction (under their accounts' locks)
@@ -185,7 +185,7 @@ class _FundingRun:
         packs = credits_draw(
             demands=[Demand(r.account_id, f"resolution:{r.pk}", r.resolved_at) for r in batch], now=self.now
         )
-        delta: dict[tuple[int, dt.date], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        delta: dict[tuple[int, dt.date], list[int]] = defaultdict(rollup_row)
         overage_by_period: dict[tuple, list[_FundingRow]] = defaultdict(list)
         credited = 0
         accounts, local_date = self.accounts, self.local_date
@@ -273,7 +273,7 @@ def overage_periods_reprice(*, account: Account, periods: dict[tuple[dt.datetime
     local_date = LocalDates()
     versions = PricePlanVersion.objects.prefetch_related("tiers").in_bulk(set(periods.values()))
     terms_by_version = {pk: PriceTerms.from_version(version) for pk, version in versions.items()}
-    delta: dict[tuple[int, dt.date], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    delta: dict[tuple[int, dt.date], list[int]] = defaultdict(rollup_row)
     for (starts, ends), version_id in sorted(periods.items()):
         # A plan version holds for whole periods (see _FundingRun._overage_price).
         terms = terms_by_version[version_id]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Sum
 from django.http import Http404
 
 from accounts.models import Account, BillingPeriod, PricePlanVersion
@@ -29,7 +29,8 @@ from accounts.services.billing_periods import billing_period_calendar
 from billing_portal import stripe_client
 from billing_portal.periods import PeriodCalendar
 
-from ..models import MeterReport, Resolution
+from ..dashboard import period_plan_version, period_usage_sum
+from ..models import MeterReport
 from ..rating import GRADUATED, PER_UNIT, PriceTerms, price_lines
 from ..selectors import meter_reporting_status
 
@@ -112,29 +113,14 @@ def _subscription_id(account: Account, now: dt.datetime) -> str:
     return row.stripe_subscription_id if row is not None else ""
 
 
-def _period_version(account: Account, starts: dt.datetime, ends: dt.datetime) -> PricePlanVersion:
-    """The plan version the period's resolutions were rated with (a version holds for whole periods),
-    else the account's."""
-    version_id = (
-        Resolution.objects.filter(account_id=account.pk, resolved_at__gte=starts, resolved_at__lt=ends)
-        .values_list("plan_version_id", flat=True)
-        .first()
-    ) or account.plan_version_id
-    return PricePlanVersion.objects.prefetch_related("tiers").get(pk=version_id)
-
-
 def _overage(account: Account, calendar: PeriodCalendar, now: dt.datetime, period_start: dt.datetime) -> dict:
     """The current period's overage by tier, its credited and not yet funded resolutions, and how much of
     its overage Stripe's meter holds by the portal's report rows."""
     starts, ends = calendar.containing(now)  # the first period reaches back to what came before it
-    counts = Resolution.objects.filter(
-        account_id=account.pk, voided_at__isnull=True, resolved_at__gte=starts, resolved_at__lt=ends
-    ).aggregate(
-        overage=Count("id", filter=Q(funding=Resolution.Funding.OVERAGE)),
-        credited=Count("id", filter=Q(funding=Resolution.Funding.CREDIT)),
-        unfunded=Count("id", filter=Q(funding=Resolution.Funding.UNFUNDED)),
-    )
-    terms = PriceTerms.from_version(_period_version(account, starts, ends))
+    # Exact counts from the daily rollups and the period's two ragged edges, not a scan of the period.
+    counts = period_usage_sum(account=account, starts=starts, ends=ends)
+    counts["unfunded"] = counts["resolutions"] - counts["credited"] - counts["overage"]
+    terms = PriceTerms.from_version(period_plan_version(account=account, starts=starts, ends=ends))
     tiers = _tier_lines(counts["overage"], terms)
     confirmed = (
         MeterReport.objects.filter(

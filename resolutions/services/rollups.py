@@ -17,17 +17,38 @@ from accounts.services import Actor, audit_log_write
 from .. import sql
 from ..models import Resolution
 
+ROLLUP_ZERO = (0, 0, 0, 0, 0, 0)  # resolutions, credited, overage, amount, confirmed, escalated
 
-def rollups_adjust(account: Account, *, added: list[Resolution], removed: list[Resolution]) -> None:
-    """Move the day counters by resolutions written or voided (same transaction as the resolutions)."""
-    delta: dict[dt.date, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # resolutions, credited, overage, amount
+
+def rollup_row() -> list[int]:
+    """A day's delta: [resolutions, credited, overage, amount_minor, confirmed, escalated]."""
+    return list(ROLLUP_ZERO)
+
+
+def rollups_adjust(
+    account: Account,
+    *,
+    added: list[Resolution],
+    removed: list[Resolution],
+    escalations: list[tuple[dt.datetime | None, dt.datetime | None]] = (),
+) -> None:
+    """Move the day counters by resolutions written or voided, and by conversations whose escalation moved
+    ((before, after) handoff instants, either None), in the same transaction as the rows they count."""
+    delta: dict[dt.date, list[int]] = defaultdict(rollup_row)
     local_date = LocalDates()
+    confirmed = Resolution.Kind.CONFIRMED.value
     for resolution, sign in [(r, 1) for r in added] + [(r, -1) for r in removed]:
         row = delta[local_date(account, resolution.resolved_at)]
         row[0] += sign
         row[1] += sign * (resolution.funding == Resolution.Funding.CREDIT)
         row[2] += sign * (resolution.funding == Resolution.Funding.OVERAGE)
         row[3] += sign * resolution.amount_minor
+        row[4] += sign * (resolution.kind == confirmed)
+    for before, after in escalations:
+        if before is not None:
+            delta[local_date(account, before)][5] -= 1
+        if after is not None:
+            delta[local_date(account, after)][5] += 1
     _rollups_apply(account, delta)
 
 
@@ -36,8 +57,8 @@ def _rollups_apply(account: Account, delta: dict[dt.date, list[int]]) -> None:
 
 
 def rollups_apply_many(delta: dict[tuple[int, dt.date], list[int]]) -> None:
-    """Add (resolutions, credited, overage, amount) to the (account, day) counters, whose accounts the
-    caller's transaction has locked."""
+    """Add (resolutions, credited, overage, amount, confirmed, escalated) to the (account, day) counters,
+    whose accounts the caller's transaction has locked."""
     delta = {key: row for key, row in delta.items() if any(row)}
     if delta:
         sql.rollups_add(delta)

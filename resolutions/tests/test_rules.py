@@ -60,7 +60,7 @@ def test_a_confirmation_counts_only_after_an_answer():
 
 def test_a_handoff_before_resolution_escalates_whatever_follows():
     assert outcome(ev(0, "ai_answer"), ev(5, "handoff"), ev(6, "ai_answer"), ev(7, "customer_confirmed")) == Outcome(
-        "escalated"
+        "escalated", escalated_at=at(5)
     )
 
 
@@ -77,11 +77,15 @@ def test_a_confirmation_after_the_window_comes_after_the_assumed_resolution():
 
 
 def test_same_instant_handoff_wins_over_confirmation():
-    assert outcome(ev(0, "ai_answer"), ev(5, "customer_confirmed"), ev(5, "handoff")) == Outcome("escalated")
+    assert outcome(ev(0, "ai_answer"), ev(5, "customer_confirmed"), ev(5, "handoff")) == Outcome(
+        "escalated", escalated_at=at(5)
+    )
 
 
 def test_out_of_order_input_is_evaluated_by_occurred_at():
-    assert outcome(ev(5, "customer_confirmed"), ev(3, "handoff"), ev(0, "ai_answer")) == Outcome("escalated")
+    assert outcome(ev(5, "customer_confirmed"), ev(3, "handoff"), ev(0, "ai_answer")) == Outcome(
+        "escalated", escalated_at=at(3)
+    )
 
 
 TYPES = ["ai_answer", "customer_confirmed", "customer_reply", "handoff"]
