@@ -7,6 +7,7 @@ import zoneinfo
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, F, Q, QuerySet, Sum
 from django.http import Http404
 
@@ -14,6 +15,7 @@ from accounts.models import Account, User
 from accounts.selectors import account_list_visible
 from accounts.services.billing_periods import billing_period_calendar
 from billing_portal.clock import INSTANT_MAX, INSTANT_MIN
+from billing_portal.db import rows_fetch
 
 from .models import DailyUsage, MeterReport, MeterWindow, PendingEvaluation, Resolution
 
@@ -200,6 +202,16 @@ def resolution_page_get(
     )
 
 
+def _rows_fetch(values: QuerySet) -> list[tuple]:
+    """The rows of a values_list query. On PostgreSQL the ORM's own statement goes through billing_portal.db's
+    binary cursor (psycopg's C loaders: about 15x faster than Django's per-value timestamp loader here), with
+    the same values back (aware UTC datetimes); elsewhere through the ORM."""
+    if connection.vendor != "postgresql":
+        return list(values)
+    sql, params = values.query.sql_with_params()
+    return rows_fetch(sql, params)
+
+
 RESOLUTION_EXPORT_FIELDS = (
     "resolved_at", "id", "conversation_id", "kind", "funding", "credit_pack_id", "amount_minor", "voided_at",
     "void_reason",
@@ -214,7 +226,7 @@ def resolution_export_chunks(*, resolutions: QuerySet[Resolution], chunk_size: i
     position = None
     while True:
         page = ordered if position is None else _after(ordered, position)
-        chunk = list(page[:chunk_size])
+        chunk = _rows_fetch(page[:chunk_size])
         if not chunk:
             return
         yield chunk

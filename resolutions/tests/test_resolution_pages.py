@@ -214,9 +214,15 @@ def test_csv_export_streams_every_matching_row_in_chunks(viewer_client, account,
     assert response["Content-Disposition"] == (
         'attachment; filename="resolutions-acme-2026-10-01-to-2026-10-01-times-utc.csv"'
     )
-    with CaptureQueriesContext(connection) as queries:
+    statements = []
+
+    def seen(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(seen):  # every statement, whichever cursor runs it
         chunks = list(response.streaming_content)
-    selects = [q["sql"] for q in queries.captured_queries if "resolutions_resolution" in q["sql"]]
+    selects = [sql for sql in statements if "resolutions_resolution" in sql]
     assert len(selects) == 3 and all("LIMIT 1000" in sql for sql in selects)  # 1000 + 1000 + 500: no more
     assert len(chunks) == 3
     rows = list(csv.DictReader(io.StringIO(b"".join(chunks).decode())))
@@ -347,7 +353,8 @@ def test_invoices_show_number_period_status_total_and_labelled_lines(client, bil
     assert cycle["status"] == "paid" and cycle["number"]
     assert cycle["period_start"] == T0 and cycle["period_end"] == T0 + dt.timedelta(days=30)
     assert {line["kind"]: (line["quantity"], line["amount_minor"]) for line in cycle["lines"]} == {
-        "seats": (3, 11700), "overage": (2, 198),
+        "seats": (3, 11700),
+        "overage": (2, 198),
     }
     assert cycle["total_minor"] == 11898
     pack_invoice = by_reason["manual"]
@@ -409,3 +416,21 @@ def test_an_account_with_ids_beyond_the_first_customer_sees_only_its_own(client,
     with clock.frozen(T0 + dt.timedelta(hours=5)):
         deliver_invoice_events(client, endpoint)
         assert client.get(INVOICES).context["invoices"] == []
+
+
+@pytest.mark.postgres
+def test_the_exports_fast_fetch_returns_what_the_orm_returns(account, admin_user):
+    from resolutions.selectors import RESOLUTION_EXPORT_FIELDS, _rows_fetch
+
+    at = dt.datetime(2026, 10, 5, 12, 0, 0, 123456, tzinfo=dt.UTC)
+    with clock.frozen(at):
+        pack = credit_pack_grant(account=account, quantity=5, source=CreditPack.Source.ADJUSTMENT, actor=admin_user,
+                                 starts_at=at - dt.timedelta(days=1))  # fmt: skip
+    rows_of(account, [at, at + MINUTE], funding=Resolution.Funding.CREDIT, credit_pack=pack)
+    rows_of(account, [at], prefix="v", funding=Resolution.Funding.OVERAGE, amount_minor=99, voided_at=at,
+            void_reason="dispute")  # fmt: skip
+    values = Resolution.objects.filter(account=account).order_by("resolved_at", "id")
+    values = values.values_list(*RESOLUTION_EXPORT_FIELDS)
+    fast = _rows_fetch(values)
+    assert fast == list(values) and len(fast) == 3
+    assert all(row[0].tzinfo is dt.UTC for row in fast)

@@ -62,7 +62,7 @@ class ResolutionFilter(django_filters.FilterSet):
         error_messages={"invalid": "Enter the start date as a date, for example 2026-11-01."},
     )  # fmt: skip
     date_to = django_filters.DateFilter(
-        label="To (day, included)", widget=forms.DateInput(attrs={"type": "date"}),
+        label="To (day)", widget=forms.DateInput(attrs={"type": "date"}),
         error_messages={"invalid": "Enter the end date as a date, for example 2026-11-30."},
     )  # fmt: skip
     kind = django_filters.ChoiceFilter(
@@ -182,7 +182,12 @@ def _spreadsheet_safe(text: str) -> str:
 
 
 def _utc(instant: dt.datetime | None) -> str:
-    return instant.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if instant else ""
+    """ISO 8601 in UTC with a Z. Both database paths return UTC datetimes; another zone is converted."""
+    if instant is None:
+        return ""
+    if instant.tzinfo is not dt.UTC:
+        instant = instant.astimezone(dt.UTC)
+    return instant.isoformat()[:-6] + "Z"
 
 
 def _csv_chunks(resolutions, currency: str):
@@ -192,12 +197,22 @@ def _csv_chunks(resolutions, currency: str):
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(EXPORT_HEADER)
     upper = currency.upper()
+    amounts: dict[int, str] = {}  # an export repeats few amounts (0, the unit price, a tier's shares)
+
+    def amount_text(amount_minor: int) -> str:
+        text = amounts.get(amount_minor)
+        if text is None:
+            text = format_major(amount_minor, currency)
+            if len(amounts) < 10_000:
+                amounts[amount_minor] = text
+        return text
+
     for chunk in resolution_export_chunks(resolutions=resolutions, chunk_size=EXPORT_CHUNK_ROWS):
         writer.writerows(
             (
-                pk, _spreadsheet_safe(conversation_id), kind, _utc(resolved_at), funding, pack_id or "",
-                format_major(amount_minor, currency), upper, "yes" if voided_at else "no", _utc(voided_at),
-                _spreadsheet_safe(void_reason),
+                pk, _spreadsheet_safe(conversation_id), kind, _utc(resolved_at), funding,
+                pack_id or "", amount_text(amount_minor), upper, "yes" if voided_at else "no", _utc(voided_at),
+                _spreadsheet_safe(void_reason) if void_reason else "",
             )
             for resolved_at, pk, conversation_id, kind, funding, pack_id, amount_minor, voided_at, void_reason in chunk
         )  # fmt: skip
@@ -221,7 +236,9 @@ def resolution_export_csv(request):
     start = data["from"].isoformat() if data.get("from") else "first"
     end = data["to"].isoformat() if data.get("to") else "latest"
     filename = f"resolutions-{account.slug}-{start}-to-{end}-times-utc.csv"
-    response = StreamingHttpResponse(_csv_chunks(filterset.qs, account.currency), content_type="text/csv; charset=utf-8")
+    response = StreamingHttpResponse(
+        _csv_chunks(filterset.qs, account.currency), content_type="text/csv; charset=utf-8"
+    )
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     response["Cache-Control"] = "private, no-store"
     return response
