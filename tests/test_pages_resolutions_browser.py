@@ -150,6 +150,13 @@ def test_customer_filters_pages_exports_and_opens_invoices(live_server, page, wo
     page.wait_for_url("**voided=yes**")
     assert results.locator("tbody tr").count() == 1
     assert "Test conversation from the QA team" in results.inner_text()
+    screenshot("resolutions-voided-1280")
+    page.get_by_label("From (day)").fill("2026-12-05")  # after To: a plain message, nothing listed
+    page.get_by_role("button", name="Show resolutions").click()
+    page.get_by_role("alert").wait_for()
+    assert "The end date is before the start date" in results.inner_text()
+    assert results.locator("tbody tr").count() == 0
+    screenshot("resolutions-bad-filter-1280")
 
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(f"{base}/portal/resolutions/")
