@@ -434,3 +434,27 @@ def test_the_exports_fast_fetch_returns_what_the_orm_returns(account, admin_user
     fast = _rows_fetch(values)
     assert fast == list(values) and len(fast) == 3
     assert all(row[0].tzinfo is dt.UTC for row in fast)
+
+
+@pytest.mark.parametrize(
+    "amount, currency, text",
+    [(99, "usd", "0.99"), (0, "usd", "0.00"), (-5, "usd", "-0.05"), (123456, "eur", "1234.56"), (1234, "jpy", "1234"),
+     (1005, "kwd", "1.005"), (-1, "jpy", "-1")],
+)  # fmt: skip
+def test_csv_money_is_exact_major_units(amount, currency, text):
+    from billing_portal.money import format_major
+
+    assert format_major(amount, currency) == text
+
+
+def test_the_invoice_list_says_when_older_invoices_are_not_shown(client, billed, monkeypatch):
+    from resolutions.views import invoices as invoice_views
+
+    account, user, endpoint, *_ = billed
+    with clock.frozen(T0 + dt.timedelta(hours=5)):
+        deliver_invoice_events(client, endpoint)  # the seats' first invoice and the pack's
+        client.force_login(user)
+        monkeypatch.setattr(invoice_views, "INVOICES_SHOWN", 1)
+        response = client.get(INVOICES)
+    assert len(response.context["invoices"]) == 1 and response.context["invoices_more"]
+    assert "These are the 1 newest invoices" in response.content.decode()

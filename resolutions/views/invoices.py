@@ -32,10 +32,16 @@ def upcoming_invoice_context(*, account) -> dict:
         }
 
 
+INVOICES_SHOWN = 36  # three years of monthly invoices, with the packs bought between them
+
+
 def _page_context(account) -> dict:
+    invoices = invoice_list(account=account, limit=INVOICES_SHOWN + 1)
     return {
         "account": account,
-        "invoices": invoice_list(account=account),
+        "invoices": invoices[:INVOICES_SHOWN],
+        "invoices_more": len(invoices) > INVOICES_SHOWN,
+        "invoices_shown": INVOICES_SHOWN,
         "billing_period": billing_period_overage_get(account=account, now=clock.now()),
     }
 
