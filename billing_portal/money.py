@@ -62,3 +62,13 @@ def format_money(amount_minor: int | Decimal, currency: str) -> str:
     if symbol:
         return f"{sign}{symbol}{text}"
     return f"{sign}{text} {currency.upper()}"
+
+
+def format_major(amount_minor: int, currency: str) -> str:
+    """Minor units as a plain decimal of major units, for files machines read: 99 usd -> "0.99", -5 -> "-0.05",
+    1234 jpy -> "1234". No symbol, no separators; exact (integer arithmetic, no rounding)."""
+    exponent = minor_exponent(currency)
+    if not exponent:
+        return str(amount_minor)
+    whole, part = divmod(abs(amount_minor), 10**exponent)
+    return f"{'-' if amount_minor < 0 else ''}{whole}.{part:0{exponent}d}"

@@ -20,6 +20,7 @@ page_urlpatterns = [
     path("portal/resolutions/", resolution_list.resolution_list_page, name="customer-resolutions"),
     path("portal/resolutions/export.csv", resolution_list.resolution_export_csv, name="customer-resolutions-csv"),
     path("portal/invoices/", invoices.invoice_list_page, name="customer-invoices"),
+    path("portal/invoices/upcoming/", invoices.invoice_upcoming, name="customer-invoice-upcoming"),
     path("staff/", staff.staff_home, name="staff-home"),
     path("staff/accounts/<int:account_id>/", staff.staff_account, name="staff-account"),
     path("staff/accounts/<int:account_id>/void", staff.resolution_void_form, name="staff-resolution-void"),

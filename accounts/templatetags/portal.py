@@ -32,3 +32,13 @@ def duration_words(value: dt.timedelta):
         hours = seconds // 3600
         return f"{hours} hour{'s' if hours != 1 else ''}"
     return f"{seconds // 60} minutes"
+
+
+@register.filter
+def parse_instant(value):
+    """An ISO 8601 instant as the APIs write it ("2026-12-02T09:30:15Z") -> an aware datetime, for |date."""
+    if not value:
+        return None
+    if isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
