@@ -69,6 +69,7 @@ def _budget_decide(alert: CreditAlert, *, spend: PeriodSpend | None, budget_mino
     whether an e-mail is due (only the first raise of a billing period e-mails)."""
     before = (alert.active, alert.message, alert.period_start, alert.spend_minor, alert.budget_minor)
     message = budget_alert_message(spend=spend, budget_minor=budget_minor) if spend and budget_minor else None
+    new_period = spend is not None and alert.period_start != spend.period_start
     if spend is not None:
         alert.period_start, alert.period_end, alert.spend_minor = (
             spend.period_start,
@@ -78,7 +79,7 @@ def _budget_decide(alert: CreditAlert, *, spend: PeriodSpend | None, budget_mino
     alert.budget_minor = budget_minor
     alert.checked_at = now
     email = False
-    if message and not alert.active:
+    if message and (not alert.active or new_period):
         already_told = alert.raised_at is not None and spend.period_start <= alert.raised_at < spend.period_end
         alert.active, alert.message = True, message
         if not already_told:  # once per period: a banner shown again in the same period sends nothing
