@@ -139,7 +139,7 @@ def test_htmx_purchase_answers_the_panel_with_the_message(client, provisioned, b
     )
     html = response.content.decode()
     assert response.status_code == 200 and "<html" not in html
-    assert "Purchase of “10,000 resolutions” started" in html or "started: Stripe has the invoice" in html
+    assert "Purchase of “Annual 10,000 resolutions” started: Stripe has the invoice" in html
     assert "Awaiting payment" in html
 
 

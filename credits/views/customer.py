@@ -23,6 +23,12 @@ PAGE = "portal/credits.html"
 PACKS_PANEL, ALERTS_PANEL = "portal/_credits_panel.html", "portal/_alert_settings.html"
 
 
+def _refused(request, status: int) -> int:
+    """The status of an answer that explains refused input: 4xx for a full page; 200 for htmx, which swaps
+    only successful answers (the fragment with its plain-words errors is what the person must see)."""
+    return 200 if getattr(request, "htmx", False) else status
+
+
 class PurchaseConfirmForm(IdempotentForm):
     offer = forms.ModelChoiceField(
         queryset=CreditPackOffer.objects.none(), widget=forms.HiddenInput,
@@ -119,7 +125,7 @@ def credit_purchase_form(request):
         if offer is None:
             return render_page(
                 request, PAGE, _context(request, purchase_error="That pack is not on sale on your plan."),
-                partial=PACKS_PANEL, status=404,
+                partial=PACKS_PANEL, status=_refused(request, 404),
             )  # fmt: skip
         return render_page(request, PAGE, _context(request, confirm=form, offer=offer), partial=PACKS_PANEL)
     form = PurchaseConfirmForm(request.POST, account=account)
@@ -127,7 +133,7 @@ def credit_purchase_form(request):
         return render_page(
             request, PAGE, _context(request, purchase_error=" ".join(form.errors.get("offer", [])) or
                                     "The purchase form was incomplete: choose the pack again."),
-            partial=PACKS_PANEL, status=400,
+            partial=PACKS_PANEL, status=_refused(request, 400),
         )  # fmt: skip
     offer = form.cleaned_data["offer"]
     try:
@@ -145,7 +151,13 @@ def credit_purchase_form(request):
         messages.error(request, f"Stripe refused the purchase of “{offer.name}” ({error}). Nothing was charged.")
     except ValidationError as error:
         form_errors_apply(form, error)
-        return render_page(request, PAGE, _context(request, confirm=form, offer=offer), partial=PACKS_PANEL, status=400)
+        return render_page(
+            request,
+            PAGE,
+            _context(request, confirm=form, offer=offer),
+            partial=PACKS_PANEL,
+            status=_refused(request, 400),
+        )
     else:
         if pack.status == pack.Status.ACTIVE:
             messages.success(request, f"“{offer.name}” is paid: {pack.granted:,} resolutions are ready to use.")
@@ -181,4 +193,6 @@ def alert_settings_form(request):
                 account.refresh_from_db()
                 return render_page(request, PAGE, _context(request), partial=ALERTS_PANEL)
             return redirect("customer-credits")
-    return render_page(request, PAGE, _context(request, alert_form=form), partial=ALERTS_PANEL, status=400)
+    return render_page(
+        request, PAGE, _context(request, alert_form=form), partial=ALERTS_PANEL, status=_refused(request, 400)
+    )
