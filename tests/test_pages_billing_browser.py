@@ -54,6 +54,12 @@ def log_in(page, base_url, username):
     page.wait_for_url(f"{base_url}/portal/")
 
 
+# What sticks out past the viewport, for the failure message.
+WIDEST = """() => [...document.querySelectorAll('body *')]
+  .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1).slice(0, 8)
+  .map(e => e.tagName + '.' + e.className + '#' + e.id + ' ' + Math.round(e.getBoundingClientRect().right))"""
+
+
 def no_horizontal_overflow(page) -> bool:
     return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
@@ -235,7 +241,3 @@ def test_a_viewer_sees_credits_and_keys_without_any_action(live_server, page, sh
     assert page.locator("main button").count() == 0 and page.locator("main form").count() == 0
     shots(page, screenshot, "viewer-api-keys")
     assert console_errors == []
-
-
-WIDEST = """() => [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
-  .slice(0, 8).map(e => e.tagName + '.' + e.className + '#' + e.id + ' ' + Math.round(e.getBoundingClientRect().right))"""
