@@ -60,7 +60,7 @@ def budget_alert_message(*, spend: PeriodSpend, budget_minor: int) -> str | None
     split = f" (seats {money(spend.seats_minor)}, overage {money(spend.overage_minor)})" if spend.split_known else ""
     return (
         f"This billing period's spend is {money(spend.total_minor)}{split}, past your monthly budget of "
-        f"{money(budget_minor)}. The period ends on {spend.period_end:%d %b %Y}."
+        f"{money(budget_minor)}. The period ends on {spend.period_end.day} {spend.period_end:%b %Y}."
     )
 
 
