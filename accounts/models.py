@@ -214,6 +214,10 @@ class Account(models.Model):
         validators=[MaxValueValidator(100)],
         help_text="Alert when remaining credits fall below this share of the active packs (0 turns it off).",
     )
+    monthly_budget_minor = models.PositiveBigIntegerField(
+        null=True, blank=True,
+        help_text="Alert once a billing period when its spend (seats + overage) passes this, minor units; blank: off.",
+    )  # fmt: skip
     account_manager = models.ForeignKey(
         "accounts.User",
         on_delete=models.SET_NULL,

@@ -5,6 +5,7 @@ Rounding happens once per priced line, half-up, here and nowhere else.
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 # ISO 4217 codes Stripe charges in (lowercase, as Stripe writes them).
@@ -72,3 +73,26 @@ def format_major(amount_minor: int, currency: str) -> str:
         return str(amount_minor)
     whole, part = divmod(abs(amount_minor), 10**exponent)
     return f"{'-' if amount_minor < 0 else ''}{whole}.{part:0{exponent}d}"
+
+
+def parse_major_amount(text: str, currency: str) -> int:
+    """An amount typed by a person in major units ("1,500.00", "$1500", "1500") -> integer minor units of
+    `currency`. Thousands separators must be commas in groups of three; more decimals than the currency has
+    are refused, never rounded. Raises ValueError with a plain message."""
+    cleaned = re.sub(r"\s", "", str(text or "")).lstrip("$€£¥")
+    if cleaned.upper().endswith(currency.upper()):
+        cleaned = cleaned[: -len(currency)]
+    exponent = minor_exponent(currency)
+    if not re.fullmatch(r"(\d{1,3}(,\d{3})+|\d+)(\.\d+)?", cleaned):
+        raise ValueError("Enter an amount such as 1,500.00 (digits, commas between thousands, a dot for cents).")
+    whole, _, fraction = cleaned.replace(",", "").partition(".")
+    if len(fraction) > exponent:
+        places = f"{exponent} decimal place{'s' if exponent != 1 else ''}" if exponent else "no decimals"
+        raise ValueError(f"{currency.upper()} amounts have {places}.")
+    return int(whole) * 10**exponent + int((fraction or "0").ljust(exponent, "0") or 0)
+
+
+def major_amount_text(amount_minor: int, currency: str) -> str:
+    """Minor units -> the major-unit text a person types back ("1,500.00"), without a currency symbol."""
+    exponent = minor_exponent(currency)
+    return f"{Decimal(amount_minor).scaleb(-exponent):,.{exponent}f}"

@@ -73,19 +73,30 @@ def credit_alert_conditions(*, standing: CreditStanding, threshold_percent: int,
 
 
 def credit_alerts_check(
-    *, account_ids: list[int], burn_by_account: dict[int, float], now: dt.datetime | None = None
+    *,
+    account_ids: list[int],
+    burn_by_account: dict[int, float],
+    now: dt.datetime | None = None,
+    kinds: list[str] | None = None,
 ) -> list[CreditAlert]:
     """Raise alerts whose condition became true, clear those that stopped; returns the newly raised.
     Reads the accounts' standings and alerts in three queries. If anything is to raise, update or clear,
     one transaction locks those accounts (in id order, as funding does), decides again on the locked
-    state, and writes every changed alert with one upsert; emails go once it has committed."""
+    state, and writes every changed alert with one upsert; emails go once it has committed. `kinds`
+    limits the check to those alerts (a changed threshold needs no burn rate: only the low balance)."""
     now = now or clock.now()
     if not account_ids:
         return []
     standings = credit_standings(account_ids=account_ids, now=now, burn_by_account=burn_by_account)
     thresholds = dict(Account.objects.filter(pk__in=account_ids).values_list("pk", "low_credit_threshold_percent"))
     conditions = {
-        pk: credit_alert_conditions(standing=standings[pk], threshold_percent=thresholds[pk], now=now)
+        pk: {
+            kind: message
+            for kind, message in credit_alert_conditions(
+                standing=standings[pk], threshold_percent=thresholds[pk], now=now
+            ).items()
+            if kinds is None or kind in kinds
+        }
         for pk in thresholds
     }
     first = _alert_changes(conditions, _alerts_of(list(conditions)), now)

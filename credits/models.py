@@ -187,6 +187,7 @@ class CreditAlert(models.Model):
     class Kind(models.TextChoices):
         LOW_BALANCE = "low_balance", "Credits running low"
         BURN_RATE = "burn_rate", "Credits will run out before they expire"
+        BUDGET = "budget", "Monthly budget passed"
 
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="credit_alerts")
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -195,6 +196,12 @@ class CreditAlert(models.Model):
     raised_at = models.DateTimeField(null=True, blank=True)
     cleared_at = models.DateTimeField(null=True, blank=True)
     times_raised = models.PositiveIntegerField(default=0)
+    # The figures a budget alert was last decided on (credits/budget.py); empty for the other kinds.
+    period_start = models.DateTimeField(null=True, blank=True, help_text="Budget: the billing period decided on.")
+    period_end = models.DateTimeField(null=True, blank=True)
+    spend_minor = models.BigIntegerField(null=True, blank=True, help_text="Budget: the period's spend then.")
+    budget_minor = models.BigIntegerField(null=True, blank=True, help_text="Budget: the budget it was compared with.")
+    checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["account", "kind"], name="credit_alert_unique")]

@@ -8,16 +8,20 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, Q, QuerySet, Sum
 from django.http import Http404
+from djstripe.models import Subscription
 
-from accounts.models import Account, User
+from accounts.models import Account, BillingPeriod, PricePlanVersion, User
 from accounts.selectors import account_list_visible
 from billing_portal.clock import INSTANT_MAX, INSTANT_MIN
 from billing_portal.db import rows_fetch
+from billing_portal.periods import PeriodCalendar, RecordedPeriod
+from credits.budget import PeriodSpend
 
 from .dashboard import billing_period_usage_get
 from .models import DailyUsage, MeterReport, MeterWindow, PendingEvaluation, Resolution
+from .rating import PriceTerms, price_quantity
 
 METER_OPEN_STATES = (MeterReport.State.PENDING, MeterReport.State.SENT, MeterReport.State.REJECTED)
 USAGE_KEYS = ("resolutions", "credited", "overage", "amount_minor")
@@ -327,3 +331,70 @@ def _is_uuid(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+SEAT_BILLING_STATUSES = ("active", "trialing", "past_due")
+
+
+def billing_period_spend_list(*, account_ids: list[int], now: dt.datetime) -> dict[int, PeriodSpend]:
+    """Per account (with a Stripe subscription), its current billing period's spend: the seats the period
+    bills (the dj-stripe mirror's seat quantity x the seat price of the version that seat Price belongs to)
+    plus its overage money so far (the period's overage count from the reporting windows, priced as Stripe
+    prices it, which is exactly the sum of the resolutions' marginal shares). A fixed number of queries for
+    any number of accounts, none over resolutions: the budget alert asks it for thousands each cycle."""
+    if not account_ids:
+        return {}
+    accounts = Account.objects.filter(pk__in=account_ids).select_related("plan_version")
+    accounts = {a.pk: a for a in accounts.prefetch_related("plan_version__tiers")}
+    recorded: dict[int, list[RecordedPeriod]] = {}
+    periods = BillingPeriod.objects.filter(account_id__in=list(accounts)).values_list(
+        "account_id", "start", "end", "billing_cycle_anchor", "interval", "interval_count"
+    )
+    for account_id, *row in periods:
+        recorded.setdefault(account_id, []).append(RecordedPeriod(*row))
+    current = {
+        pk: PeriodCalendar(rows).current(now) for pk, rows in recorded.items() if PeriodCalendar(rows).current(now)
+    }
+    overage = {
+        (row["account_id"], row["period_start"], row["period_end"]): row["n"] or 0
+        for row in MeterWindow.objects.filter(account_id__in=list(current), period_end__gt=now)
+        .values("account_id", "period_start", "period_end")
+        .annotate(n=Sum("overage"))
+        .order_by()
+    }
+    seats = _seat_quantities(list(current))
+    seat_prices = dict(
+        PricePlanVersion.objects.filter(stripe_seat_price_id__in={p for q in seats.values() for p in q})
+        .exclude(stripe_seat_price_id="")
+        .values_list("stripe_seat_price_id", "seat_unit_amount")
+    )
+    spend = {}
+    for pk, (start, end) in current.items():
+        account = accounts[pk]
+        count = overage.get((pk, start, end), 0)
+        amount = price_quantity(quantity=count, terms=PriceTerms.from_version(account.plan_version)) if count else 0
+        seats_minor = sum(
+            quantity * seat_prices.get(price_id, account.plan_version.seat_unit_amount)
+            for price_id, quantity in seats.get(pk, {}).items()
+        )
+        spend[pk] = PeriodSpend(start, end, seats_minor, amount, account.currency)
+    return spend
+
+
+def _seat_quantities(account_ids: list[int]) -> dict[int, dict[str, int]]:
+    """account id -> {seat Price id: quantity} of its billing subscriptions' licensed items (dj-stripe's
+    mirror, kept by provisioning, the subscription webhooks and the cycle's period sync)."""
+    quantities: dict[int, dict[str, int]] = {}
+    mirrored = Subscription.objects.filter(customer__subscriber_id__in=account_ids).values_list(
+        "customer__subscriber_id", "stripe_data"
+    )
+    for account_id, data in mirrored:
+        if (data or {}).get("status") not in SEAT_BILLING_STATUSES:
+            continue
+        for item in ((data.get("items") or {}).get("data")) or []:
+            price = item.get("price") or {}
+            if ((price.get("recurring") or {}).get("usage_type")) != "licensed":
+                continue
+            by_price = quantities.setdefault(account_id, {})
+            by_price[price.get("id") or ""] = by_price.get(price.get("id") or "", 0) + int(item.get("quantity") or 0)
+    return quantities

@@ -17,12 +17,14 @@ from accounts.services.billing_periods import billing_period_calendar
 from billing_portal import clock
 from billing_portal.money import round_minor
 from credits.alerts import credit_alerts_check
+from credits.budget import budget_alerts_check, budget_alerts_to_check
 from credits.models import CreditAlert
 from credits.services import Demand, credits_draw
 
 from .. import sql
 from ..models import DailyUsage, FundingProgress, Resolution
 from ..rating import PriceTerms, price_quantity
+from ..selectors import billing_period_spend_list
 from .metering import WindowCounter
 from .rollups import LocalDates, rollup_row, rollups_apply_many
 
@@ -83,6 +85,11 @@ def resolutions_fund(*, now: dt.datetime | None = None, account_ids: list[int] |
         raised = raised.filter(account_id__in=account_ids)
     to_check = sorted(set(sizes) | set(raised))
     credit_alerts_check(account_ids=to_check, burn_by_account=_burn_per_day(to_check, now), now=now)
+    # The monthly budget: the same accounts, plus those whose budget or period changed since its last check.
+    to_budget = budget_alerts_to_check(now=now, changed=to_check, account_ids=account_ids)
+    budget_alerts_check(
+        account_ids=to_budget, spend_by_account=billing_period_spend_list(account_ids=to_budget, now=now), now=now
+    )
     return FundingResult(credited, overage)
 
 
