@@ -9,7 +9,7 @@ import zoneinfo
 from dataclasses import dataclass
 
 from django.db.models import IntegerField, QuerySet
-from django.db.models.fields.json import KT
+from django.db.models.fields.json import KT, KeyTextTransform
 from django.db.models.functions import Cast
 from djstripe.models import SubscriptionItem
 
@@ -48,16 +48,15 @@ def seat_subscription_get(*, account: Account) -> SeatSubscription | None:
     version = account.plan_version
     if not version.stripe_seat_price_id:
         return None
-    item = (
+    items = (
         SubscriptionItem.objects.filter(
-            subscription__customer__subscriber_id=account.pk, price_id=version.stripe_seat_price_id
+            subscription__customer__subscriber_id=account.pk, price__id=version.stripe_seat_price_id
         )
-        .annotate(quantity_n=Cast(KT("stripe_data__quantity"), IntegerField()), state=KT("subscription__stripe_data__status"))
-        .filter(state__in=BILLED_SUBSCRIPTION_STATES)
+        .annotate(quantity_n=Cast(KT("stripe_data__quantity"), IntegerField()), state=KeyTextTransform("status", "subscription__stripe_data"))
         .select_related("subscription")
         .order_by("-djstripe_updated")
-        .first()
     )
+    item = next((i for i in items if i.state in BILLED_SUBSCRIPTION_STATES), None)
     if item is None:
         return None
     quantity = item.quantity_n or 0

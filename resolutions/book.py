@@ -20,7 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from django.db.models import Count, IntegerField, Max, OuterRef, Q, QuerySet, Subquery, Sum
-from django.db.models.fields.json import KT
+from django.db.models.fields.json import KT, KeyTextTransform
 from django.db.models.functions import Cast
 from djstripe.models import SubscriptionItem
 
@@ -131,7 +131,8 @@ def account_book_get(
         rows = [_row(a) for a in accounts.order_by("name", "pk")]
         _figures_fill(rows, {sort}, accounts, now)  # the sorted column, for every matching account
         rows = _sorted(rows, sort, descending)[window]
-    _figures_fill(rows, set(Sort.ALL) - {Sort.NAME, sort}, None, now)
+    done = {Sort.CREDITS, Sort.RUN_OUT} if sort in (Sort.CREDITS, Sort.RUN_OUT) else {sort}  # one query fills both
+    _figures_fill(rows, set(Sort.ALL) - {Sort.NAME} - done, None, now)
     _periods_fill(rows, now)
     return BookPage(rows=rows, now=now, query=query, sort=sort, descending=descending, page=page, pages=pages,
                     total=total)  # fmt: skip
@@ -210,12 +211,13 @@ def _spend_fill(by_id: dict[int, BookRow], ids, now: dt.datetime) -> None:
         PricePlanVersion.objects.exclude(stripe_seat_price_id="").values_list("stripe_seat_price_id", "seat_unit_amount")
     )
     items = (
-        SubscriptionItem.objects.filter(subscription__customer__subscriber_id__in=ids, price_id__in=list(seat_prices))
-        .annotate(quantity_n=Cast(KT("stripe_data__quantity"), IntegerField()), state=KT("subscription__stripe_data__status"))
-        .filter(state__in=BILLED_SUBSCRIPTION_STATES)
-        .values_list("subscription__customer__subscriber_id", "price_id", "quantity_n")
+        SubscriptionItem.objects.filter(subscription__customer__subscriber_id__in=ids, price__id__in=list(seat_prices))
+        .annotate(quantity_n=Cast(KT("stripe_data__quantity"), IntegerField()), state=KeyTextTransform("status", "subscription__stripe_data"))
+        .values_list("subscription__customer__subscriber_id", "price__id", "quantity_n", "state")
     )
-    for account_id, price_id, quantity in items:
+    for account_id, price_id, quantity, state in items:
+        if state not in BILLED_SUBSCRIPTION_STATES:  # (SQLite cannot compare a JSON text with IN)
+            continue
         book_row = by_id[account_id]
         book_row.seats = (book_row.seats or 0) + (quantity or 0)
         book_row.seats_minor += (quantity or 0) * seat_prices[price_id]
