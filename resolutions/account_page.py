@@ -27,9 +27,9 @@ HELD_ROWS_SHOWN = 20
 
 @dataclass(frozen=True)
 class SeatSubscription:
-    """The account's seat item as Stripe has it: dj-stripe's mirror, unless a seat conversion changed the
-    quantity in Stripe after the mirror was last written (its webhook not arrived yet): then the quantity
-    the conversion set, which is Stripe's."""
+    """The account's seat item as Stripe has it: dj-stripe's mirror, unless the mirror still shows the quantity
+    the latest seat conversion started from (its `customer.subscription.updated` webhook has not arrived):
+    then the quantity the conversion set in Stripe."""
 
     quantity: int
     unit_amount: int
@@ -52,7 +52,10 @@ def seat_subscription_get(*, account: Account) -> SeatSubscription | None:
         SubscriptionItem.objects.filter(
             subscription__customer__subscriber_id=account.pk, price__id=version.stripe_seat_price_id
         )
-        .annotate(quantity_n=Cast(KT("stripe_data__quantity"), IntegerField()), state=KeyTextTransform("status", "subscription__stripe_data"))
+        .annotate(
+            quantity_n=Cast(KT("stripe_data__quantity"), IntegerField()),
+            state=KeyTextTransform("status", "subscription__stripe_data"),
+        )
         .select_related("subscription")
         .order_by("-djstripe_updated")
     )
@@ -61,13 +64,17 @@ def seat_subscription_get(*, account: Account) -> SeatSubscription | None:
         return None
     quantity = item.quantity_n or 0
     conversion = (
-        SeatConversion.objects.filter(account=account, status=SeatConversion.Status.DONE, stripe_subscription_item_id=item.id)
-        .filter(created_at__gt=item.djstripe_updated)
+        SeatConversion.objects.filter(
+            account=account, status=SeatConversion.Status.DONE, stripe_subscription_item_id=item.id
+        )
         .order_by("-created_at", "-pk")
         .first()
     )
-    if conversion is not None:
+    # The mirror still shows the quantity the latest conversion started from: Stripe has the lowered one.
+    if conversion is not None and conversion.seats_before == quantity:
         quantity = conversion.seats_before - conversion.seats
+    else:
+        conversion = None
     return SeatSubscription(
         quantity=quantity, unit_amount=version.seat_unit_amount, subscription_id=item.subscription_id,
         status=item.state, mirrored_at=item.djstripe_updated, converted_since_mirror=conversion,

@@ -205,14 +205,21 @@ def _spend_fill(by_id: dict[int, BookRow], ids, now: dt.datetime) -> None:
         for v in PricePlanVersion.objects.filter(pk__in=set(versions.values())).prefetch_related("tiers")
     }
     for account_id, book_row in by_id.items():
-        book_row.overage_minor = price_quantity(quantity=book_row.overage_resolutions, terms=terms[versions[account_id]])
+        book_row.overage_minor = price_quantity(
+            quantity=book_row.overage_resolutions, terms=terms[versions[account_id]]
+        )
 
     seat_prices = dict(
-        PricePlanVersion.objects.exclude(stripe_seat_price_id="").values_list("stripe_seat_price_id", "seat_unit_amount")
+        PricePlanVersion.objects.exclude(stripe_seat_price_id="").values_list(
+            "stripe_seat_price_id", "seat_unit_amount"
+        )
     )
     items = (
         SubscriptionItem.objects.filter(subscription__customer__subscriber_id__in=ids, price__id__in=list(seat_prices))
-        .annotate(quantity_n=Cast(KT("stripe_data__quantity"), IntegerField()), state=KeyTextTransform("status", "subscription__stripe_data"))
+        .annotate(
+            quantity_n=Cast(KT("stripe_data__quantity"), IntegerField()),
+            state=KeyTextTransform("status", "subscription__stripe_data"),
+        )
         .values_list("subscription__customer__subscriber_id", "price__id", "quantity_n", "state")
     )
     for account_id, price_id, quantity, state in items:

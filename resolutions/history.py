@@ -63,15 +63,25 @@ def _sentence(entry: AuditLogEntry, packs: dict, conversions: dict, resolutions:
     if action == "seat_conversion.confirm":
         seats = int(before.get("seats", 0)) - int(after.get("seats", 0))
         conversion = conversions.get(entry.object_id)
-        value = format_money(after["value_minor"], conversion.account.currency) if conversion and "value_minor" in after else ""
+        value = (
+            format_money(after["value_minor"], conversion.account.currency)
+            if conversion and "value_minor" in after
+            else ""
+        )
         worth = f" (worth {value}; seats {before.get('seats')} → {after.get('seats')})" if value else ""
         pack = packs.get(str(after.get("pack_id")))
-        return f"{who} converted {_plural(seats, 'seat')} into {_plural(int(after.get('credits', 0)), 'credit')}{worth}", _pack_now(pack)
+        return (
+            f"{who} converted {_plural(seats, 'seat')} into {_plural(int(after.get('credits', 0)), 'credit')}{worth}",
+            _pack_now(pack),
+        )
     if action == "credit_pack.grant":
         source = after.get("source", "")
         pack = packs.get(entry.object_id)
         if source == CreditPack.Source.SEAT_CONVERSION:
-            return f"{who} added the seat conversion's pack of {_plural(int(after.get('granted', 0)), 'credit')}", _pack_now(pack)
+            return (
+                f"{who} added the seat conversion's pack of {_plural(int(after.get('granted', 0)), 'credit')}",
+                _pack_now(pack),
+            )
         kind = {"promotional": "promotional ", "adjustment": "adjustment ", "purchase": ""}.get(source, "")
         return f"{who} granted {int(after.get('granted', 0)):,} {kind}credits{because}", _pack_now(pack)
     if action == "credit_pack.purchase":
@@ -82,7 +92,10 @@ def _sentence(entry: AuditLogEntry, packs: dict, conversions: dict, resolutions:
                 f"{price}", _pack_now(pack))  # fmt: skip
     if action in ("credit_pack.activate", "credit_pack.activate_after_cancel"):
         paid_late = " after it had been cancelled" if action.endswith("after_cancel") else ""
-        return f"Stripe reported the pack's invoice paid{paid_late}: {int(after.get('remaining', 0)):,} credits became usable", _pack_now(packs.get(entry.object_id))
+        return (
+            f"Stripe reported the pack's invoice paid{paid_late}: {int(after.get('remaining', 0)):,} credits became usable",
+            _pack_now(packs.get(entry.object_id)),
+        )
     if action == "credit_pack.cancel":
         return "Stripe voided the pack's invoice: the pack was cancelled, nothing was charged", ""
     if action == "credit_pack.purchase_failed":
@@ -130,7 +143,8 @@ def history_lines(*, entries: Iterable[AuditLogEntry]) -> list[HistoryLine]:
             ids[PACK_TYPE].add(str(entry.after["pack_id"]))
     packs = {str(p.pk): p for p in CreditPack.objects.filter(pk__in=_ints(ids[PACK_TYPE]))}
     conversions = {
-        str(c.pk): c for c in SeatConversion.objects.filter(pk__in=_ints(ids[CONVERSION_TYPE])).select_related("account")
+        str(c.pk): c
+        for c in SeatConversion.objects.filter(pk__in=_ints(ids[CONVERSION_TYPE])).select_related("account")
     }
     resolutions = {
         str(r.pk): r
@@ -145,5 +159,3 @@ def history_lines(*, entries: Iterable[AuditLogEntry]) -> list[HistoryLine]:
 
 def _ints(values: set[str]) -> list[int]:
     return [int(v) for v in values if v.isdigit()]
-
-

@@ -99,7 +99,12 @@ def seat_conversion_form(request, account_id: int):
         else f"The conversion of {conversion.seats} seat(s) is {conversion.get_status_display().lower()}."
     )
     return _done(
-        request, account, *CONVERSION, message, conversion=conversion, seats_after=conversion.seats_before - conversion.seats
+        request,
+        account,
+        *CONVERSION,
+        message,
+        conversion=conversion,
+        seats_after=conversion.seats_before - conversion.seats,
     )
 
 
@@ -175,9 +180,7 @@ class StaffPurchaseForm(IdempotentForm):
         super().__init__(*args, **kwargs)
         offers = self.fields["offer"]
         offers.queryset = CreditPackOffer.objects.filter(version=account.plan_version).select_related("version")
-        offers.label_from_instance = lambda o: (
-            f"{o.name}: {o.resolutions:,} resolutions for {o.validity_days} days"
-        )
+        offers.label_from_instance = lambda o: f"{o.name}: {o.resolutions:,} resolutions for {o.validity_days} days"
 
 
 PURCHASE = ("portal/_staff_purchase.html", "Buy a credit pack for the customer")

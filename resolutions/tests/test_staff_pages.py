@@ -5,6 +5,7 @@ the invoice preview loaded separately) and voiding a resolution found by its con
 from __future__ import annotations
 
 import datetime as dt
+import html as html_module
 import re
 from io import StringIO
 
@@ -86,7 +87,7 @@ def text(response) -> str:
     """The page's visible text, whitespace collapsed."""
     html = response.content.decode()
     html = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.S)
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).replace("&nbsp;", " ")
+    return re.sub(r"\s+", " ", html_module.unescape(re.sub(r"<[^>]+>", " ", html))).replace("\xa0", " ")
 
 
 def book_rows(response) -> list[str]:
@@ -194,7 +195,9 @@ def test_customers_and_roleless_users_do_not_get_staff_pages(client, viewer, acc
     client.force_login(viewer)
     assert client.get("/staff/").status_code == 302
     assert client.get(f"/staff/accounts/{account.pk}/").status_code == 302
-    assert client.post(f"/staff/accounts/{account.pk}/void", {"step": "find", "conversation_id": "x"}).status_code == 302
+    assert (
+        client.post(f"/staff/accounts/{account.pk}/void", {"step": "find", "conversation_id": "x"}).status_code == 302
+    )
 
 
 # --- The account page -------------------------------------------------------------------------------------

@@ -168,7 +168,9 @@ def resolution_void_form(request, account_id: int):
         conversation_id = lookup.cleaned_data["conversation_id"]
         found = list(conversation_resolutions_list(account=account, conversation_id=conversation_id))
         billable = next((r for r in found if r.voided_at is None), None)
-        form = ResolutionVoidForm(initial={"conversation_id": conversation_id, "resolution": getattr(billable, "pk", 0)})
+        form = ResolutionVoidForm(
+            initial={"conversation_id": conversation_id, "resolution": getattr(billable, "pk", 0)}
+        )
         return _void_render(request, account, "found", lookup=lookup, found=found, billable=billable, form=form,
                             conversation_id=conversation_id)  # fmt: skip
     form = ResolutionVoidForm(request.POST)
