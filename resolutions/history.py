@@ -88,14 +88,12 @@ def _sentence(entry: AuditLogEntry, packs: dict, conversions: dict, resolutions:
         pack = packs.get(entry.object_id)
         amount = format_money(after["amount_minor"], pack.currency) if pack and "amount_minor" in after else ""
         price = f" for {amount}" if amount else ""
-        return (f"{who} bought a pack of {int(after.get('resolutions', 0)):,} credits ({after.get('offer', 'an offer')})"
-                f"{price}", _pack_now(pack))  # fmt: skip
+        offer = after.get("offer", "an offer")
+        return f"{who} bought a pack of {int(after.get('resolutions', 0)):,} credits ({offer}){price}", _pack_now(pack)
     if action in ("credit_pack.activate", "credit_pack.activate_after_cancel"):
         paid_late = " after it had been cancelled" if action.endswith("after_cancel") else ""
-        return (
-            f"Stripe reported the pack's invoice paid{paid_late}: {int(after.get('remaining', 0)):,} credits became usable",
-            _pack_now(packs.get(entry.object_id)),
-        )
+        usable = f"{int(after.get('remaining', 0)):,} credits became usable"
+        return f"Stripe reported the pack's invoice paid{paid_late}: {usable}", _pack_now(packs.get(entry.object_id))
     if action == "credit_pack.cancel":
         return "Stripe voided the pack's invoice: the pack was cancelled, nothing was charged", ""
     if action == "credit_pack.purchase_failed":

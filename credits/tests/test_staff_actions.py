@@ -13,9 +13,11 @@ import pytest
 from accounts.models import AuditLogEntry, CreditPackOffer
 from credits.conversions import _seat_item
 from credits.models import CreditPack, SeatConversion
-from resolutions.tests.test_staff_pages import START, provision, text  # noqa: F401 - the shared fixture
+from resolutions.tests import test_staff_pages as staff_pages
+from resolutions.tests.test_staff_pages import START, text
 
 pytestmark = pytest.mark.django_db
+provision = staff_pages.provision  # an account provisioned in the emulator, managed by `manager`
 HOUR = dt.timedelta(hours=1)
 
 

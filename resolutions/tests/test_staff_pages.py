@@ -234,7 +234,7 @@ def test_the_account_page_shows_period_seats_packs_reporting_and_history(provisi
     # History as sentences, with the pack's figures as they are now (499 left, not 500 at the grant).
     assert "manager granted 500 promotional credits: launch campaign (now 499 of 500 left" in page
     assert "Stripe started a billing period" in page
-    assert 'hx-get="/staff/accounts/%d/invoice-preview"' % world.account.pk in response.content.decode()
+    assert f'hx-get="/staff/accounts/{world.account.pk}/invoice-preview"' in response.content.decode()
     # htmx refreshes only the figures after an action.
     with world.at(START + 4 * HOUR):
         partial = client.get(f"/staff/accounts/{world.account.pk}/", HTTP_HX_REQUEST="true").content.decode()

@@ -199,8 +199,10 @@ def resolution_void_form(request, account_id: int):
 def _void_lookup(account, form: ResolutionVoidForm) -> dict:
     conversation_id = form.data.get("conversation_id", "")
     found = list(conversation_resolutions_list(account=account, conversation_id=conversation_id))
-    return {"form": form, "found": found, "billable": next((r for r in found if r.voided_at is None), None),
-            "conversation_id": conversation_id, "lookup": ConversationLookupForm(initial={"conversation_id": conversation_id})}  # fmt: skip
+    return {
+        "form": form, "found": found, "billable": next((r for r in found if r.voided_at is None), None),
+        "conversation_id": conversation_id, "lookup": ConversationLookupForm(initial={"conversation_id": conversation_id}),
+    }  # fmt: skip
 
 
 def _resolution_of_account(account, pk: int) -> Resolution:
