@@ -201,7 +201,8 @@ def _void_lookup(account, form: ResolutionVoidForm) -> dict:
     found = list(conversation_resolutions_list(account=account, conversation_id=conversation_id))
     return {
         "form": form, "found": found, "billable": next((r for r in found if r.voided_at is None), None),
-        "conversation_id": conversation_id, "lookup": ConversationLookupForm(initial={"conversation_id": conversation_id}),
+        "conversation_id": conversation_id,
+        "lookup": ConversationLookupForm(initial={"conversation_id": conversation_id}),
     }  # fmt: skip
 
 
