@@ -12,6 +12,8 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from django.utils import timezone
+
 from accounts.models import AuditLogEntry
 from billing_portal.money import format_money
 from credits.models import CreditPack, SeatConversion
@@ -51,7 +53,7 @@ def _pack_now(pack: CreditPack | None) -> str:
     if pack is None:
         return ""
     if pack.status == CreditPack.Status.ACTIVE:
-        return f"now {pack.remaining:,} of {pack.granted:,} left, expires {pack.expires_at:%d %b %Y}"
+        return f"now {pack.remaining:,} of {pack.granted:,} left, expires {_when(pack.expires_at)}"
     return f"now {pack.get_status_display().lower()}"
 
 
@@ -117,15 +119,29 @@ def _sentence(entry: AuditLogEntry, packs: dict, conversions: dict, resolutions:
         return f"Stripe started a billing period, {_day(after.get('start'))} to {_day(after.get('end'))}", ""
     if action == "billing_period.update":
         return f"Stripe moved the billing period's end to {_day(after.get('end'))}", ""
+    if action == "account.create":
+        return f"{who} created the account", ""
+    if action == "account.timezone_change":
+        zones = f"from {before.get('timezone', '?')} to {after.get('timezone', '?')}"
+        return f"{who} changed the account's timezone {zones}", ""
+    if action == "user.create":
+        role = str(after.get("role", "")).replace("_", " ")
+        return f"{who} added the user {after.get('username', entry.object_repr)} ({role})", ""
     words = action.replace("_", " ").replace(".", ": ")
-    return f"{who} — {words} — {entry.object_repr}{because}", ""
+    return f"{who}: {words} ({entry.object_repr}){because}", ""
+
+
+def _when(instant: dt.datetime) -> str:
+    """An instant in the viewer's timezone (the page's current one), with the zone."""
+    local = timezone.localtime(instant)
+    return f"{local:%-d %b %Y %H:%M} {local.tzname()}"
 
 
 def _day(iso: str | None) -> str:
     if not iso:
         return "?"
     try:
-        return f"{dt.datetime.fromisoformat(iso):%d %b %Y %H:%M} UTC"
+        return _when(dt.datetime.fromisoformat(iso))
     except ValueError:
         return iso
 

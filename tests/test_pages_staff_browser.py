@@ -13,7 +13,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from conftest import PASSWORD
+from conftest import PASSWORD, SCREENSHOTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -185,6 +185,8 @@ def test_a_manager_converts_grants_buys_and_voids_from_the_account_page(
     assert "manager bought a pack of 10,000 credits" in history
     assert "manager voided the resolution of conversation c-101: customer dispute" in history
     assert re.search(r"\d{1,2} \w{3} \d{4} \d{2}:\d{2} UTC", history)  # the manager reads times in UTC, shown
+    # The next invoice follows the void (one overage resolution left), reloaded after the action.
+    page.wait_for_function("document.querySelector('#invoice-preview').innerText.includes('Overage: 1 resolution')")
     screenshot("staff-account-1280")
 
     page.set_viewport_size({"width": 390, "height": 844})
@@ -192,6 +194,9 @@ def test_a_manager_converts_grants_buys_and_voids_from_the_account_page(
     page.locator("#invoice-preview").get_by_text("Portal’s total").wait_for()
     assert overflowing(page) == []
     screenshot("staff-account-390")
+    for part in ("account-figures", "actions-title", "preview-title"):  # readable pieces of the long page
+        section = page.locator(f"#{part}") if part == "account-figures" else page.locator(f"section:has(#{part})")
+        section.screenshot(path=os.path.join(SCREENSHOTS, f"staff-account-390-{part}.png"))
     page.goto(f"{base}/staff/")
     assert overflowing(page) == []
     screenshot("staff-book-390")
