@@ -99,17 +99,17 @@ def _history(account):
 
 @staff_page
 def staff_account(request, account_id: int):
-    """The account page; with htmx, only its figures (refreshed after each action)."""
+    """The account page; with htmx, only its figures, or its history (`?part=history`), refreshed after each
+    action."""
     account = account_get_visible(user=request.user, pk=account_id)  # 404 unless assigned (or admin)
-    context = {
-        "account": account,
-        "version": account.plan_version,
-        "figures": staff_account_figures_get(account=account, now=clock.now()),
-        "audit_entries": _history(account),
-        "invoices": invoice_list(account=account) if invoice_list is not None else None,
-        "invoices_built": invoice_list is not None,
-    }
-    return render_page(request, "portal/staff_account.html", context, partial="portal/_staff_figures.html")
+    history_only = request.htmx and request.GET.get("part") == "history"
+    context = {"account": account, "version": account.plan_version, "audit_entries": _history(account)}
+    if not history_only:
+        context["figures"] = staff_account_figures_get(account=account, now=clock.now())
+        context["invoices"] = invoice_list(account=account) if invoice_list is not None else None
+        context["invoices_built"] = invoice_list is not None
+    partial = "portal/_staff_history.html" if history_only else "portal/_staff_figures.html"
+    return render_page(request, "portal/staff_account.html", context, partial=partial)
 
 
 @staff_page
