@@ -3,6 +3,8 @@ reporting, history) and voiding a resolution found by its conversation id."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -118,7 +120,9 @@ def staff_invoice_preview(request, account_id: int):
     account = account_get_visible(user=request.user, pk=account_id)
     context = {"account": account, "preview": None, "problem": ""}
     try:
-        context["preview"] = invoice_preview_get(account=account, now=clock.now())
+        context["preview"] = preview = invoice_preview_get(account=account, now=clock.now())
+        for bound in ("period_start", "period_end"):  # shown in the viewer's zone
+            context[bound] = dt.datetime.fromisoformat(preview[bound].replace("Z", "+00:00"))
     except Http404 as exc:
         context["problem"] = str(exc)
     except StripeFailure as exc:
