@@ -24,4 +24,5 @@ page_urlpatterns = [
     path("staff/", staff.staff_home, name="staff-home"),
     path("staff/accounts/<int:account_id>/", staff.staff_account, name="staff-account"),
     path("staff/accounts/<int:account_id>/void", staff.resolution_void_form, name="staff-resolution-void"),
+    path("staff/accounts/<int:account_id>/invoice-preview", staff.staff_invoice_preview, name="staff-invoice-preview"),
 ]
