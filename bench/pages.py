@@ -260,10 +260,14 @@ def fixture_build(args, emulator, conninfo: str, rng: random.Random) -> dict:
     period = BillingPeriod.objects.filter(account=account).order_by("-start").first()
     print(f"    {renewed} renewals recorded; current period {period.start:%Y-%m-%d %H:%M} to {period.end:%Y-%m-%d}")
     n = args.resolutions
-    packs = [  # (source, quantity, starts, expires): one expired, one active all along, one expiring soon
+    # (source, quantity, starts, expires), sized so that the history is credit, overage between packs, credit:
+    # one used up and expired, one used up through most of the history, one used up recently and expiring soon,
+    # and one bought three days ago, still holding most of its credits (the burn-down has something to show).
+    packs = [
         ("promotional", round(0.15 * n), history_from, history_from + 60 * DAY),
-        ("adjustment", round(0.80 * n), history_from + 30 * DAY, now + 300 * DAY),
-        ("promotional", round(0.05 * n), now - 10 * DAY, now + 20 * DAY),
+        ("adjustment", round(0.65 * n), history_from + 30 * DAY, now + 300 * DAY),
+        ("promotional", round(0.04 * n), now - 10 * DAY, now + 20 * DAY),
+        ("adjustment", round(0.10 * n), now - 3 * DAY, now + 365 * DAY),
     ]
     with clock.frozen(t0 + dt.timedelta(minutes=2)):
         for j, (source, quantity, starts, expires) in enumerate(packs):
@@ -427,6 +431,16 @@ def fixture_checks(facts: dict, conninfo: str) -> list[Check]:
     ]
 
 
+def packs_text(facts: dict) -> str:
+    built = dt.datetime.fromisoformat(facts["built_at"])
+    out = []
+    for source, quantity, starts, expires in facts["packs"]:
+        a = (dt.datetime.fromisoformat(starts) - built).days
+        b = (dt.datetime.fromisoformat(expires) - built).days
+        out.append(f"{source} {quantity:,} from day {a} to day {b}")
+    return "; ".join(out) + " (days from the build)"
+
+
 # --- gunicorn and its workers ---------------------------------------------------------------------------------
 
 
@@ -442,7 +456,7 @@ class PageServer(Server):
                 time.sleep(0.2)
                 continue
             if response.status_code != 200:
-                raise BenchError(f"/login/ answered {response.status_code}: {response.text[:500]}")
+                raise BenchError(f"/login/ answered {response.status_code}; gunicorn's log:\n{self.log_tail()}")
             return
         raise BenchError(f"gunicorn did not answer within {timeout:.0f} s:\n{self.log_tail()}")
 
@@ -607,7 +621,7 @@ EXPORT_SELECT = (
 
 def copy_baseline(conninfo: str, account_id: int, start: dt.datetime, end: dt.datetime) -> tuple[int, float, int]:
     """Rows, seconds and bytes of `COPY (SELECT the same rows) TO STDOUT (FORMAT csv, HEADER)` read by psycopg."""
-    with psycopg.connect(conninfo) as conn, conn.cursor() as cur:
+    with psycopg.connect(conninfo) as conn, psycopg.ClientCursor(conn) as cur:
         query = cur.mogrify(EXPORT_SELECT, [account_id, start, end])
         t = time.perf_counter()
         size = lines = 0
@@ -755,6 +769,13 @@ def main(argv=None) -> int:  # noqa: C901 - one run, in order
             print(f"    {'ok:' if c.ok else 'FAIL:'} {c.name}: {c.detail}")
         code, digests = code_state()
 
+        t = step("manage.py collectstatic (DEBUG off: WhiteNoise serves the manifest's files)")
+        collect = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "python"), "manage.py", "collectstatic", "--noinput"],
+            cwd=ROOT, env=env, capture_output=True, text=True,
+        )  # fmt: skip
+        if collect.returncode != 0:
+            raise BenchError(f"collectstatic failed:\n{(collect.stdout + collect.stderr)[-2000:]}")
         t = step(f"gunicorn, {args.workers} sync workers; logging in")
         server = PageServer(workers=args.workers, env=env, log_path=Path(work_dir.name) / "gunicorn.log")
         server.wait_ready()
@@ -907,7 +928,8 @@ def main(argv=None) -> int:  # noqa: C901 - one run, in order
             f"by dj-stripe{(' (' + facts['invoice_errors'] + ')') if facts['invoice_errors'] else ''}; "
             f"{facts['resolutions']:,} resolutions from {facts['history_from'][:10]} to {facts['history_to'][:16]} "
             f"(40 % confirmed, 0.2 % voided), funded by `resolutions_fund`: {facts['funded'][0]:,} credit, "
-            f"{facts['funded'][1]:,} overage (all accounts) over 3 packs; {facts['meter_reports']:,} confirmed meter "
+            f"{facts['funded'][1]:,} overage (all accounts); big account's packs {packs_text(facts)}; "
+            f"{facts['meter_reports']:,} confirmed meter "
             f"report rows (fixture); {len(facts['book_ids']) - 1:,} more accounts by `account_create` with "
             f"{facts['book_resolutions']:,} resolutions over 30 days; rollups by `rollups_rebuild`. gunicorn "
             f"{args.workers} sync workers, DJANGO_DEBUG=false; each URL {args.warmup} warm-ups then up to "
