@@ -244,7 +244,7 @@ def fixture_build(args, emulator, conninfo: str, rng: random.Random) -> dict:
     from resolutions.services import resolutions_fund
 
     built = time.perf_counter()
-    timings: dict[str, float] = {}
+    timings: dict[str, float] = {}  # stored as a list of pairs (jsonb does not keep key order)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     t0 = months_before(now - 15 * DAY, 4).replace(minute=0, second=0)
     history_from, history_to = t0 + DAY, now - dt.timedelta(minutes=5)
@@ -336,7 +336,7 @@ def fixture_build(args, emulator, conninfo: str, rng: random.Random) -> dict:
         "funded": [funded.credited, funded.overage], "meter_reports": reports, "rollup_days": days,
         "invoices": invoices, "invoice_errors": invoice_errors, "renewals": renewed,
         "packs": [[s, q, a.isoformat(), b.isoformat()] for s, q, a, b in packs],
-        "timings": timings, "build_seconds": time.perf_counter() - built, "seed": args.seed,
+        "timings": list(timings.items()), "build_seconds": time.perf_counter() - built, "seed": args.seed,
     }  # fmt: skip
     with psycopg.connect(conninfo) as conn:
         conn.execute(f"CREATE TABLE {FIXTURE_TABLE} (facts jsonb NOT NULL)")
@@ -713,6 +713,7 @@ def parse_args(argv):
     parser.add_argument("--small", action="store_true",
                         help="a smoke run: 100k resolutions, 200 accounts, 20k exported; not recorded")  # fmt: skip
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--label", default="", help="said in the results' heading, e.g. which code was measured")
     scratch_db_arguments(parser, db="bench_pages")
     args = parser.parse_args(argv)
     if args.small:
@@ -916,7 +917,7 @@ def main(argv=None) -> int:  # noqa: C901 - one run, in order
             build += "; reused (--reuse): " + ", ".join(f"{k} {v:.0f} s" for k, v in refresh.items())
         lines = [
             f"## Pages: dashboard of {facts['resolutions']:,} resolutions, book of {len(facts['book_ids']):,} "
-            f"accounts, CSV export ({date})",
+            f"accounts, CSV export ({date})" + (f", {args.label}" if args.label else ""),
             "",
             f"Command: `{command}` (from the project root; whole run {(time.perf_counter() - started) / 60:.1f} min)",
             "",
