@@ -907,7 +907,7 @@ def main(argv=None) -> int:  # noqa: C901 - one run, in order
                          f"{copy_rows / copy_s:,.0f} rows/s ({copy_rows:,} rows) | | | |")  # fmt: skip
         all_ok = all(c.ok for c in checks)
         print("\n" + "\n".join(table) + "\n")
-        timings = facts["timings"]
+        timings = facts["timings"].items() if isinstance(facts["timings"], dict) else facts["timings"]
         build = (
             f"built {facts['built_at'][:16]} UTC in {facts['build_seconds'] / 60:.1f} min ("
             + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
