@@ -910,7 +910,7 @@ def main(argv=None) -> int:  # noqa: C901 - one run, in order
         timings = facts["timings"].items() if isinstance(facts["timings"], dict) else facts["timings"]
         build = (
             f"built {facts['built_at'][:16]} UTC in {facts['build_seconds'] / 60:.1f} min ("
-            + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+            + ", ".join(f"{k} {v:.0f} s" for k, v in timings)
             + ")"
         )
         if refresh:
