@@ -34,7 +34,8 @@ accounts_account`. CSV export `/portal/resolutions/export.csv` of the most recen
 rows. A page that answers 404 is reported "not available (404)".
 
 Verification checks print "ok:" / "FAIL:"; the report is appended to bench/RESULTS.md (not with --small or
---no-results). Exit status 0 when the run measured (a missed target is **MISSED**), 2 when it is invalid.
+--no-results). Exit status 0 when every check passed (a missed target is **MISSED** in the table), 2 when a check
+failed or the run could not measure.
 """
 
 from __future__ import annotations
@@ -950,7 +951,7 @@ def main(argv=None) -> int:  # noqa: C901 - one run, in order
             print(f"appended to {args.results}")
         for c in checks:
             print(f"{'ok:' if c.ok else 'FAIL:'} {c.name}: {c.detail}")
-        return 0
+        return 0 if all_ok else 2
     except BenchError as exc:
         print(f"invalid measurement: {exc}", file=sys.stderr)
         return 2
