@@ -822,6 +822,9 @@ def main(argv=None) -> int:  # noqa: C901 - one run, in order
                 Timed("book, sorted", "(none)", available=False, note="not available (no sort link on the page)")
             )
         book.append(timed_get(admin, server.url, f"book, search `{search_url}`", search_url, args))
+        for b in book[1:]:
+            if b.available and b.body == book[0].body:  # the view ignored the query: say so beside the figure
+                b.note = "; ".join(filter(None, [b.note, "same response as the first page: the query was ignored"]))
         for b in book:
             print(f"    {b.label}: {b.note or f'p50 {b.pct(0.5):.0f} ms, p95 {b.pct(0.95):.0f} ms, {b.statuses}'}")
         print(f"    /login/ p50 {login_page.pct(0.5):.1f} ms, p95 {login_page.pct(0.95):.1f} ms; "
