@@ -334,7 +334,7 @@ def test_no_invoices_yet_says_when_the_first_comes(client, billed):
     client.force_login(user)
     with clock.frozen(T0 + dt.timedelta(hours=5)):
         body = client.get(INVOICES).content.decode()
-    assert "No invoices yet: your first invoice is made when your billing period ends on 2 December 2026" in body
+    assert "No invoices yet: the first invoice is made when the billing period ends on 2 December 2026" in body
     assert f'hx-get="{UPCOMING}"' in body and 'hx-trigger="load"' in body
 
 

@@ -23,15 +23,11 @@ from ..account_page import conversation_resolutions_list, staff_account_figures_
 from ..book import Sort, account_book_get
 from ..history import history_lines
 from ..models import Resolution
+from ..selectors import billing_period_overage_get, invoice_list
 from ..services import resolution_void
 from ..services.invoice_preview import invoice_preview_get
 
 HISTORY_SHOWN = 50
-
-try:  # MERGE: the invoices helper adds resolutions.selectors.invoice_list and portal/_invoice_list.html
-    from ..selectors import invoice_list
-except ImportError:  # until then the account page says where invoices are
-    invoice_list = None
 
 
 def _page_number(value) -> int:
@@ -108,8 +104,8 @@ def staff_account(request, account_id: int):
     context = {"account": account, "version": account.plan_version, "audit_entries": _history(account)}
     if not history_only:
         context["figures"] = staff_account_figures_get(account=account, now=clock.now())
-        context["invoices"] = invoice_list(account=account) if invoice_list is not None else None
-        context["invoices_built"] = invoice_list is not None
+        context["invoices"] = invoice_list(account=account)
+        context["billing_period"] = billing_period_overage_get(account=account, now=clock.now())
     partial = "portal/_staff_history.html" if history_only else "portal/_staff_figures.html"
     return render_page(request, "portal/staff_account.html", context, partial=partial)
 
