@@ -23,7 +23,7 @@ conversion_value = money_column("value_minor", "Seat value converted")
 class CreditPackAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "id", "account", "source", "status", "purchase_state", pack_granted, pack_remaining, "expires_at",
-        "needs_review",
+        "needs_review", "review_note",
     ]  # fmt: skip
     list_filter = ["needs_review", "status", "source", "purchase_state"]
     search_fields = ["account__name", "stripe_invoice_id", "uid"]

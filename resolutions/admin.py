@@ -46,6 +46,7 @@ class MeterReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "state",
         "attempts",
         report_adjustment,
+        "error_brief",
     ]
     list_filter = ["state"]
     search_fields = ["account__name", "identifier"]
@@ -54,6 +55,12 @@ class MeterReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     fields = readonly_fields = fields_formatted(
         MeterReport, {"quantity": report_quantity, "adjustment_minor": report_adjustment}
     )
+
+    @admin.display(description="Stripe said")
+    def error_brief(self, report: MeterReport):
+        """Why a row is held, cut short so the list stays narrow (the whole text is on the row's page)."""
+        text = report.last_error
+        return (text[:57] + "…") if len(text) > 58 else (text or "—")
 
     @admin.display(description="Window", ordering="window__start")
     def window_start(self, report: MeterReport):

@@ -194,4 +194,4 @@ def test_the_dashboard_shows_the_stripe_period_and_its_overage(client, billing_a
     client.force_login(billing_admin)
     page = client.get("/portal/").content.decode()
     assert "20 Oct 2026, 09:00 to 20 Nov 2026, 09:00" in page  # UTC account
-    assert "<dt>Overage charges so far</dt><dd>$2.97</dd>" in page  # three overage resolutions at $0.99
+    assert '<dd id="period-overage-minor">$2.97</dd>' in page  # three overage resolutions at $0.99

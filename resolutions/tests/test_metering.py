@@ -242,7 +242,7 @@ def test_the_dashboard_says_up_to_when_usage_is_in_stripe_and_admins_see_the_row
     client.force_login(CustomerUserFactory(account=world.account, username="meter-viewer"))
     with clock.frozen(START + 2 * HOUR + 5 * MINUTE):
         page = client.get("/portal/").content.decode()
-    assert "Overage reported to Stripe up to\n      <strong>2 Nov 2026, 11:00</strong>." in page
+    assert "Overage reported to Stripe up to\n    <strong>2 Nov 2026, 11:00</strong>." in page
     world.emulator.store.get("customer", world.customer)["deleted"] = True  # Stripe refuses the next one
     world.report(START + 3 * HOUR + 5 * MINUTE)
     with clock.frozen(START + 3 * HOUR + 5 * MINUTE):
