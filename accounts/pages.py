@@ -58,6 +58,20 @@ def render_page(request, template: str, context: dict, *, partial: str | None = 
     return TemplateResponse(request, name, context, status=status)
 
 
+def refused_status(request, status: int) -> int:
+    """The status of an answer that explains refused input: 4xx for a full page; 200 for htmx, which swaps
+    only successful answers (the fragment with its plain-words errors is what the person must see)."""
+    return 200 if getattr(request, "htmx", False) else status
+
+
+def page_number(text: str | None, *, limit: int = 10**9) -> int:
+    """A page number from a query string: a plain ASCII whole number from 1 to `limit`, else page 1 (never a
+    500: "²" is a digit to str.isdigit but not to int)."""
+    if text and text.isascii() and text.isdecimal() and 0 < int(text) < limit:
+        return int(text)
+    return 1
+
+
 class IdempotentForm(forms.Form):
     """A form whose action runs once per rendering: the hidden key is made when the form is drawn and goes
     to the service as its idempotency key, so a double click or a resubmitted POST returns the first result."""

@@ -10,17 +10,11 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import redirect
 
 from .models import Role
-from .pages import IdempotentForm, billing_admin_page, customer_page, form_errors_apply, render_page
+from .pages import IdempotentForm, billing_admin_page, customer_page, form_errors_apply, refused_status, render_page
 from .selectors import api_key_get, api_key_list
 from .services import api_key_create, api_key_revoke
 
 PAGE, PANEL = "portal/api_keys.html", "portal/_api_keys.html"
-
-
-def _refused(request, status: int) -> int:
-    """The status of an answer that explains refused input: 4xx for a full page; 200 for htmx, which swaps
-    only successful answers (the fragment with its plain-words errors is what the person must see)."""
-    return 200 if getattr(request, "htmx", False) else status
 
 
 @login_required
@@ -83,7 +77,7 @@ def api_key_create_form(request):
             form_errors_apply(form, error)
         else:
             return _panel(request, created={"api_key": api_key, "raw_key": raw_key})
-    return _panel(request, form=form, status=_refused(request, 400))
+    return _panel(request, form=form, status=refused_status(request, 400))
 
 
 @billing_admin_page
@@ -103,4 +97,4 @@ def api_key_revoke_form(request, key_id: int):
         if request.htmx:
             return _panel(request)
         return redirect("customer-api-keys")
-    return _panel(request, revoking=api_key, revoke_form=form, status=_refused(request, 400))
+    return _panel(request, revoking=api_key, revoke_form=form, status=refused_status(request, 400))

@@ -106,10 +106,11 @@ def budget_alerts_check(
     if not account_ids:
         return []
     budgets = dict(Account.objects.filter(pk__in=account_ids).values_list("pk", "monthly_budget_minor"))
-    if not _budget_changes(budgets, _budget_alerts_of(list(budgets)), spend_by_account, now):
+    first = _budget_changes(budgets, _budget_alerts_of(list(budgets)), spend_by_account, now)
+    if not first:
         return []
     with transaction.atomic():
-        locked = accounts_lock(sorted(budgets))
+        locked = accounts_lock(sorted({alert.account_id for alert, _ in first}))  # only the accounts that change
         budgets = {pk: account.monthly_budget_minor for pk, account in locked.items()}
         changes = _budget_changes(budgets, _budget_alerts_of(list(budgets)), spend_by_account, now)
         CreditAlert.objects.bulk_create(

@@ -372,7 +372,8 @@ def billing_period_spend_list(*, account_ids: list[int], now: dt.datetime) -> di
     for pk, (start, end) in current.items():
         account = accounts[pk]
         count = overage.get((pk, start, end), 0)
-        amount = price_quantity(quantity=count, terms=PriceTerms.from_version(account.plan_version)) if count else 0
+        # Priced even at 0: a graduated plan's first tier may carry a flat fee, which the period bills anyway.
+        amount = price_quantity(quantity=count, terms=PriceTerms.from_version(account.plan_version))
         seats_minor = sum(
             quantity * seat_prices.get(price_id, account.plan_version.seat_unit_amount)
             for price_id, quantity in seats.get(pk, {}).items()

@@ -10,7 +10,14 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import redirect
 
 from accounts.models import CreditPackOffer, Role
-from accounts.pages import IdempotentForm, billing_admin_page, customer_page, form_errors_apply, render_page
+from accounts.pages import (
+    IdempotentForm,
+    billing_admin_page,
+    customer_page,
+    form_errors_apply,
+    refused_status,
+    render_page,
+)
 from billing_portal import clock
 from billing_portal.money import major_amount_text, parse_major_amount
 from billing_portal.stripe_client import StripeRejected
@@ -21,12 +28,6 @@ from ..selectors import credit_balance, credit_pack_list
 
 PAGE = "portal/credits.html"
 PACKS_PANEL, ALERTS_PANEL = "portal/_credits_panel.html", "portal/_alert_settings.html"
-
-
-def _refused(request, status: int) -> int:
-    """The status of an answer that explains refused input: 4xx for a full page; 200 for htmx, which swaps
-    only successful answers (the fragment with its plain-words errors is what the person must see)."""
-    return 200 if getattr(request, "htmx", False) else status
 
 
 class PurchaseConfirmForm(IdempotentForm):
@@ -119,13 +120,13 @@ def credit_purchase_form(request):
         form = PurchaseConfirmForm(initial={"offer": request.GET["offer"]}, account=account)
         offer = (
             form.fields["offer"].queryset.filter(pk=request.GET["offer"]).first()
-            if request.GET["offer"].isdigit()
+            if request.GET["offer"].isascii() and request.GET["offer"].isdecimal()
             else None
         )
         if offer is None:
             return render_page(
                 request, PAGE, _context(request, purchase_error="That pack is not on sale on your plan."),
-                partial=PACKS_PANEL, status=_refused(request, 404),
+                partial=PACKS_PANEL, status=refused_status(request, 404),
             )  # fmt: skip
         return render_page(request, PAGE, _context(request, confirm=form, offer=offer), partial=PACKS_PANEL)
     form = PurchaseConfirmForm(request.POST, account=account)
@@ -133,7 +134,7 @@ def credit_purchase_form(request):
         return render_page(
             request, PAGE, _context(request, purchase_error=" ".join(form.errors.get("offer", [])) or
                                     "The purchase form was incomplete: choose the pack again."),
-            partial=PACKS_PANEL, status=_refused(request, 400),
+            partial=PACKS_PANEL, status=refused_status(request, 400),
         )  # fmt: skip
     offer = form.cleaned_data["offer"]
     try:
@@ -156,7 +157,7 @@ def credit_purchase_form(request):
             PAGE,
             _context(request, confirm=form, offer=offer),
             partial=PACKS_PANEL,
-            status=_refused(request, 400),
+            status=refused_status(request, 400),
         )
     else:
         if pack.status == pack.Status.ACTIVE:
@@ -194,5 +195,5 @@ def alert_settings_form(request):
                 return render_page(request, PAGE, _context(request), partial=ALERTS_PANEL)
             return redirect("customer-credits")
     return render_page(
-        request, PAGE, _context(request, alert_form=form), partial=ALERTS_PANEL, status=_refused(request, 400)
+        request, PAGE, _context(request, alert_form=form), partial=ALERTS_PANEL, status=refused_status(request, 400)
     )

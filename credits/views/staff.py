@@ -18,7 +18,7 @@ from accounts.models import CreditPackOffer
 from accounts.pages import IdempotentForm, form_errors_apply, render_page, staff_page
 from accounts.selectors import account_get_visible
 from billing_portal import clock
-from billing_portal.stripe_client import StripeFailure, StripeUnavailable
+from billing_portal.stripe_client import StripeFailure, StripeRejected, StripeUnavailable
 
 from ..conversions import seat_conversion_confirm, seat_conversion_preview
 from ..models import CreditPack
@@ -128,6 +128,12 @@ class CreditGrantForm(IdempotentForm):
         error_messages={"required": "Say why promotional credit is granted: it is audited."},
     )  # fmt: skip
 
+    def clean_expires_on(self):
+        day = self.cleaned_data.get("expires_on")
+        if day is not None and day >= dt.date(9000, 1, 1):  # the day after must exist (9999-12-31 has none)
+            raise forms.ValidationError("Give a date before the year 9000.")
+        return day
+
     def expires_at(self, account) -> dt.datetime | None:
         """The end of the chosen day in the account's timezone (the customer can use it all that day)."""
         day = self.cleaned_data.get("expires_on")
@@ -203,6 +209,9 @@ def staff_purchase_form(request, account_id: int):
         )
     except ValidationError as exc:
         form_errors_apply(form, exc)
+        return _render(request, account, *PURCHASE, step="form", form=form)
+    except StripeRejected as exc:
+        form.add_error(None, f"Stripe refused the purchase ({exc}). Nothing was charged.")
         return _render(request, account, *PURCHASE, step="form", form=form)
     except CreditPurchaseInterrupted as exc:
         form.add_error(

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.utils.http import urlencode
 
-from accounts.pages import customer_page, render_page
+from accounts.pages import customer_page, page_number, render_page
 from billing_portal.money import format_major
 
 from ..models import Resolution
@@ -134,10 +134,6 @@ def _cursor_parse(text: str | None) -> tuple[dt.datetime, int] | None:
     return at, int(match[2])
 
 
-def _page_number(text: str | None) -> int:
-    return int(text) if text and text.isdigit() and 0 < int(text) < 10**9 else 1
-
-
 @customer_page
 def resolution_list_page(request):
     account = request.account
@@ -146,7 +142,7 @@ def resolution_list_page(request):
     if filterset.is_valid():
         older, newer = request.GET.get("older"), request.GET.get("newer")
         older_than, newer_than = _cursor_parse(older), _cursor_parse(newer)
-        number = _page_number(request.GET.get("page"))
+        number = page_number(request.GET.get("page"))
         if (older and older_than is None) or (newer and newer_than is None):
             context["notice"] = "That page link was damaged, so this is the first page."
             number = 1

@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils.http import urlencode
 
 from accounts.models import Role
-from accounts.pages import IdempotentForm, form_errors_apply, render_page, staff_page
+from accounts.pages import IdempotentForm, form_errors_apply, page_number, render_page, staff_page
 from accounts.selectors import account_get_visible, audit_log_list, price_plan_list
 from billing_portal import clock
 from billing_portal.stripe_client import StripeFailure
@@ -28,13 +28,6 @@ from ..services import resolution_void
 from ..services.invoice_preview import invoice_preview_get
 
 HISTORY_SHOWN = 50
-
-
-def _page_number(value) -> int:
-    try:
-        return max(int(value), 1)
-    except (TypeError, ValueError):
-        return 1
 
 
 # Column -> (header, numeric). A numeric column sorts biggest first when first clicked.
@@ -76,7 +69,7 @@ def staff_home(request):
     sort = request.GET.get("sort", Sort.NAME)
     book = account_book_get(
         user=request.user, now=clock.now(), query=request.GET.get("q", ""), sort=sort,
-        descending=request.GET.get("dir") == "desc", page=_page_number(request.GET.get("page")),
+        descending=request.GET.get("dir") == "desc", page=page_number(request.GET.get("page")),
     )  # fmt: skip
     context = {
         "book": book,
