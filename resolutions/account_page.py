@@ -17,7 +17,7 @@ from accounts.models import Account
 from credits.models import CreditAlert, CreditPack, SeatConversion
 from credits.selectors import credit_balance, credit_pack_list
 
-from .book import BILLED_SUBSCRIPTION_STATES
+from .dashboard import BILLED_SUBSCRIPTION_STATES
 from .models import MeterReport, Resolution
 from .selectors import billing_period_overage_get, meter_reporting_status, usage_get
 

@@ -30,6 +30,7 @@ from billing_portal.periods import PeriodCalendar, RecordedPeriod
 from credits.alerts import credit_standings
 from credits.models import CreditAlert
 
+from .dashboard import BILLED_SUBSCRIPTION_STATES
 from .models import MeterWindow, Resolution
 from .rating import PriceTerms, price_quantity
 from .services.funding import _burn_per_day
@@ -37,7 +38,6 @@ from .services.funding import _burn_per_day
 PAGE_SIZE = 25
 ROW_FIELDS = ("pk", "name", "slug", "currency", "status")  # BookRow's first fields, in order
 # Subscription states whose seats are billed (as the invoice preview counts them).
-BILLED_SUBSCRIPTION_STATES = ("active", "trialing", "past_due")
 
 
 class Sort:

@@ -114,6 +114,35 @@ def billing_period_usage_get(*, account: Account, now: dt.datetime) -> dict | No
     }
 
 
+# The subscription states Stripe bills seats in (one constant for the dashboard, the book, the budget alert,
+# the account page and the invoice preview).
+BILLED_SUBSCRIPTION_STATES = ("active", "trialing", "past_due")
+
+
+@dataclass(frozen=True, slots=True)
+class SeatItem:
+    """A subscription's seat item as Stripe holds it: its quantity, the plan version whose seat Price it bills
+    (the account's own version when the Price is not one of ours), and whether the subscription renews."""
+
+    quantity: int
+    version: PricePlanVersion
+    renews: bool
+
+
+def seat_item_of(*, subscription: dict, account: Account) -> SeatItem:
+    """The seat item (the first licensed item) of a Stripe subscription object: one rule for the dashboard's
+    seats and the invoice preview's."""
+    items = (subscription.get("items") or {}).get("data") or []
+    licensed = [i for i in items if ((i.get("price") or {}).get("recurring") or {}).get("usage_type") == "licensed"]
+    item = licensed[0] if licensed else {}
+    price_id = (item.get("price") or {}).get("id")
+    version = (
+        PricePlanVersion.objects.filter(stripe_seat_price_id=price_id).first() if price_id else None
+    ) or account.plan_version
+    renews = subscription.get("status") in BILLED_SUBSCRIPTION_STATES and not subscription.get("cancel_at_period_end")
+    return SeatItem(quantity=int(item.get("quantity") or 0), version=version, renews=renews)
+
+
 def seats_get(*, account: Account, now: dt.datetime) -> dict | None:
     """The seat item of the account's current subscription as dj-stripe last mirrored it from Stripe (no
     Stripe call): quantity, price per seat (of the plan version its Price bills) and whether it renews.
@@ -123,16 +152,8 @@ def seats_get(*, account: Account, now: dt.datetime) -> dict | None:
     mirrored = Subscription.objects.filter(id=row.stripe_subscription_id).first() if row else None
     if mirrored is None:
         return None
-    data = mirrored.stripe_data or {}
-    items = (data.get("items") or {}).get("data") or []
-    licensed = [i for i in items if ((i.get("price") or {}).get("recurring") or {}).get("usage_type") == "licensed"]
-    item = licensed[0] if licensed else {}
-    price_id = (item.get("price") or {}).get("id")
-    version = (
-        PricePlanVersion.objects.filter(stripe_seat_price_id=price_id).first() if price_id else None
-    ) or account.plan_version
-    quantity = int(item.get("quantity") or 0)
-    renews = data.get("status") in ("active", "trialing", "past_due") and not data.get("cancel_at_period_end")
+    seat = seat_item_of(subscription=mirrored.stripe_data or {}, account=account)
+    quantity, version, renews = seat.quantity, seat.version, seat.renews
     return {
         "quantity": quantity,
         "unit_amount": version.seat_unit_amount,

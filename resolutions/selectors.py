@@ -19,7 +19,7 @@ from billing_portal.db import rows_fetch
 from billing_portal.periods import PeriodCalendar, RecordedPeriod
 from credits.budget import PeriodSpend
 
-from .dashboard import billing_period_usage_get
+from .dashboard import BILLED_SUBSCRIPTION_STATES, billing_period_usage_get
 from .models import DailyUsage, MeterReport, MeterWindow, PendingEvaluation, Resolution
 from .rating import PriceTerms, price_quantity
 
@@ -333,9 +333,6 @@ def _is_uuid(value: str) -> bool:
     return True
 
 
-SEAT_BILLING_STATUSES = ("active", "trialing", "past_due")
-
-
 def billing_period_spend_list(*, account_ids: list[int], now: dt.datetime) -> dict[int, PeriodSpend]:
     """Per account (with a Stripe subscription), its current billing period's spend: the seats the period
     bills (the dj-stripe mirror's seat quantity x the seat price of the version that seat Price belongs to)
@@ -390,7 +387,7 @@ def _seat_quantities(account_ids: list[int]) -> dict[int, dict[str, int]]:
         "customer__subscriber_id", "stripe_data"
     )
     for account_id, data in mirrored:
-        if (data or {}).get("status") not in SEAT_BILLING_STATUSES:
+        if (data or {}).get("status") not in BILLED_SUBSCRIPTION_STATES:
             continue
         for item in ((data.get("items") or {}).get("data")) or []:
             price = item.get("price") or {}

@@ -24,12 +24,12 @@ from decimal import Decimal
 from django.db.models import Sum
 from django.http import Http404
 
-from accounts.models import Account, BillingPeriod, PricePlanVersion
+from accounts.models import Account, BillingPeriod
 from accounts.services.billing_periods import billing_period_calendar
 from billing_portal import stripe_client
 from billing_portal.periods import PeriodCalendar
 
-from ..dashboard import period_plan_version, period_usage_sum
+from ..dashboard import period_plan_version, period_usage_sum, seat_item_of
 from ..models import MeterReport
 from ..rating import GRADUATED, PER_UNIT, PriceTerms, price_lines
 from ..selectors import meter_reporting_status
@@ -174,17 +174,8 @@ def _tier_lines(quantity: int, terms: PriceTerms) -> list[dict]:
 def _seats(account: Account, subscription: dict, calendar: PeriodCalendar, period_end: dt.datetime) -> dict:
     """The seat item (the subscription's licensed item) for the next period, at the portal's seat price of
     the plan version whose seat Price it bills. Nothing when the subscription does not renew."""
-    items = (subscription.get("items") or {}).get("data") or []
-    licensed = [i for i in items if ((i.get("price") or {}).get("recurring") or {}).get("usage_type") == "licensed"]
-    item = licensed[0] if licensed else {}
-    quantity = int(item.get("quantity") or 0)
-    price_id = (item.get("price") or {}).get("id")
-    version = (
-        PricePlanVersion.objects.filter(stripe_seat_price_id=price_id).first() if price_id else None
-    ) or account.plan_version
-    renews = subscription.get("status") in ("active", "trialing", "past_due") and not subscription.get(
-        "cancel_at_period_end"
-    )
+    seat = seat_item_of(subscription=subscription, account=account)
+    quantity, version, renews = seat.quantity, seat.version, seat.renews
     next_start, next_end = calendar.containing(period_end)
     return {
         "quantity": quantity if renews else 0,
