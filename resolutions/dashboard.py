@@ -266,7 +266,7 @@ def credit_burn_project(*, packs: list[PackState], rate: float, now: dt.datetime
         points.append((end, total(end)))
     return {
         "points": [(at, round(remaining)) for at, remaining in points],
-        "drawn": math.floor(drawn + 1e-9),
+        "drawn": math.floor(drawn + 1e-6),  # float steps of a whole demand may sum to 639.9999999
         "runs_out": runs_out,
         "expired": math.floor(expired + 1e-9),
     }
@@ -292,11 +292,13 @@ def forecast_get(*, period: dict, rate: DailyRate, packs: list[PackState], now: 
     days = period["days_left"]
     spread = FORECAST_Z * rate.stdev * math.sqrt(days)
     low, high = max(rate.mean * days - spread, 0.0), rate.mean * days + spread
+    # Whole resolutions first, then the credits those would draw: rounding the demand up but the draw down
+    # showed one phantom overage resolution when credits cover everything.
+    low, high = math.floor(low), math.ceil(high)
     drawn_low = credit_burn_project(packs=packs, rate=low / days if days else 0, now=now, until=period["end"])["drawn"]
     drawn_high = credit_burn_project(packs=packs, rate=high / days if days else 0, now=now, until=period["end"])[
         "drawn"
     ]
-    low, high = math.floor(low), math.ceil(high)
     overage_low = period["overage"] + max(low - drawn_low, 0)
     overage_high = period["overage"] + max(high - drawn_high, 0)
     terms = period["terms"]

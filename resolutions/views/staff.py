@@ -4,6 +4,7 @@ reporting, history) and voiding a resolution found by its conversation id."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from django import forms
 from django.contrib import messages
@@ -26,6 +27,8 @@ from ..models import Resolution
 from ..selectors import billing_period_overage_get, invoice_list
 from ..services import resolution_void
 from ..services.invoice_preview import invoice_preview_get
+
+logger = logging.getLogger(__name__)
 
 HISTORY_SHOWN = 50
 
@@ -115,7 +118,8 @@ def staff_invoice_preview(request, account_id: int):
     except Http404 as exc:
         context["problem"] = str(exc)
     except StripeFailure as exc:
-        context["problem"] = f"Stripe could not be asked for the preview just now ({exc}). Try again in a minute."
+        logger.warning("invoice preview of account %s: %s", account.pk, exc)
+        context["problem"] = "Stripe could not be asked for the preview just now. Try again in a minute."
     return render_page(
         request, "portal/staff_action.html", {**context, "partial": "portal/_staff_invoice_preview.html",
                                               "title": "Invoice preview"},
