@@ -51,6 +51,11 @@ def staff_page(view):
     return _role_page(STAFF_ROLES, with_account=False)(view)
 
 
+def admin_page(view):
+    """A page for admins only (pricing, simulations, migrations, operations); others are sent home."""
+    return _role_page((Role.ADMIN,), with_account=False)(view)
+
+
 def render_page(request, template: str, context: dict, *, partial: str | None = None, status: int = 200):
     """The whole page, or only `partial` (a template the page includes) when htmx asked for it: htmx
     swaps the fragment, and without JavaScript the same URL answers the full page."""

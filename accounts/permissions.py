@@ -24,3 +24,12 @@ class IsStaffRole(BasePermission):
 
     def has_permission(self, request, view):
         return getattr(request.user, "role", None) in (Role.ACCOUNT_MANAGER, Role.ADMIN)
+
+
+class IsAdminRole(BasePermission):
+    """Pricing and finance: price plans and versions, simulations, migrations, operations (DESIGN §2)."""
+
+    message = "This endpoint is for admins (pricing and finance)."
+
+    def has_permission(self, request, view):
+        return getattr(request.user, "role", None) == Role.ADMIN

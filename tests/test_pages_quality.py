@@ -33,7 +33,14 @@ LOCAL_HOSTS = {"testserver", "localhost", "127.0.0.1", "[::1]"}
 LINK_HOSTS = {"invoice.stripe.com", "pay.stripe.com", "dashboard.stripe.com"}
 XML_NAMESPACES = ("http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink", "http://www.w3.org/1999/xhtml")
 URL_IN_TEXT = re.compile(r"""(?:https?:)?//([A-Za-z0-9.-]+(?::\d+)?)[^\s"'<>)]*""")
-ROLES_BY_PREFIX = {"portal/": ("viewer", "billing_admin"), "staff/": ("manager", "admin")}
+# The first matching prefix decides; pricing and operations are for admins only (DESIGN §2).
+ROLES_BY_PREFIX = {
+    "portal/": ("viewer", "billing_admin"),
+    "staff/pricing/": ("admin",),
+    "staff/ops/": ("admin",),
+    "staff/": ("manager", "admin"),
+}
+ADMIN_ONLY_PREFIXES = ("staff/pricing/", "staff/ops/")
 ALL_ROLES = ("viewer", "billing_admin", "manager", "admin")
 
 
@@ -303,6 +310,21 @@ def test_every_built_page_answers_some_role(client, world):
             page.name,
             statuses,
         )
+
+
+ADMIN_ONLY = [pytest.param(p, id=p.name) for p in PAGES if p.route.startswith(ADMIN_ONLY_PREFIXES)]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("page", ADMIN_ONLY)
+def test_admin_only_pages_send_everyone_else_home(client, world, page):
+    """Pricing and operations are the admins': an account manager or a customer is sent home, for GET and
+    POST, and nothing changes."""
+    url = page_url(page, world.objects)
+    for role in ("viewer", "billing_admin", "manager"):
+        client.force_login(world.users[role])
+        assert client.get(url).status_code == 302, (page.name, role)
+        assert client.post(url, {"confirm": "yes", "idempotency_key": "k"}).status_code == 302, (page.name, role)
 
 
 SCOPED = [pytest.param(p, id=p.name) for p in PAGES if any(param.endswith("_id") for param in p.params)]
