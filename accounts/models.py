@@ -368,4 +368,62 @@ class BillingPeriod(models.Model):
         return f"{self.account_id}: {self.start:%Y-%m-%d %H:%M} – {self.end:%Y-%m-%d %H:%M}"
 
 
+class PlanMigration(models.Model):
+    """One account's scheduled move to another published plan version, at one of its Stripe billing-period
+    starts (DESIGN §3.2). The row is also the account's version history: the version in force at an instant
+    is the `to_version` of the latest migration (not cancelled) whose `effective_at` is not after it, else the
+    `from_version` of the first one, else the account's version (`accounts.selectors.PlanSchedule`).
+    Resolutions are stamped with the version in force at their `resolved_at`, so a period is rated by one
+    version whether or not Stripe's price has been switched yet.
+
+    States: scheduled → switching (the billing cycle has started to switch the Stripe subscription's Prices;
+    set before the call, so a crash leaves a row that says where it stopped) → done; scheduled → cancelled;
+    switching → failed (Stripe refused; an admin retries it, which puts it back to switching)."""
+
+    class Status(models.TextChoices):
+        SCHEDULED = "scheduled", "Scheduled"
+        SWITCHING = "switching", "Switching the Stripe price"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed (Stripe refused)"
+        CANCELLED = "cancelled", "Cancelled"
+
+    OPEN_STATES = (Status.SCHEDULED, Status.SWITCHING, Status.FAILED)
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="plan_migrations")
+    from_version = models.ForeignKey(PricePlanVersion, on_delete=models.PROTECT, related_name="+")
+    to_version = models.ForeignKey(PricePlanVersion, on_delete=models.PROTECT, related_name="migrations_in")
+    effective_at = models.DateTimeField(help_text="The Stripe billing-period start the move takes effect at.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SCHEDULED)
+    batch_key = models.CharField(
+        max_length=64, help_text="What scheduled it (a form's or a client's Idempotency-Key): a repeat is one move."
+    )
+    reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=clock.now)
+    switch_started_at = models.DateTimeField(null=True, blank=True)
+    applied_at = models.DateTimeField(null=True, blank=True, help_text="When Stripe's Prices were switched.")
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    stripe_subscription_id = models.CharField(max_length=255, blank=True)
+    rejections = models.PositiveIntegerField(
+        default=0,
+        help_text="Times Stripe refused the switch and an admin retried it (a new idempotency key each time).",
+    )
+    last_error = models.TextField(blank=True, help_text="Why the switch is waiting or failed, in plain words.")
+
+    class Meta:
+        ordering = ["effective_at", "account_id", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["batch_key", "account"], name="plan_migration_batch_account_unique"),
+            # One open move per account: a second waits until the first is done or cancelled.
+            models.UniqueConstraint(
+                fields=["account"], condition=Q(status__in=["scheduled", "switching", "failed"]),
+                name="plan_migration_one_open_per_account",
+            ),
+        ]  # fmt: skip
+        indexes = [models.Index(fields=["status", "effective_at"], name="plan_migration_due_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.account} → {self.to_version} at {self.effective_at:%Y-%m-%d %H:%M}"
+
+
 from .idempotency import IdempotencyKey  # noqa: E402,F401 - its migration belongs to accounts

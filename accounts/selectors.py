@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
+import datetime as dt
+from dataclasses import dataclass
+
 from django.db.models import QuerySet
 from django.http import Http404
 
@@ -49,3 +53,38 @@ def audit_log_list(*, account: Account | None = None, limit: int = 50) -> QueryS
 
 def price_plan_list() -> QuerySet[PricePlan]:
     return PricePlan.objects.prefetch_related("versions__tiers", "versions__offers")
+
+
+@dataclass(frozen=True, slots=True)
+class PlanSchedule:
+    """Which plan version is in force for an account at any instant (see `PlanMigration`): the account's
+    moves that were not cancelled, as (effective_at, from_version_id, to_version_id) in time order."""
+
+    account_version_id: int
+    moves: tuple[tuple[dt.datetime, int, int], ...] = ()
+
+    @property
+    def single_version_id(self) -> int | None:
+        """The one version of every instant when the account never moved (the usual case), else None."""
+        return None if self.moves else self.account_version_id
+
+    def version_at(self, instant: dt.datetime) -> int:
+        if not self.moves:
+            return self.account_version_id
+        i = bisect.bisect_right([m[0] for m in self.moves], instant) - 1
+        return self.moves[i][2] if i >= 0 else self.moves[0][1]
+
+
+def plan_schedule_get(*, account_id: int, account_version_id: int | None = None) -> PlanSchedule:
+    """The account's plan schedule (one small query, two when the account's version is not given)."""
+    from .models import PlanMigration
+
+    moves = tuple(
+        PlanMigration.objects.filter(account_id=account_id)
+        .exclude(status=PlanMigration.Status.CANCELLED)
+        .order_by("effective_at", "id")
+        .values_list("effective_at", "from_version_id", "to_version_id")
+    )
+    if account_version_id is None:
+        account_version_id = Account.objects.values_list("plan_version_id", flat=True).get(pk=account_id)
+    return PlanSchedule(account_version_id, moves)

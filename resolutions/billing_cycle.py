@@ -8,6 +8,8 @@ the next cycle, and the steps that do not depend on it still run):
 1. evaluate    — conversations whose events are still queued (e.g. the broker was down);
 2. finalise    — elapsed inactivity windows become assumed resolutions;
 3. periods     — billing periods from Stripe: subscriptions whose latest known period has ended (renewals);
+3b. plan moves — scheduled plan migrations whose period has begun: the Stripe subscription's Prices switched
+   to the new version (accounts/services/plan_migrations.py); their new-period meter reports wait for it;
 4. purchases   — credit purchases waiting on Stripe (a paid invoice activates its pack);
 5. funding     — credits drawn down, the rest priced as overage in its (Stripe) billing period;
 6. expiry      — packs past their expiry written off (breakage);
@@ -39,6 +41,7 @@ from django.conf import settings
 
 from accounts.idempotency import idempotency_keys_expire
 from accounts.services.billing_periods import billing_periods_sync
+from accounts.services.plan_migrations import plan_migrations_apply
 from accounts.services.provisioning import provisioning_cleanup
 from billing_portal.session_locks import session_lock
 from billing_portal.stripe_client import StripeFailure
@@ -110,6 +113,17 @@ def _periods(now):
     if r.failures:
         text += f"; {len(r.failures)} rejected by Stripe ({r.failures[0]})"
     return text, {"periods_checked": r.checked, "periods_renewed": r.renewed, "periods_rejected": len(r.failures)}
+
+
+def _plan_moves(now):
+    r = plan_migrations_apply(now=now)
+    text = f"{r.switched} plan migration(s) switched in Stripe, {r.waiting} waiting"
+    if r.failed:
+        text += f"; {r.failed} refused by Stripe (an admin must retry)"
+    if r.unavailable:
+        raise StripeFailure("switch plan prices", f"{text}; Stripe not reachable ({r.unavailable[0]})", retryable=True)
+    return text, {"plan_migrations_switched": r.switched, "plan_migrations_waiting": r.waiting,
+                  "plan_migrations_failed": r.failed}  # fmt: skip
 
 
 def _purchases(now):
@@ -195,6 +209,7 @@ STEPS: list[tuple[str, Callable[[dt.datetime], tuple[str, dict]], tuple[str, ...
     ("evaluate", _evaluate, ()),
     ("finalise", _finalise, ()),
     ("periods", _periods, ()),
+    ("plan_moves", _plan_moves, ()),  # after periods: a move switches once Stripe's renewal is recorded
     ("purchases", _purchases, ()),
     ("funding", _funding, ()),
     ("expiry", _expiry, ("funding",)),  # a pack never expires before what it covered was funded

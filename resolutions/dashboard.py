@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from djstripe.models import Subscription
 
 from accounts.models import Account, BillingPeriod, PricePlanVersion
+from accounts.selectors import plan_schedule_get
 from accounts.services.billing_periods import billing_period_calendar
 from credits.alerts import CreditStanding, credit_alert_conditions
 from credits.models import CreditAlert, CreditPack
@@ -67,13 +68,13 @@ def period_usage_sum(*, account: Account, starts: dt.datetime, ends: dt.datetime
 
 def period_plan_version(*, account: Account, starts: dt.datetime, ends: dt.datetime) -> PricePlanVersion:
     """The plan version the period's resolutions are rated with (a version holds for whole periods): that
-    of its first resolution (one index probe), else the account's."""
+    of its first resolution (one index probe), else the one in force at its start (plan migrations)."""
     version_id = (
         Resolution.objects.filter(account_id=account.pk, resolved_at__gte=starts, resolved_at__lt=ends)
         .order_by("resolved_at", "id")
         .values_list("plan_version_id", flat=True)[:1]
         .first()
-    ) or account.plan_version_id
+    ) or plan_schedule_get(account_id=account.pk, account_version_id=account.plan_version_id).version_at(starts)
     return PricePlanVersion.objects.prefetch_related("tiers").get(pk=version_id)
 
 

@@ -12,6 +12,7 @@ from django.db import transaction
 
 from accounts.locks import account_lock
 from accounts.models import Account
+from accounts.selectors import plan_schedule_get
 from billing_portal import clock
 
 from .. import sql
@@ -105,7 +106,7 @@ def conversations_evaluate(*, account: Account, conversation_ids: Iterable[str],
         Resolution.objects.filter(pk__in=void_ids).update(voided_at=now, void_reason=SUPERSEDED)
         resolutions_unfund_voided(account, to_void, now)
     if to_create:
-        sql.resolutions_insert(account.pk, account.plan_version_id, to_create, now)
+        _resolutions_insert(account, to_create, now)
     before = sql.conversations_upsert(account.pk, states, now)
     escalations, waiting = [], 0
     for conversation_id, status, _window, _last, escalated_at in states:
@@ -117,6 +118,21 @@ def conversations_evaluate(*, account: Account, conversation_ids: Iterable[str],
         sql.conversation_tally_add(account.pk, waiting)
     rollups_adjust(account, added=to_create, removed=to_void, escalations=escalations)
     return len(to_create)
+
+
+def _resolutions_insert(account: Account, to_create: list, now: dt.datetime) -> None:
+    """Write new resolutions stamped with the plan version in force at their resolved_at (DESIGN §3.2: a
+    period is rated by the account's version in that period; `PlanMigration` moves change it only at a
+    period start). One INSERT per version: one for an account that never moved."""
+    schedule = plan_schedule_get(account_id=account.pk, account_version_id=account.plan_version_id)
+    if schedule.single_version_id is not None:
+        sql.resolutions_insert(account.pk, schedule.single_version_id, to_create, now)
+        return
+    by_version: dict[int, list] = defaultdict(list)
+    for new in to_create:
+        by_version[schedule.version_at(new.resolved_at)].append(new)
+    for version_id, rows in sorted(by_version.items()):
+        sql.resolutions_insert(account.pk, version_id, rows, now)
 
 
 class _NewResolution(NamedTuple):

@@ -25,6 +25,8 @@ from django.db.models import Count, F, Q, Sum
 from djstripe.models import Customer
 
 from accounts.models import Account, BillingMeter, PricePlanVersion
+from accounts.selectors import plan_schedule_get
+from accounts.services.plan_migrations import meter_report_hold_from
 from accounts.services.stripe_catalog import METER_CUSTOMER_KEY, METER_VALUE_KEY
 from billing_portal import stripe_client
 from billing_portal.periods import EARLIEST
@@ -134,13 +136,13 @@ def meter_identifier(account_uid, window_start: dt.datetime, sequence: int) -> s
 
 def _period_terms(account_id: int, period_start: dt.datetime, period_end: dt.datetime) -> PriceTerms:
     """The price terms of a period: the plan version its resolutions were rated with (a version holds for
-    whole periods), else the account's."""
+    whole periods), else the one in force at its start (plan migrations)."""
     version_id = (
         Resolution.objects.filter(account_id=account_id, resolved_at__lt=period_end)
         .filter(resolved_at__gte=period_start)
         .values_list("plan_version_id", flat=True)
         .first()
-    ) or Account.objects.values_list("plan_version_id", flat=True).get(pk=account_id)
+    ) or plan_schedule_get(account_id=account_id).version_at(period_start)
     return PriceTerms.from_version(PricePlanVersion.objects.prefetch_related("tiers").get(pk=version_id))
 
 
@@ -321,9 +323,12 @@ def meter_report_account(*, account_id: int, now: dt.datetime) -> AccountReport:
             return result
         account = Account.objects.get(pk=account_id)
         result.planned, result.adjustments = _plan(account, now)
+        rows = MeterReport.objects.filter(account_id=account_id, state__in=OPEN_STATES)
+        hold_from = meter_report_hold_from(account_id=account_id)
+        if hold_from is not None:  # a plan migration's start has not switched Stripe's Price yet: its usage waits
+            rows = rows.exclude(timestamp__gte=hold_from)
         rows = list(
-            MeterReport.objects.filter(account_id=account_id, state__in=OPEN_STATES)
-            .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+            rows.filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
             .select_related("window")
             .order_by("id")
         )

@@ -29,6 +29,7 @@ STEP_NAMES = [
     "evaluate",
     "finalise",
     "periods",
+    "plan_moves",
     "purchases",
     "funding",
     "expiry",
