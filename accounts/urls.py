@@ -1,8 +1,19 @@
 from django.urls import path
 
-from . import apis, views
+from . import apis, migration_apis, views
 
 api_urlpatterns = [
+    path("staff/plan-migrations", migration_apis.PlanMigrationListApi.as_view(), name="api-plan-migrations"),
+    path(
+        "staff/plan-migrations/<int:migration_id>/cancel",
+        migration_apis.PlanMigrationCancelApi.as_view(),
+        name="api-plan-migration-cancel",
+    ),
+    path(
+        "staff/plan-migrations/<int:migration_id>/retry",
+        migration_apis.PlanMigrationRetryApi.as_view(),
+        name="api-plan-migration-retry",
+    ),
     path("account", apis.AccountDetailApi.as_view(), name="api-account"),
     path("api-keys", apis.ApiKeyListCreateApi.as_view(), name="api-keys"),
     path("api-keys/<int:key_id>", apis.ApiKeyDetailApi.as_view(), name="api-key-detail"),

@@ -15,7 +15,8 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import JsonResponse
 from django.views import defaults
 from django.views.csrf import csrf_failure as django_csrf_failure
-from rest_framework import exceptions, status
+from drf_spectacular.utils import inline_serializer
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -118,3 +119,20 @@ def csrf_failure(request, reason=""):
     if not is_api(request):
         return django_csrf_failure(request, reason)
     return error_response(403, f"CSRF check failed: {reason}" if reason else "CSRF check failed.")
+
+
+# The one error shape, for drf-spectacular's `responses` of every API view.
+ERRORS = inline_serializer(
+    "Errors",
+    {
+        "errors": inline_serializer(
+            "Error",
+            {
+                "index": serializers.IntegerField(allow_null=True),
+                "field": serializers.CharField(allow_null=True),
+                "message": serializers.CharField(),
+            },
+            many=True,
+        )
+    },
+)

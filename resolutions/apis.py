@@ -17,27 +17,13 @@ from accounts.models import Account
 from accounts.permissions import IsCustomer, IsStaffRole
 from accounts.selectors import account_get_visible
 from billing_portal import clock
+from billing_portal.api_errors import ERRORS
 from billing_portal.parsers import JsonParser, JsonValueRefused
 
 from .ingestion import events_parse, refused_value_error
 from .selectors import DATE_MAX, DATE_MIN, MAX_USAGE_DAYS, resolution_get_visible, resolution_list, usage_get
 from .services import EventConflict, conversation_events_ingest, resolution_void
 from .services.invoice_preview import invoice_preview_get
-
-ERRORS = inline_serializer(
-    "Errors",
-    {
-        "errors": inline_serializer(
-            "Error",
-            {
-                "index": serializers.IntegerField(allow_null=True),
-                "field": serializers.CharField(allow_null=True),
-                "message": serializers.CharField(),
-            },
-            many=True,
-        )
-    },
-)
 
 
 class IsApiKey(BasePermission):

@@ -1,7 +1,7 @@
 from django.urls import path
 
 from . import apis
-from .views import dashboard, invoices, resolution_list, staff
+from .views import dashboard, invoices, plan_migrations, resolution_list, staff
 
 api_urlpatterns = [
     path("conversation-events", apis.ConversationEventsApi.as_view(), name="api-conversation-events"),
@@ -25,4 +25,16 @@ page_urlpatterns = [
     path("staff/accounts/<int:account_id>/", staff.staff_account, name="staff-account"),
     path("staff/accounts/<int:account_id>/void", staff.resolution_void_form, name="staff-resolution-void"),
     path("staff/accounts/<int:account_id>/invoice-preview", staff.staff_invoice_preview, name="staff-invoice-preview"),
+    path("staff/pricing/migrations/", plan_migrations.plan_migration_list, name="staff-plan-migrations"),
+    path("staff/pricing/migrations/new", plan_migrations.plan_migration_new, name="staff-plan-migration-new"),
+    path(
+        "staff/pricing/migrations/<int:migration_id>/cancel",
+        plan_migrations.plan_migration_cancel_form,
+        name="staff-plan-migration-cancel",
+    ),
+    path(
+        "staff/pricing/migrations/<int:migration_id>/retry",
+        plan_migrations.plan_migration_retry_form,
+        name="staff-plan-migration-retry",
+    ),
 ]

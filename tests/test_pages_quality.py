@@ -24,6 +24,7 @@ from django.urls import URLPattern, reverse
 import accounts.urls
 import credits.urls
 import resolutions.urls
+from accounts.models import PlanMigration, PricePlan
 from billing_portal import clock
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +112,23 @@ def _account_objects(account, actor, suffix: str) -> dict:
     assert errors == []
     conversation_events_ingest(account=account, events=parsed)
     resolution = Resolution.objects.filter(account=account).order_by("pk").first()
-    return {"key_id": key, "pack_id": pack, "resolution_id": resolution}
+    migration = PlanMigration.objects.create(
+        account=account, from_version=account.plan_version, to_version=_published_version(actor),
+        effective_at=now + dt.timedelta(days=20), batch_key=f"sample-{suffix}",
+    )  # fmt: skip
+    return {"key_id": key, "pack_id": pack, "resolution_id": resolution, "migration_id": migration}
+
+
+def _published_version(actor):
+    from accounts.pricing import plan_version_spec_parse
+    from accounts.services import price_plan_version_create, price_plan_version_publish
+
+    spec = plan_version_spec_parse({
+        "currency": "usd", "unit_amount_decimal": "80", "inactivity_window": "24:00:00", "seat_unit_amount": 3900,
+        "seat_conversion_unit_amount_decimal": "90", "effective_from": "2026-01-01T00:00:00Z",
+    })  # fmt: skip
+    version = price_plan_version_create(plan=PricePlan.objects.get(slug="fin-standard"), spec=spec, actor=actor)
+    return price_plan_version_publish(version=version, actor=actor)
 
 
 @pytest.fixture

@@ -92,6 +92,75 @@ def _target_checked(to_version: PricePlanVersion) -> PricePlanVersion:
     return to_version
 
 
+@dataclass(frozen=True)
+class MovePlan:
+    """What scheduling decides for one account: its move's start, or why it cannot move (plain words)."""
+
+    account: Account
+    start: dt.datetime | None
+    skip: str | None
+
+
+def _candidates(*, accounts, from_version) -> list[Account]:
+    if (accounts is None) == (from_version is None):
+        raise ValidationError({"accounts": "Choose the accounts to move, or the version whose accounts move."})
+    if from_version is not None:
+        return list(Account.objects.filter(plan_version=from_version).exclude(status=Account.Status.CLOSED))
+    candidates = list({a.pk: a for a in accounts}.values())
+    if not candidates:
+        raise ValidationError({"accounts": "Choose at least one account."})
+    return candidates
+
+
+def _not_before(not_before: dt.datetime | None, now: dt.datetime) -> dt.datetime:
+    if not_before is not None:
+        if not_before.tzinfo is None:
+            raise ValidationError({"not_before": "Give the date with a timezone."})
+        if not_before > now + LATEST_START:
+            raise ValidationError({"not_before": "A move can be scheduled at most two years ahead."})
+    return max(not_before or now, now)
+
+
+def _decide(candidates: list[Account], to_version: PricePlanVersion, not_before: dt.datetime, now) -> list[MovePlan]:
+    """The one rule for who can move and from when (scheduling and its preview both use it)."""
+    open_moves = dict(
+        PlanMigration.objects.filter(account__in=[a.pk for a in candidates], status__in=PlanMigration.OPEN_STATES)
+        .values_list("account_id", "to_version__number")
+    )  # fmt: skip
+    plans = []
+    for account in sorted(candidates, key=lambda a: a.pk):
+        skip, start = None, None
+        if account.status != Account.Status.ACTIVE:
+            skip = f"the account is {account.get_status_display().lower()}"
+        elif account.currency != to_version.currency:
+            skip = f"it is billed in {account.currency.upper()}, the version in {to_version.currency.upper()}"
+        elif account.pk in open_moves:
+            skip = f"a move to v{open_moves[account.pk]} is already scheduled (cancel it first)"
+        elif account.plan_version_id == to_version.pk:
+            skip = f"it is already on v{to_version.number}"
+        else:
+            start = plan_migration_start_for(account=account, not_before=not_before, now=now)
+            if start is None:
+                skip = "Stripe has no billing period for it (no subscription)"
+        plans.append(MovePlan(account, start, skip))
+    return plans
+
+
+def plan_migrations_preview(
+    *,
+    to_version: PricePlanVersion,
+    accounts: Iterable[Account] | None = None,
+    from_version: PricePlanVersion | None = None,
+    not_before: dt.datetime | None = None,
+    now: dt.datetime | None = None,
+) -> list[MovePlan]:
+    """What `plan_migrations_schedule` would do now with the same arguments; writes nothing."""
+    now = now or clock.now()
+    to_version = _target_checked(to_version)
+    candidates = _candidates(accounts=accounts, from_version=from_version)
+    return _decide(candidates, to_version, _not_before(not_before, now), now)
+
+
 def plan_migrations_schedule(
     *,
     to_version: PricePlanVersion,
@@ -118,44 +187,10 @@ def plan_migrations_schedule(
         if any(m.to_version_id != to_version.pk for m in previous):
             raise ValidationError({"batch_key": "This key already scheduled moves to another version."})
         return ScheduleResult(scheduled=previous, replayed=True)
-    if (accounts is None) == (from_version is None):
-        raise ValidationError({"accounts": "Choose the accounts to move, or the version whose accounts move."})
-    if not_before is not None:
-        if not_before.tzinfo is None:
-            raise ValidationError({"not_before": "Give the date with a timezone."})
-        if not_before > now + LATEST_START:
-            raise ValidationError({"not_before": "A move can be scheduled at most two years ahead."})
-    not_before = max(not_before or now, now)
-    if from_version is not None:
-        candidates = list(Account.objects.filter(plan_version=from_version).exclude(status=Account.Status.CLOSED))
-    else:
-        candidates = list({a.pk: a for a in accounts}.values())
-        if not candidates:
-            raise ValidationError({"accounts": "Choose at least one account."})
-    result = ScheduleResult()
-    planned: list[tuple[int, dt.datetime]] = []
-    open_moves = dict(
-        PlanMigration.objects.filter(account__in=[a.pk for a in candidates], status__in=PlanMigration.OPEN_STATES)
-        .values_list("account_id", "to_version__number")
-    )  # fmt: skip
-    for account in sorted(candidates, key=lambda a: a.pk):
-        skip = None
-        if account.status != Account.Status.ACTIVE:
-            skip = f"the account is {account.get_status_display().lower()}"
-        elif account.currency != to_version.currency:
-            skip = f"it is billed in {account.currency.upper()}, the version in {to_version.currency.upper()}"
-        elif account.pk in open_moves:
-            skip = f"a move to v{open_moves[account.pk]} is already scheduled (cancel it first)"
-        elif account.plan_version_id == to_version.pk:
-            skip = f"it is already on v{to_version.number}"
-        if skip is None:
-            start = plan_migration_start_for(account=account, not_before=not_before, now=now)
-            if start is None:
-                skip = "Stripe has no billing period for it (no subscription)"
-            else:
-                planned.append((account.pk, start))
-                continue
-        result.skipped.append((account, skip))
+    candidates = _candidates(accounts=accounts, from_version=from_version)
+    plans = _decide(candidates, to_version, _not_before(not_before, now), now)
+    result = ScheduleResult(skipped=[(p.account, p.skip) for p in plans if p.skip])
+    planned = [(p.account.pk, p.start) for p in plans if not p.skip]
     if not planned:
         return result
     user = actor if isinstance(actor, User) else None

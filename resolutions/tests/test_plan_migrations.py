@@ -165,8 +165,12 @@ def test_the_invoice_after_the_move_charges_the_new_price_to_the_cent_and_the_on
     assert first["total"] == 297 + 11700 and second["total"] == 200 + 7500
     # No proration anywhere, and every overage resolution was reported once.
     all_lines = [line for invoice in world.invoices() for line in invoice["lines"]["data"]]
-    assert not [line for line in all_lines if (line.get("parent") or {}).get("subscription_item_details", {}).get(
-        "proration")]  # fmt: skip
+    prorated = [
+        line for line in all_lines
+        for details in (line["parent"].get("subscription_item_details"), line["parent"].get("invoice_item_details"))
+        if details and details.get("proration")
+    ]  # fmt: skip
+    assert all_lines and not prorated
     assert sum(MeterReport.objects.filter(account=world.account).values_list("quantity", flat=True)) == 7
     assert list(
         AuditLogEntry.objects.filter(object_type="accounts.planmigration", object_id=str(migration.pk))
