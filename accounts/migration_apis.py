@@ -140,12 +140,12 @@ class PlanMigrationListApi(APIView):
 
 class _MigrationActionApi(APIView):
     permission_classes = [IsAdminRole]
-    action = None
+    service = None
 
     def post(self, request, migration_id: int):
         migration = get_object_or_404(PlanMigration, pk=migration_id)
         try:
-            moved = type(self).action(migration=migration, actor=request.user)
+            moved = type(self).service(migration=migration, actor=request.user)
         except ValidationError as refused:  # the move's state does not allow it: a conflict, not bad input
             message = " ".join(refused.messages)
             return Response({"errors": [{"index": None, "field": None, "message": message}]}, status=409)
@@ -153,7 +153,7 @@ class _MigrationActionApi(APIView):
 
 
 class PlanMigrationCancelApi(_MigrationActionApi):
-    action = staticmethod(plan_migration_cancel)
+    service = staticmethod(plan_migration_cancel)
 
     @extend_schema(summary="Cancel a scheduled move (until 15 minutes before it takes effect)", request=None,
                    responses={200: PlanMigrationOutputSerializer, 409: ERRORS})  # fmt: skip
@@ -162,7 +162,7 @@ class PlanMigrationCancelApi(_MigrationActionApi):
 
 
 class PlanMigrationRetryApi(_MigrationActionApi):
-    action = staticmethod(plan_migration_retry)
+    service = staticmethod(plan_migration_retry)
 
     @extend_schema(summary="Send a move Stripe refused again", request=None,
                    responses={200: PlanMigrationOutputSerializer, 409: ERRORS})  # fmt: skip

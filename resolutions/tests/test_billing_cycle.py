@@ -87,7 +87,7 @@ def test_billing_tick_prints_one_line_per_step_and_exits_0_when_a_step_fails(pro
     assert lines[0] == f"Billing cycle at {RENEWED_AT.isoformat()}:"
     assert [line.split()[0] for line in lines[1 : 1 + len(STEP_NAMES)]] == STEP_NAMES
     assert lines[3].split()[1] == "FAILED" and "Stripe retrieve subscription failed" in lines[3]
-    assert "0 funded from credits, 1 as overage" in lines[5]
+    assert "0 funded from credits, 1 as overage" in lines[6]
     assert lines[-1] == "1 step(s) failed; the next cycle retries them."
     stripe_emulator.faults.clear()
     out = StringIO()
