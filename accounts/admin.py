@@ -29,6 +29,7 @@ from .models import (
     BillingPeriod,
     CreditPackOffer,
     IdempotencyKey,
+    PlanMigration,
     PricePlan,
     PricePlanVersion,
     PriceTier,
@@ -210,6 +211,16 @@ class AuditLogEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if request.user.role == Role.ADMIN:
             return entries
         return entries.filter(account__in=account_list_visible(user=request.user))
+
+
+@admin.register(PlanMigration)
+class PlanMigrationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Read-only: moves are scheduled, cancelled and retried on /staff/pricing/migrations/ (audited)."""
+
+    list_display = ["account", "from_version", "to_version", "effective_at", "status", "applied_at", "last_error"]
+    list_filter = ["status"]
+    search_fields = ["account__name", "account__slug"]
+    list_select_related = ["account", "from_version__plan", "to_version__plan"]
 
 
 @admin.display(description="Up to")
