@@ -77,11 +77,16 @@ def test_dashboard_shows_usage_as_a_chart_and_a_table(live_server, page, billing
     from resolutions.ingestion import events_parse
     from resolutions.services import conversation_events_ingest
 
+    import zoneinfo
+
     now = clock.now()
+    # Noon in the account's timezone, so a run just after midnight cannot spread one day's events over two
+    # of the chart's days.
+    noon = now.astimezone(zoneinfo.ZoneInfo(account.timezone)).replace(hour=12, minute=0, second=0, microsecond=0)
     events = []
     for day in range(1, 8):
         for n in range(day * 3):
-            at = now - dt.timedelta(days=day, minutes=n)
+            at = noon - dt.timedelta(days=day, minutes=n)
             events += [
                 {"id": f"a{day}-{n}", "conversation_id": f"c{day}-{n}", "type": "ai_answer",
                  "occurred_at": at.isoformat()},
