@@ -26,9 +26,10 @@ from billing_portal import clock
 from credits.conversions import seat_conversion_confirm
 from resolutions.models import Resolution
 from resolutions.rating import GRADUATED, VOLUME, PriceTerms, Tier
-from resolutions.services import resolution_void, resolutions_fund
+from resolutions.services import resolution_void
 from resolutions.services.invoice_preview import _tier_lines
 from resolutions.services.metering import meter_reports_run
+from tests.emulator_world import EmulatorWorld, ts
 from tests.test_api_robustness import assert_one_shape
 
 pytestmark = pytest.mark.django_db
@@ -38,10 +39,6 @@ PERIOD_END = dt.datetime(2026, 12, 2, 9, 30, 15, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
 MINUTE = dt.timedelta(minutes=1)
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def ts(instant: dt.datetime) -> int:
-    return int(instant.timestamp())
 
 
 def url(account_id) -> str:
@@ -85,35 +82,10 @@ def provision(stripe_emulator, settings, api_client, manager):
     return make
 
 
-class World:
+class World(EmulatorWorld):
     def __init__(self, provisioned, emulator, api_client, manager):
-        self.account = provisioned.account
-        self.customer = provisioned.stripe_customer_id
-        self.subscription = provisioned.stripe_subscription_id
-        self.raw_key = provisioned.raw_api_key
-        self.emulator, self.api, self.manager = emulator, api_client, manager
-        self.counter = 0
-
-    def at(self, instant: dt.datetime):
-        self.emulator.set_time(ts(instant))
-        return clock.frozen(instant)
-
-    def resolve(self, *instants: dt.datetime) -> None:
-        """Confirmed resolutions at these instants, posted (and funded) at the latest of them."""
-        events = []
-        for instant in instants:
-            self.counter += 1
-            n = self.counter
-            for kind, when in (("ai_answer", instant - MINUTE), ("customer_confirmed", instant)):
-                events.append({"id": f"{kind}-{n}", "conversation_id": f"c{n}", "type": kind,
-                               "occurred_at": when.isoformat()})  # fmt: skip
-        when = max(instants)
-        self.api.credentials(HTTP_AUTHORIZATION=f"Bearer {self.raw_key}")
-        with self.at(when):
-            response = self.api.post("/api/v1/conversation-events", {"events": events}, format="json")
-            assert response.status_code == 202, response.content
-            resolutions_fund(now=when)
-        self.api.credentials()
+        super().__init__(provisioned, emulator, api_client)
+        self.manager = manager
 
     def report(self, now: dt.datetime):
         with self.at(now):

@@ -30,6 +30,7 @@ from resolutions.billing_cycle import billing_cycle_run
 from resolutions.models import MeterReport, Resolution
 from resolutions.services import resolutions_fund
 from resolutions.services.metering import meter_reports_run
+from tests.emulator_world import EmulatorWorld, ts
 
 pytestmark = pytest.mark.django_db
 
@@ -37,10 +38,6 @@ START = dt.datetime(2026, 11, 2, 9, 30, 15, tzinfo=dt.UTC)
 PERIOD_END = dt.datetime(2026, 12, 2, 9, 30, 15, tzinfo=dt.UTC)
 PERIOD2_END = dt.datetime(2027, 1, 2, 9, 30, 15, tzinfo=dt.UTC)
 MINUTE, HOUR, DAY = dt.timedelta(minutes=1), dt.timedelta(hours=1), dt.timedelta(days=1)
-
-
-def ts(instant: dt.datetime) -> int:
-    return int(instant.timestamp())
 
 
 def _version(admin_user, *, unit="50", seat=2500, currency="usd") -> PricePlanVersion:
@@ -56,34 +53,7 @@ def _version(admin_user, *, unit="50", seat=2500, currency="usd") -> PricePlanVe
     return price_plan_version_publish(version=version, actor=admin_user)
 
 
-class World:
-    def __init__(self, provisioned, emulator, api_client):
-        self.account = provisioned.account
-        self.customer = provisioned.stripe_customer_id
-        self.raw_key = provisioned.raw_api_key
-        self.emulator, self.api = emulator, api_client
-        self.counter = 0
-
-    def at(self, instant: dt.datetime):
-        self.emulator.set_time(ts(instant))
-        return clock.frozen(instant)
-
-    def resolve(self, *instants: dt.datetime, posted_at: dt.datetime | None = None) -> None:
-        events = []
-        for instant in instants:
-            self.counter += 1
-            n = self.counter
-            for kind, when in (("ai_answer", instant - MINUTE), ("customer_confirmed", instant)):
-                events.append({"id": f"{kind}-{n}", "conversation_id": f"c{n}", "type": kind,
-                               "occurred_at": when.isoformat()})  # fmt: skip
-        when = posted_at or max(instants)
-        self.api.credentials(HTTP_AUTHORIZATION=f"Bearer {self.raw_key}")
-        with self.at(when):
-            response = self.api.post("/api/v1/conversation-events", {"events": events}, format="json")
-            assert response.status_code == 202, response.content
-            resolutions_fund(now=when)
-        self.api.credentials()
-
+class World(EmulatorWorld):
     def cycle(self, now: dt.datetime):
         with self.at(now):
             result = billing_cycle_run(now=now)

@@ -19,7 +19,7 @@ from credits.models import CreditAlert, CreditPack
 from credits.services import credit_pack_grant
 from resolutions.models import Resolution
 from resolutions.selectors import billing_period_overage_get
-from resolutions.services import resolutions_fund
+from tests.emulator_world import EmulatorWorld, ts
 from tests.factories import AccountFactory, StaffUserFactory
 
 pytestmark = pytest.mark.django_db
@@ -28,41 +28,8 @@ START = dt.datetime(2026, 11, 2, 9, 30, 15, tzinfo=dt.UTC)
 MINUTE, HOUR, DAY = dt.timedelta(minutes=1), dt.timedelta(hours=1), dt.timedelta(days=1)
 
 
-def ts(instant: dt.datetime) -> int:
-    return int(instant.timestamp())
-
-
-class World:
+class World(EmulatorWorld):
     """An account provisioned in the emulator at START, managed by `manager`, that resolves conversations."""
-
-    def __init__(self, provisioned, emulator, api_client):
-        self.account = provisioned.account
-        self.raw_key = provisioned.raw_api_key
-        self.emulator, self.api = emulator, api_client
-        self.counter = 0
-
-    def at(self, instant: dt.datetime):
-        self.emulator.set_time(ts(instant))
-        return clock.frozen(instant)
-
-    def resolve(self, *instants: dt.datetime, prefix: str = "c") -> list[str]:
-        """Confirmed resolutions at these instants, posted and funded at the latest; returns conversation ids."""
-        events, ids = [], []
-        for instant in instants:
-            self.counter += 1
-            n = self.counter
-            ids.append(f"{prefix}{n}")
-            for kind, when in (("ai_answer", instant - MINUTE), ("customer_confirmed", instant)):
-                events.append({"id": f"{kind}-{n}", "conversation_id": f"{prefix}{n}", "type": kind,
-                               "occurred_at": when.isoformat()})  # fmt: skip
-        when = max(instants)
-        self.api.credentials(HTTP_AUTHORIZATION=f"Bearer {self.raw_key}")
-        with self.at(when):
-            response = self.api.post("/api/v1/conversation-events", {"events": events}, format="json")
-            assert response.status_code == 202, response.content
-            resolutions_fund(now=when)
-        self.api.credentials()
-        return ids
 
 
 @pytest.fixture
