@@ -149,6 +149,15 @@ def browser_type_launch_args(browser_type_launch_args):
 
 
 @pytest.fixture
+def console_errors(page):
+    """Every console error and uncaught exception the page shows while the test runs."""
+    errors = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return errors
+
+
+@pytest.fixture
 def screenshot(page):
     """Save a full-page PNG under artifacts/screenshots/ (for people to look at) and return its path."""
 

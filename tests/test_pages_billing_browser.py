@@ -18,20 +18,12 @@ from django.core.management import call_command
 from accounts.models import Account, ApiKey
 from accounts.services.stripe_webhooks import stripe_webhook_endpoint_ensure
 from billing_portal import clock, stripe_client
-from conftest import PASSWORD
 from credits.models import CreditAlert, CreditPack
+from tests.browser import log_in
 from tests.factories import BillingAdminFactory, CustomerUserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 WIDE, NARROW = {"width": 1280, "height": 900}, {"width": 390, "height": 844}
-
-
-@pytest.fixture
-def console_errors(page):
-    errors = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    return errors
 
 
 @pytest.fixture
@@ -44,14 +36,6 @@ def shop(stripe_emulator):
     admin = BillingAdminFactory(account=account, username="steady-billing", email="billing@steady.example")
     viewer = CustomerUserFactory(account=account, username="steady-viewer")
     return account, admin, viewer
-
-
-def log_in(page, base_url, username):
-    page.goto(f"{base_url}/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{base_url}/portal/")
 
 
 # What sticks out past the viewport, for the failure message.

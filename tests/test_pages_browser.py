@@ -5,23 +5,9 @@ import os
 import pytest
 
 from conftest import PASSWORD
+from tests.browser import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def console_errors(page):
-    errors = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    return errors
-
-
-def log_in(page, base_url, username):
-    page.goto(f"{base_url}/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
 
 
 def test_customer_logs_in_and_sees_plan_and_keys(live_server, page, billing_admin, console_errors, screenshot):
@@ -72,12 +58,11 @@ def test_admin_landing_lists_plans_and_history(live_server, page, admin_user, ac
 
 def test_dashboard_shows_usage_as_a_chart_and_a_table(live_server, page, billing_admin, account, screenshot):
     import datetime as dt
+    import zoneinfo
 
     from billing_portal import clock
     from resolutions.ingestion import events_parse
     from resolutions.services import conversation_events_ingest
-
-    import zoneinfo
 
     now = clock.now()
     # Noon in the account's timezone, so a run just after midnight cannot spread one day's events over two

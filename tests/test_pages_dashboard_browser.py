@@ -15,11 +15,11 @@ from django.core.management import call_command
 from accounts.models import PricePlan
 from accounts.services.provisioning import account_provision
 from billing_portal import clock
-from conftest import PASSWORD
 from credits.services import credit_pack_grant
 from resolutions.ingestion import events_parse
 from resolutions.services import conversation_events_ingest, resolution_windows_finalise, resolutions_fund
 from resolutions.services.invoice_preview import invoice_preview_get
+from tests.browser import log_in
 from tests.factories import BillingAdminFactory, CustomerUserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -30,26 +30,10 @@ WIDTHS = {"desktop": 1280, "phone": 390}
 
 
 @pytest.fixture
-def console_errors(page):
-    errors = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    return errors
-
-
-@pytest.fixture
 def frozen_at_now(stripe_emulator):
     stripe_emulator.set_time(int(NOW.timestamp()))
     with clock.frozen(NOW):
         yield NOW
-
-
-def log_in(page, base_url, username):
-    page.goto(f"{base_url}/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{base_url}/portal/")
 
 
 def screenshot_path(name: str) -> str:

@@ -16,13 +16,13 @@ from accounts.models import PricePlan
 from accounts.services.provisioning import account_provision
 from accounts.services.stripe_webhooks import stripe_webhook_endpoint_ensure
 from billing_portal import clock, stripe_client
-from conftest import PASSWORD
 from credits.purchases import credit_pack_purchase
 from resolutions.models import Resolution
 from resolutions.services import resolution_void
 from resolutions.services.invoice_preview import invoice_preview_get
 from resolutions.services.metering import meter_reports_run
 from resolutions.tests.test_resolution_pages import deliver_invoice_events, resolve
+from tests.browser import log_in
 from tests.factories import AdminUserFactory, BillingAdminFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -30,14 +30,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 T0 = dt.datetime(2026, 11, 2, 9, 30, 15, tzinfo=dt.UTC)
 AFTER = T0 + dt.timedelta(days=30, hours=3)  # the first period ended on 2 Dec at 09:30; Stripe invoiced it
 MINUTE = dt.timedelta(minutes=1)
-
-
-@pytest.fixture
-def console_errors(page):
-    errors = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    return errors
 
 
 @pytest.fixture
@@ -72,14 +64,6 @@ def world(stripe_emulator, settings, client):
         deliver_invoice_events(client, endpoint)
     with clock.frozen(AFTER):
         yield account
-
-
-def log_in(page, base_url, username):
-    page.goto(f"{base_url}/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{base_url}/portal/")
 
 
 def no_horizontal_overflow(page) -> bool:

@@ -13,17 +13,10 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from conftest import PASSWORD, SCREENSHOTS
+from conftest import SCREENSHOTS
+from tests.browser import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def console_errors(page):
-    errors = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    return errors
 
 
 @pytest.fixture
@@ -56,13 +49,6 @@ def managed_account(stripe_emulator, settings, manager):
     conversation_events_ingest(account=provisioned.account, events=parsed)
     resolutions_fund(now=now)
     return provisioned.account
-
-
-def log_in(page, base_url, username):
-    page.goto(f"{base_url}/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
 
 
 def overflowing(page) -> list[str]:
