@@ -24,7 +24,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 
 from accounts.models import Account, BillingPeriod, PlanMigration, PricePlanVersion, User
 from accounts.selectors import PlanSchedule
@@ -148,6 +148,28 @@ def _queue(simulation_id: int) -> None:
         price_simulation_task.delay(simulation_id)
     except Exception as exc:  # noqa: BLE001 - kombu raises its own and OS errors; the row stays queued
         logger.warning("Simulation %s stays queued: broker unreachable (%s)", simulation_id, exc)
+
+
+def price_simulations_resume_stalled(*, now: dt.datetime) -> int:
+    """The billing cycle's sweep: a simulation whose task was never delivered (the broker was down when it
+    was started) or whose run went quiet for longer than LEASE (a crashed worker) is put back in the queue.
+    Its heartbeat is set to now, so it is queued again at most once per LEASE while no worker takes it; a run
+    that comes back after its lease finds itself superseded and stops without writing. Returns how many."""
+    stale = now - LEASE
+    with transaction.atomic():
+        stalled = list(
+            PriceSimulation.objects.select_for_update(skip_locked=True)
+            .filter(status__in=(PriceSimulation.Status.QUEUED, PriceSimulation.Status.RUNNING))
+            .filter(Q(heartbeat_at__lt=stale) | Q(heartbeat_at=None, created_at__lt=stale))
+            .values_list("pk", flat=True)
+        )
+        if stalled:
+            PriceSimulation.objects.filter(pk__in=stalled).update(
+                status=PriceSimulation.Status.QUEUED, run_token="", heartbeat_at=now
+            )
+            for simulation_id in stalled:
+                transaction.on_commit(lambda pk=simulation_id: _queue(pk))
+    return len(stalled)
 
 
 # --- running ---------------------------------------------------------------------------------------------

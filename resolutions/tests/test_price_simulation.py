@@ -343,3 +343,46 @@ def test_two_deliveries_at_once_give_one_set_of_rows(admin_user):
     rows = _rows(simulation)
     assert len(rows) == 4 and len({r[0] for r in rows}) == 4
     assert [(r[3], r[4]) for r in rows] == [(1, 99), (2, 198), (3, 297), (4, 396)]
+
+
+def test_the_billing_cycle_queues_again_what_was_never_delivered_or_went_quiet(
+    admin_user, now, monkeypatch, django_capture_on_commit_callbacks
+):
+    """A start whose task was lost (broker down) and a run that crashed mid-way are queued again by the cycle's
+    sweep once LEASE has passed, at most once per LEASE; the queued runs finish with the same rows."""
+    from resolutions.billing_cycle import billing_cycle_run
+    from resolutions.tasks import price_simulation_task
+
+    _accounts(2, admin_user)
+    draft = version(admin_user, unit_amount_decimal="70")
+    sent: list[int] = []
+    monkeypatch.setattr(price_simulation_task, "delay", lambda pk: sent.append(pk))
+    lost, _ = price_simulation_start(version=draft, periods=2, actor=admin_user, idempotency_key="lost")
+    crashed, _ = price_simulation_start(version=draft, periods=2, actor=admin_user, idempotency_key="crashed")
+    sent.clear()  # as if the broker had lost both deliveries
+    real, calls = simulation_service.accounts_price_simulate, []
+
+    def dies_on_the_second_batch(**kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise SystemExit("worker killed")
+        return real(**kwargs)
+
+    monkeypatch.setattr(simulation_service, "accounts_price_simulate", dies_on_the_second_batch)
+    with pytest.raises(SystemExit):
+        price_simulation_run(simulation_id=crashed.pk, batch_size=1)
+    monkeypatch.setattr(simulation_service, "accounts_price_simulate", real)
+
+    assert simulation_service.price_simulations_resume_stalled(now=NOW + dt.timedelta(minutes=1)) == 0  # too soon
+    later = NOW + LEASE + dt.timedelta(seconds=1)
+    with clock.frozen(later), django_capture_on_commit_callbacks(execute=True):
+        result = billing_cycle_run(now=later)
+    assert result.step("simulations").counts["price_simulations_requeued"] == 2 and sorted(sent) == sorted(
+        [lost.pk, crashed.pk]
+    )
+    assert simulation_service.price_simulations_resume_stalled(now=later + dt.timedelta(minutes=1)) == 0  # once a LEASE
+    with clock.frozen(later):
+        for pk in sent:
+            assert price_simulation_run(simulation_id=pk, batch_size=1).status == "done"
+    assert [r[1:] for r in _rows(lost)] == [r[1:] for r in _rows(crashed)]
+    assert [r[3] for r in _rows(lost)] == [1, 2]
