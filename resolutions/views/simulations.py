@@ -103,9 +103,9 @@ def _chart(rows: list, currency: str) -> dict | None:
     for increases, scaled to the largest movement shown."""
     if not rows:
         return None
-    width, label_width, bar_height, gap = 640, 200, 22, 8
-    half = (width - label_width) // 2
-    zero = label_width + half
+    width, label_width, value_width, bar_height, gap = 720, 200, 80, 22, 8  # value_width: room for "-$1,234.56"
+    half = (width - label_width) // 2 - value_width
+    zero = label_width + value_width + half
     largest = max(abs(r.difference_minor) for r in rows) or 1
     bars = []
     for i, row in enumerate(rows):
