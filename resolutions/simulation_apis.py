@@ -148,12 +148,17 @@ class PriceSimulationListApi(APIView):
         data.is_valid(raise_exception=True)
         values = data.validated_data
         filter_id = values.get("filter_version_id")
-        simulation, _ = price_simulation_start(
-            version=_version(values["version_id"], "version_id"), periods=values["periods"],
-            filter_version=_version(filter_id, "filter_version_id") if filter_id else None, actor=request.user,
-            # The client's key names the simulation (a retry is one simulation); without one, each POST is its own.
-            idempotency_key=request.idempotency_key or f"api:{uuid.uuid4().hex}",
-        )  # fmt: skip
+        try:
+            simulation, _ = price_simulation_start(
+                version=_version(values["version_id"], "version_id"), periods=values["periods"],
+                filter_version=_version(filter_id, "filter_version_id") if filter_id else None, actor=request.user,
+                # The client's key names the simulation (a retry is one simulation); without one, each POST is its own.
+                idempotency_key=request.idempotency_key or f"api:{uuid.uuid4().hex}",
+            )  # fmt: skip
+        except ValidationError as exc:  # the service names the version `version`; this API calls it `version_id`
+            if hasattr(exc, "error_dict") and "version" in exc.error_dict:
+                raise ValidationError({"version_id": exc.error_dict["version"]}) from None
+            raise
         return Response(PriceSimulationOutputSerializer(simulation).data, status=status.HTTP_202_ACCEPTED)
 
 

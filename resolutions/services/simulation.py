@@ -1,14 +1,15 @@
 """Price simulation (DESIGN §3.2): re-price each account's last N closed Stripe billing periods under a plan
 version (usually a draft), before it is published.
 
-What is simulated, per account and period: the billable resolutions (not voided), the credits that funded
-them as they were actually used (resolutions funded by a credit pack), and the rest, the overage. The actual
-spend is that overage rated by the version in force in the period (the version the period's resolutions were
-stamped with; without resolutions, the account's plan schedule); the simulated spend is the same overage
-count rated by the simulation's frozen terms. Both go through `rating.price_quantity`, exactly as Stripe
-prices a metered Price. What is not simulated: the inactivity window (resolutions stay as they were
-decided), the credits (a cheaper price would not have changed what was bought or drawn), and seats (the
-seat count of a past period is not recorded, so seat spend is left out of both figures).
+What is simulated, per account and period: the billable resolutions (not voided), the credits that funded them
+as they were actually used (resolutions funded by a credit pack), and those funded as overage (resolutions not
+drawn down yet are in neither money figure). The actual spend is that overage rated by the version in force in
+the period (the version the period's resolutions were stamped with; without resolutions, the account's plan
+schedule); the simulated spend is the same overage count rated by the simulation's frozen terms. Both go
+through `rating.price_quantity`, exactly as Stripe prices a metered Price. What is not simulated: the
+inactivity window (resolutions stay as they were decided), the credits (a cheaper price would not have changed
+what was bought or drawn), and seats (the seat count of a past period is not recorded, so seat spend is left
+out of both figures).
 
 Counts come from the daily rollups and each period's two ragged edges (`period_counts.period_usage_sums`),
 a batch of accounts at a time in one statement; nothing here writes a resolution, a rollup or the ledger.
@@ -23,7 +24,7 @@ from collections import defaultdict
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.db.models import Q, Sum
 
 from accounts.models import Account, BillingPeriod, PlanMigration, PricePlanVersion, User
@@ -196,6 +197,10 @@ def price_simulation_run(*, simulation_id: int, batch_size: int = BATCH_ACCOUNTS
         return _finish(simulation_id, token)
     except _Superseded:
         return PriceSimulation.objects.get(pk=simulation_id)
+    except (OperationalError, InterfaceError):
+        # The database went away or a deadlock was broken: not the simulation's fault. The row stays running
+        # with its last progress, and the billing cycle queues it again once its lease has run out.
+        raise
     except Exception as exc:
         logger.exception("Simulation %s failed", simulation_id)
         return _fail(simulation_id, token, exc)
@@ -263,6 +268,11 @@ def _finish(simulation_id: int, token: str) -> PriceSimulation:
         simulation.accounts_done = simulation.accounts_total
         simulation.finished_at = simulation.heartbeat_at = clock.now()
         simulation.save()
+        audit_log_write(
+            actor="system:price_simulation", action="price_simulation.finish", obj=simulation,
+            after={"accounts": simulation.accounts_done, "actual_minor": simulation.actual_minor,
+                   "simulated_minor": simulation.simulated_minor},
+        )  # fmt: skip
     return simulation
 
 
@@ -274,6 +284,10 @@ def _fail(simulation_id: int, token: str, exc: Exception) -> PriceSimulation:
             simulation.error = f"{type(exc).__name__}: {exc}"[:2000]
             simulation.finished_at = clock.now()
             simulation.save()
+            audit_log_write(
+                actor="system:price_simulation", action="price_simulation.fail", obj=simulation,
+                after={"error": simulation.error},
+            )  # fmt: skip
     return simulation
 
 
@@ -326,7 +340,7 @@ def accounts_price_simulate(
         row = totals.setdefault(
             account_id, {"periods": 0, "billable": 0, "credited": 0, "overage": 0, "actual": 0, "simulated": 0}
         )
-        overage = count["resolutions"] - count["credited"]  # the rest: what the meter billed
+        overage = count["overage"]  # funded as overage: what the meter billed (not yet drawn down: neither)
         row["periods"] += 1
         row["billable"] += count["resolutions"]
         row["credited"] += count["credited"]

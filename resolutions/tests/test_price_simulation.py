@@ -386,3 +386,28 @@ def test_the_billing_cycle_queues_again_what_was_never_delivered_or_went_quiet(
             assert price_simulation_run(simulation_id=pk, batch_size=1).status == "done"
     assert [r[1:] for r in _rows(lost)] == [r[1:] for r in _rows(crashed)]
     assert [r[3] for r in _rows(lost)] == [1, 2]
+
+
+def test_a_database_outage_leaves_it_running_for_the_sweep_and_an_unpriced_draft_is_refused(
+    acme, admin_user, monkeypatch
+):
+    from django.db import OperationalError
+
+    def outage(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    draft = version(admin_user, unit_amount_decimal="70")
+    simulation, _ = price_simulation_start(version=draft, periods=2, actor=admin_user, idempotency_key="db")
+    monkeypatch.setattr(simulation_service, "accounts_price_simulate", outage)
+    with pytest.raises(OperationalError):
+        price_simulation_run(simulation_id=simulation.pk)
+    simulation.refresh_from_db()
+    assert simulation.status == "running" and not simulation.error  # not failed: the sweep queues it again
+
+
+def test_unfunded_resolutions_are_in_neither_figure(acme, admin_user):
+    resolve(acme, at(10, 25), funding="unfunded")  # not drawn down yet: billed as nothing so far
+    done = simulate(admin_user, version(admin_user, unit_amount_decimal="80.5"), n=1)
+    # October: 11 billable, 3 credited, 7 overage (the unfunded one is billable but in neither money figure)
+    assert figures(done) == {"acme": (1, 11, 3, 7, 693, 564, -129, Decimal("-18.6"))}
+    assert AuditLogEntry.objects.filter(action="price_simulation.finish", object_id=str(done.pk)).count() == 1
