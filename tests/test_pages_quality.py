@@ -90,7 +90,7 @@ def _account_objects(account, actor, suffix: str) -> dict:
     from credits.models import CreditPack
     from credits.services import credit_pack_grant
     from resolutions.ingestion import events_parse
-    from resolutions.models import Resolution
+    from resolutions.models import MeterReconciliationDifference, Resolution
     from resolutions.services import conversation_events_ingest
 
     key, _ = api_key_create(account=account, name=f"Helpdesk {suffix}", actor=actor)
@@ -112,11 +112,17 @@ def _account_objects(account, actor, suffix: str) -> dict:
     assert errors == []
     conversation_events_ingest(account=account, events=parsed)
     resolution = Resolution.objects.filter(account=account).order_by("pk").first()
+    version = _published_version(actor)
     migration = PlanMigration.objects.create(
-        account=account, from_version=account.plan_version, to_version=_published_version(actor),
+        account=account, from_version=account.plan_version, to_version=version,
         effective_at=now + dt.timedelta(days=20), batch_key=f"sample-{suffix}",
     )  # fmt: skip
-    return {"key_id": key, "pack_id": pack, "resolution_id": resolution, "migration_id": migration}
+    difference = MeterReconciliationDifference.objects.create(
+        account=account, period_start=now - dt.timedelta(days=10), period_end=now + dt.timedelta(days=20),
+        portal=5, stripe=7, first_found_at=now, last_checked_at=now,
+    )  # fmt: skip
+    return {"key_id": key, "pack_id": pack, "resolution_id": resolution, "migration_id": migration,
+            "version_id": version, "difference_id": difference}  # fmt: skip
 
 
 def _published_version(actor):
