@@ -16,9 +16,9 @@ before sending, so two runs never both send it; a failed send is retried by the 
 update the open row without another e-mail; equal figures resolve it; a difference that comes back after that is
 a new row and a new e-mail. An admin may resolve an open row with a note (`meter_difference_resolve`): its figures
 are accepted, so a run that finds exactly those figures again counts the period as `accepted` (not a difference,
-no new row, no e-mail); other figures open a new row. Stripe is asked outside any transaction, one period at a time, and each account's
-answers are stored (under its lock) before the next account is asked; a Stripe failure for one period is recorded
-in the result and the run goes on with the others.
+no new row, no e-mail); other figures open a new row. Stripe is asked outside any transaction, one period at a
+time, and each account's answers are stored (under its lock) before the next account is asked; a Stripe failure
+for one period is recorded in the result and the run goes on with the others.
 """
 
 from __future__ import annotations
@@ -102,13 +102,14 @@ class ReconciliationResult:
         return bool(self.failures) and self.checked == 0
 
     def as_dict(self) -> dict:
-        """`reconcile --json` (DESIGN §4: checked, differences) plus in_flight, new, resolved and failures."""
+        """`reconcile --json` (DESIGN §4: checked, differences) plus in_flight, new, resolved, accepted, failures."""
         return {
             "checked": self.checked,
             "differences": [d.as_dict() for d in self.differences],
             "in_flight": self.in_flight,
             "new": self.new,
             "resolved": self.resolved,
+            "accepted": self.accepted,
             "failures": self.failures,
         }
 
@@ -239,8 +240,8 @@ def _record(
         )
         open_rows = {row.period_start: row for row in rows if row.resolved_at is None}
         last_resolved: dict[dt.datetime, MeterReconciliationDifference] = {}
-        for row in sorted((r for r in rows if r.resolved_at is not None), key=lambda r: (r.resolved_at, r.pk)):
-            last_resolved[row.period_start] = row  # the latest resolution of each period wins
+        for row in sorted((r for r in rows if r.resolved_at is not None), key=lambda r: r.pk):
+            last_resolved[row.period_start] = row  # a period's newest row decides (a new row opens after the last)
         for period_start, figure, stripe_total in periods:
             now_figure = fresh.get((account_id, period_start)) or PortalFigure(period_end=figure.period_end)
             if now_figure != figure:
@@ -283,11 +284,14 @@ def _accepts(row: MeterReconciliationDifference, portal: int, stripe: int) -> bo
 
 # --- an admin resolves a difference ----------------------------------------------------------------------------
 def meter_difference_resolve(
-    *, difference: MeterReconciliationDifference, actor: Actor, note: str, key: str
-) -> MeterReconciliationDifference:
+    *, difference: MeterReconciliationDifference, actor: Actor, note: str, key: str,
+    figures: tuple[int, int] | None = None,
+) -> MeterReconciliationDifference:  # fmt: skip
     """Resolve an open difference by hand, accepting its figures (e.g. a credit note was issued for it). `key` is
-    the form's idempotency key: a second call with it returns the first resolution. Takes the account's lock, as
-    `_record` does, so a run and a resolution of one account decide one after the other. Audited."""
+    the form's idempotency key: a second call with it returns the first resolution. `figures` (portal, Stripe) are
+    those the admin saw: if a run changed them since, nothing is resolved (the admin would accept figures they
+    never read). Takes the account's lock, as `_record` does, so a run and a resolution of one account decide one
+    after the other. Refused input changes nothing. Audited."""
     note = (note or "").strip()
     if not note:
         raise ValidationError({"note": "Write a note saying why these figures are accepted (it is kept)."})
@@ -303,6 +307,11 @@ def meter_difference_resolve(
         if row.resolved_at is not None:
             who = f" by {row.resolved_by.get_username()}" if row.resolved_by else " (the figures agreed)"
             raise ValidationError(f"This difference was already resolved on {row.resolved_at:%Y-%m-%d %H:%M} UTC{who}.")
+        if figures is not None and tuple(figures) != (row.portal, row.stripe):
+            raise ValidationError(
+                f"The figures changed since this page was opened: now portal {row.portal:,}, Stripe {row.stripe:,}. "
+                "Read them again before resolving."
+            )
         before = {"resolved_at": None, "portal": row.portal, "stripe": row.stripe}
         row.resolved_at = clock.now()
         row.resolved_by = actor if isinstance(actor, User) else None

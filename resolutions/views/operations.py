@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import zoneinfo
 
 import django_filters
@@ -16,7 +17,8 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Case, IntegerField, Value, When
+from django.core.validators import RegexValidator
+from django.db.models import Case, IntegerField, Q, Value, When
 from django.shortcuts import get_object_or_404, redirect
 from djstripe.models import WebhookEndpoint, WebhookEventTrigger
 
@@ -131,6 +133,8 @@ class WebhookFilter(django_filters.FilterSet):
     type = django_filters.CharFilter(
         label="Event type (e.g. invoice.paid, or invoice. for all invoice events)", method="filter_type",
         max_length=250,
+        validators=[RegexValidator(r"^\s*[a-z0-9_.]*\s*$", "An event type has only small letters, digits, dots and "
+                                   "underscores, for example invoice.paid.")],
     )  # fmt: skip
     status = _choice("Status", WEBHOOK_STATUSES, "Any status", "a status", method="filter_status")
 
@@ -142,7 +146,17 @@ class WebhookFilter(django_filters.FilterSet):
         value = value.strip()
         if not value:
             return qs
-        return qs.filter(event__type__startswith=value) if value.endswith(".") else qs.filter(event__type=value)
+        prefix = value.endswith(".")
+        # A delivery whose processing failed has no Event row (rolled back): its type is only in the body. The
+        # regex finds candidates (a "type" may also be nested); the body's own top-level type decides.
+        pattern = r'"type":\s*"' + re.escape(value) + (r'[a-z0-9_.]*"' if prefix else '"')
+        candidates = WebhookEventTrigger.objects.filter(event__isnull=True, body__regex=pattern)
+        in_body = [
+            pk for pk, body in candidates.values_list("pk", "body").iterator()
+            if (_body_fields(body)[0].startswith(value) if prefix else _body_fields(body)[0] == value)
+        ]  # fmt: skip
+        by_event = Q(event__type__startswith=value) if prefix else Q(event__type=value)
+        return qs.filter(by_event | Q(pk__in=in_body))
 
     def filter_status(self, qs, name, value):
         if value == "processed":
@@ -206,6 +220,7 @@ def _list_page(request, filterset, template: str, context: dict, *, order: tuple
         return render_page(request, template, context, status=refused_status(request, 400))
     rows = filterset.qs.order_by(*order)
     context["page"] = Paginator(rows, PAGE_SIZE).get_page(page_number(request.GET.get("page")))
+    context["shown"] = True  # the filter was read: the list (perhaps empty, then saying so) is shown
     return render_page(request, template, context)
 
 
@@ -263,11 +278,23 @@ def ops_reconciliation(request):
 
 
 class ResolveForm(IdempotentForm):
+    # The two figures the admin read: a run that changed them since makes the service refuse.
+    portal = forms.IntegerField(
+        widget=forms.HiddenInput, error_messages={"invalid": "Reload the page and resolve again."}
+    )
+    stripe = forms.IntegerField(
+        widget=forms.HiddenInput, error_messages={"invalid": "Reload the page and resolve again."}
+    )
     note = forms.CharField(
         label="Note (why these figures are accepted; kept in the audit log)", max_length=2000,
         widget=forms.Textarea(attrs={"rows": 3}),
         error_messages={"required": "Write a note saying why these figures are accepted."},
     )  # fmt: skip
+
+    @property
+    def stale(self) -> bool:
+        """A hidden field is missing or altered: the page that drew the form is out of date."""
+        return any(field.errors for field in self.hidden_fields())
 
 
 @admin_page
@@ -275,7 +302,10 @@ def ops_difference_resolve(request, difference_id: int):
     difference = get_object_or_404(
         MeterReconciliationDifference.objects.select_related("account", "resolved_by"), pk=difference_id
     )
-    form = ResolveForm(request.POST if request.method == "POST" else None)
+    form = ResolveForm(
+        request.POST if request.method == "POST" else None,
+        initial={"portal": difference.portal, "stripe": difference.stripe},
+    )
     context = {"difference": difference, "form": form}
     if request.method != "POST":
         return render_page(request, "portal/ops/difference_resolve.html", context)
@@ -285,6 +315,7 @@ def ops_difference_resolve(request, difference_id: int):
         meter_difference_resolve(
             difference=difference, actor=request.user, note=form.cleaned_data["note"],
             key=form.cleaned_data["idempotency_key"],
+            figures=(form.cleaned_data["portal"], form.cleaned_data["stripe"]),
         )  # fmt: skip
     except ValidationError as exc:
         form_errors_apply(form, exc)
@@ -308,7 +339,7 @@ SYNC_ORDER = Case(
 @admin_page
 def ops_stripe_sync(request):
     versions = (
-        PricePlanVersion.objects.filter(status__in=[PricePlanVersion.Status.PUBLISHED, PricePlanVersion.Status.DRAFT])
+        PricePlanVersion.objects.exclude(status=PricePlanVersion.Status.DRAFT)  # a draft has no Stripe Prices
         .select_related("plan")
         .annotate(rank=SYNC_ORDER)
         .order_by("rank", "plan__slug", "-number")
@@ -355,14 +386,20 @@ def ops_webhook_endpoint_retry(request):
 
 
 # --- the webhook log -------------------------------------------------------------------------------------------
-def _body_type_and_id(trigger: WebhookEventTrigger) -> tuple[str, str]:
+def _body_fields(text: str) -> tuple[str, str, dt.datetime | None]:
+    """The type, id and creation time Stripe put in a delivery's body (all a failed one has: no Event row)."""
     try:
-        body = json.loads(trigger.body or "{}")
-    except ValueError:
-        return "", ""
+        body = json.loads(text or "{}")
+    except (ValueError, RecursionError):
+        return "", "", None
     if not isinstance(body, dict):
-        return "", ""
-    return str(body.get("type") or "")[:250], str(body.get("id") or "")[:255]
+        return "", "", None
+    created = body.get("created")
+    try:
+        when = dt.datetime.fromtimestamp(int(created), tz=dt.UTC) if created is not None else None
+    except (TypeError, ValueError, OverflowError, OSError):
+        when = None
+    return str(body.get("type") or "")[:250], str(body.get("id") or "")[:255], when
 
 
 @admin_page
@@ -374,9 +411,10 @@ def ops_webhooks(request):
     if page is not None:
         rows = list(page.object_list)
         for trigger in rows:
-            body_type, body_id = _body_type_and_id(trigger)
+            body_type, body_id, body_created = _body_fields(trigger.body)
             trigger.type_shown = trigger.event.type if trigger.event else body_type
             trigger.event_shown = trigger.event_id or body_id
+            trigger.created_shown = trigger.event.created if trigger.event else body_created
         unprocessed = {t.event_shown for t in rows if not t.processed and t.event_shown}
         later = {}  # event id -> when a later delivery of it was processed
         for event_id, created in (
@@ -393,10 +431,32 @@ def ops_webhooks(request):
 
 
 # --- the audit log ---------------------------------------------------------------------------------------------
-def _readable(value) -> str:
-    if value in (None, "", {}, []):
-        return ""
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+def _shown(value) -> str:
+    """One recorded value for a person: text as it is, nothing as a dash, lists and objects as compact JSON."""
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str | int | float):
+        return str(value)
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _changes(before, after) -> list[dict]:
+    """Before and after as rows of (what, before, after, changed): one row per key of either object, in the
+    order they were recorded; a value that is not an object is one row."""
+    if before in (None, {}, []) and after in (None, {}, []):
+        return []
+    if isinstance(before, dict | type(None)) and isinstance(after, dict | type(None)):
+        before, after = before or {}, after or {}
+        keys = [*before, *(k for k in after if k not in before)]
+        return [
+            {"what": key.replace("_", " "), "before": _shown(before.get(key)) if key in before else "",
+             "after": _shown(after.get(key)) if key in after else "",
+             "changed": key in before and key in after and before[key] != after[key]}
+            for key in keys
+        ]  # fmt: skip
+    return [{"what": "value", "before": _shown(before), "after": _shown(after), "changed": before != after}]
 
 
 @admin_page
@@ -409,6 +469,6 @@ def ops_audit(request):
     if page is not None:
         rows = list(page.object_list)
         for entry in rows:
-            entry.before_text, entry.after_text = _readable(entry.before), _readable(entry.after)
+            entry.changes = _changes(entry.before, entry.after)
         response.context_data["rows"] = rows
     return response
