@@ -424,7 +424,7 @@ def audit_entries(account, admin_user, manager):
     made = []
     for at, actor, action, acct, before, after in [
         (dt.datetime(2026, 11, 2, 3, 0, tzinfo=dt.UTC), manager, "credit_pack.grant", account, None,
-         {"quantity": 500, "source": "promotional"}),
+         {"quantity": 500, "source": "promotional", "expires_at": dt.datetime(2027, 11, 2, 3, 0, tzinfo=dt.UTC)}),
         (dt.datetime(2026, 11, 3, 15, 0, tzinfo=dt.UTC), admin_user, "price_plan_version.update", None,
          {"unit_amount_decimal": "99", "currency": "usd"}, {"unit_amount_decimal": "89", "currency": "usd"}),
         (dt.datetime(2026, 11, 5, 9, 0, tzinfo=dt.UTC), "command:create_account", "account.create", other, None,
@@ -448,6 +448,7 @@ def test_the_audit_log_shows_before_and_after_readably_and_filters_by_actor_acco
     # one row per recorded field: what it was, what it became, and whether it changed
     assert "unit amount decimal changed 99 89" in page and "currency usd usd" in page
     assert "quantity not recorded 500" in page and 'tiers not recorded [{"up_to": 10}]' in page
+    assert "expires at not recorded 2 Nov 2027 03:00:00 UTC" in page  # an instant, in the viewer's zone
 
     assert rows(admin_client.get(url, {"actor": "MANAG"}), "entry") == [grant.pk]
     assert rows(admin_client.get(url, {"actor": "command:"}), "entry") == [create.pk]
@@ -466,6 +467,8 @@ def test_audit_days_are_the_viewers_days(admin_client, admin_user, audit_entries
     admin_user.save(update_fields=["timezone"])
     in_new_york = admin_client.get(url, {"from": "2026-11-02", "to": "2026-11-03"})
     assert rows(in_new_york, "entry") == [update.pk] and "are in America/New_York" in text_of(in_new_york)
+    assert "2 Nov 2027 03:00:00" not in text_of(admin_client.get(url, {"to": "2026-11-01"}))
+    assert "1 Nov 2027 23:00:00 EDT" in text_of(admin_client.get(url, {"to": "2026-11-01"}))
     assert rows(admin_client.get(url, {"to": "2026-11-01"}), "entry") == [grant.pk]
     assert rows(admin_client.get(url, {"from": "2026-11-05", "to": "2026-11-05"}), "entry") == [create.pk]
 

@@ -20,6 +20,7 @@ from django.core.paginator import Paginator
 from django.core.validators import RegexValidator
 from django.db.models import Case, IntegerField, Q, Value, When
 from django.shortcuts import get_object_or_404, redirect
+from django.utils import dateformat, timezone
 from djstripe.models import WebhookEndpoint, WebhookEventTrigger
 
 from accounts.models import Account, AuditLogEntry, PricePlanVersion, StripeSyncStatus
@@ -320,8 +321,9 @@ def ops_difference_resolve(request, difference_id: int):
     except ValidationError as exc:
         form_errors_apply(form, exc)
         return render_page(request, "portal/ops/difference_resolve.html", context, status=refused_status(request, 400))
+    start = timezone.localtime(difference.period_start)
     messages.success(
-        request, f"The difference of {difference.account.name} (period from {difference.period_start:%d %b %Y}) is "
+        request, f"The difference of {difference.account.name} (period from {start.day} {start:%b %Y}) is "
         "resolved: reconciliation accepts these figures and will open a new difference only if they change.",
     )  # fmt: skip
     return redirect("staff-ops-reconciliation")
@@ -431,31 +433,40 @@ def ops_webhooks(request):
 
 
 # --- the audit log ---------------------------------------------------------------------------------------------
+ISO_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?([+-]\d{2}:\d{2}|Z)$")
+
+
 def _shown(value) -> str:
-    """One recorded value for a person: text as it is, nothing as a dash, lists and objects as compact JSON."""
+    """One recorded value for a person: text as it is, an instant in the viewer's zone, nothing as a dash,
+    lists and objects as compact JSON."""
     if value is None or value == "":
         return "—"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, str) and ISO_INSTANT.match(value):
+        try:
+            return dateformat.format(timezone.localtime(dt.datetime.fromisoformat(value)), "j M Y H:i:s T")
+        except ValueError:
+            return value
     if isinstance(value, str | int | float):
         return str(value)
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
 
 
 def _changes(before, after) -> list[dict]:
-    """Before and after as rows of (what, before, after, changed): one row per key of either object, in the
-    order they were recorded; a value that is not an object is one row."""
+    """Before and after as rows of (what, before, after, changed): one row per key of either object, those that
+    changed first, then by name (jsonb keeps no order); a value that is not an object is one row."""
     if before in (None, {}, []) and after in (None, {}, []):
         return []
     if isinstance(before, dict | type(None)) and isinstance(after, dict | type(None)):
         before, after = before or {}, after or {}
-        keys = [*before, *(k for k in after if k not in before)]
-        return [
+        rows = [
             {"what": key.replace("_", " "), "before": _shown(before.get(key)) if key in before else "",
              "after": _shown(after.get(key)) if key in after else "",
              "changed": key in before and key in after and before[key] != after[key]}
-            for key in keys
+            for key in sorted({*before, *after})
         ]  # fmt: skip
+        return sorted(rows, key=lambda row: not row["changed"])
     return [{"what": "value", "before": _shown(before), "after": _shown(after), "changed": before != after}]
 
 
