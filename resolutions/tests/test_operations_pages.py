@@ -108,10 +108,15 @@ def test_the_index_counts_what_needs_attention_and_links_to_each_page(admin_clie
     report(account, 4, State.CONFIRMED)
     difference(account)
     difference(account, days_ago=40, resolved=True)
+    trigger("invoice.paid", processed=False, exception="boom", at=NOW - dt.timedelta(hours=3), event_id="evt_again")
+    trigger("invoice.paid", processed=True, at=NOW - dt.timedelta(hours=2), event_id="evt_again")  # went through
+    trigger("invoice.finalized", processed=False, exception="boom", at=NOW - dt.timedelta(hours=1))
+    trigger("invoice.created", processed=False, exception="boom", at=NOW - dt.timedelta(days=31))  # too old
     with clock.frozen(NOW):
         response = admin_client.get(reverse("staff-ops"))
     page = text_of(response)
     assert response.status_code == 200
+    assert "1 Webhook deliveries not processed and not delivered again since" in page
     assert "1 Meter reports waiting to reach Stripe" in page and "1 Meter reports rejected by Stripe" in page
     assert "1 Open reconciliation differences" in page and "0 Price versions whose Stripe sync failed" in page
     html = response.content.decode()

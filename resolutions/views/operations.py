@@ -226,6 +226,23 @@ def _list_page(request, filterset, template: str, context: dict, *, order: tuple
 
 
 # --- the index: what needs attention ---------------------------------------------------------------------------
+def _webhooks_unrecovered(since: dt.datetime) -> int:
+    """Deliveries since `since` that were not processed and whose event no later delivery processed (Stripe
+    delivers a failed event again: one that went through the second time needs no one)."""
+    failed = [
+        event_id or _body_fields(body)[1]
+        for event_id, body in WebhookEventTrigger.objects.filter(processed=False, created__gte=since)
+        .values_list("event_id", "body")
+        .iterator()
+    ]
+    recovered = set(
+        WebhookEventTrigger.objects.filter(processed=True, event_id__in={e for e in failed if e}).values_list(
+            "event_id", flat=True
+        )
+    )
+    return sum(1 for event_id in failed if not event_id or event_id not in recovered)
+
+
 @admin_page
 def ops_index(request):
     since = clock.now() - dt.timedelta(days=WEBHOOK_ATTENTION_DAYS)
@@ -241,8 +258,8 @@ def ops_index(request):
          MeterReconciliationDifference.objects.filter(resolved_at__isnull=True).count(), "The figures agree."),
         ("Price versions whose Stripe sync failed", "staff-ops-stripe-sync", "",
          PricePlanVersion.objects.filter(stripe_sync_status=StripeSyncStatus.FAILED).count(), "None failed."),
-        (f"Webhook deliveries not processed (last {WEBHOOK_ATTENTION_DAYS} days)", "staff-ops-webhooks",
-         "status=failed", WebhookEventTrigger.objects.filter(processed=False, created__gte=since).count(), "None."),
+        (f"Webhook deliveries not processed and not delivered again since (last {WEBHOOK_ATTENTION_DAYS} days)",
+         "staff-ops-webhooks", "status=failed", _webhooks_unrecovered(since), "None."),
     ]  # fmt: skip
     keys = ("label", "url_name", "query", "count", "calm")
     context = {"items": [dict(zip(keys, item, strict=True)) for item in items]}
