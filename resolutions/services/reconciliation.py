@@ -392,6 +392,7 @@ def _message(difference: MeterReconciliationDifference) -> str:
     link = settings.PORTAL_BASE_URL.rstrip("/") + reverse(
         "admin:resolutions_meterreconciliationdifference_change", args=[difference.pk]
     )
+    resolve = settings.PORTAL_BASE_URL.rstrip("/") + reverse("staff-ops-difference-resolve", args=[difference.pk])
     return (
         f"The overage resolutions reported to Stripe's meter and Stripe's meter event summary disagree for "
         f"{account.name} (account {account.pk}), billing period {difference.period_start:%Y-%m-%d %H:%M} to "
@@ -400,5 +401,7 @@ def _message(difference: MeterReconciliationDifference) -> str:
         f"  Stripe (meter event summary):    {difference.stripe:,}\n"
         f"  Difference (Stripe - portal):    {difference.difference:+,}\n\n"
         f"Reconciliation checks again every hour and marks the difference resolved once the figures agree.\n"
-        f"{link}\n"
+        f"{link}\n\n"
+        f"If these figures are right as they are (e.g. a credit note covers them), resolve it with a note:\n"
+        f"{resolve}\n"
     )

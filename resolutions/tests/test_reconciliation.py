@@ -195,6 +195,7 @@ def test_a_difference_is_stored_emailed_once_kept_current_resolved_and_new_when_
     assert sorted(mail.to) == ["finance@example.com", "ops@example.com"]
     assert "Alpha Support" in mail.subject and "portal 5, Stripe 7" in mail.subject
     assert "Difference (Stripe - portal):    +2" in mail.body and f"/{row.pk}/change/" in mail.body
+    assert f"/staff/ops/reconciliation/{row.pk}/resolve\n" in mail.body
 
     again = reconcile(T1 + dt.timedelta(hours=1))  # still there: no second e-mail
     assert [d.as_dict() for d in again.differences] == [expected] and again.new == 0
