@@ -578,3 +578,39 @@ def _open_difference(account, *, days: int = 10) -> MeterReconciliationDifferenc
         account=account, period_start=T0 - dt.timedelta(days=days), period_end=T0 + dt.timedelta(days=20),
         portal=5, stripe=7, first_found_at=T0, last_checked_at=T0,
     )  # fmt: skip
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("keys", [("form-a", "form-b"), ("form-a", "form-a")], ids=["two-admins", "double-submit"])
+def test_two_resolutions_at_once_make_one(account, keys):
+    """Two admins (two forms) at the same instant: one resolves, the other is told it is already resolved. The
+    same form submitted twice at once: one resolution, both answered with it."""
+    admins = [AdminUserFactory(username=f"ops-admin-{n}") for n in range(2)]
+    row = _open_difference(account)
+    barrier, outcomes = threading.Barrier(2), []
+
+    def resolve(n: int) -> None:
+        try:
+            barrier.wait(5)
+            done = meter_difference_resolve(difference=row, actor=admins[n], note=f"note {n}", key=keys[n])
+            outcomes.append(("resolved", done.resolution_key))
+        except ValidationError as exc:
+            outcomes.append(("refused", " ".join(exc.messages)))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=resolve, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+
+    row.refresh_from_db()
+    assert row.resolved_at is not None and row.resolution_key in keys
+    assert AuditLogEntry.objects.filter(action="meter_difference.resolve").count() == 1
+    if keys[0] == keys[1]:
+        assert outcomes == [("resolved", "form-a"), ("resolved", "form-a")]
+    else:
+        assert sorted(kind for kind, _ in outcomes) == ["refused", "resolved"]
+        assert "already resolved" in next(text for kind, text in outcomes if kind == "refused")
