@@ -201,6 +201,8 @@ def _reconcile(now):
             retryable=True,
         )  # fmt: skip
     text = f"{r.checked} period(s) checked: {len(r.differences)} difference(s), {r.new} new; {r.resolved} resolved"
+    if r.accepted:
+        text += f", {r.accepted} with the figures an admin accepted"
     if r.in_flight:
         text += f", {r.in_flight} with a meter event on its way (next time)"
     if r.failures:

@@ -276,7 +276,9 @@ class MeterReconciliationDifference(models.Model):
     """A billing period whose reported total (the portal's confirmed meter events) and Stripe's meter event
     summary disagree (DESIGN §3.5 reconciliation). At most one open row per account and period: a later run
     that finds other figures updates it, one that finds them equal resolves it, and a difference that comes
-    back after that is a new row (told to the admins again). `emailed_at` records that the admins were told."""
+    back after that is a new row (told to the admins again). `emailed_at` records that the admins were told.
+    An admin may resolve an open row with a note (`resolved_by`): its figures are then accepted, and a run that
+    finds the same figures again leaves it resolved; other figures are a new row."""
 
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+", db_index=False)
     period_start = models.DateTimeField()
@@ -285,8 +287,19 @@ class MeterReconciliationDifference(models.Model):
     stripe = models.IntegerField(help_text="Overage resolutions Stripe's meter event summary counts for the period.")
     first_found_at = models.DateTimeField()
     last_checked_at = models.DateTimeField()
-    resolved_at = models.DateTimeField(null=True, blank=True, help_text="When a run found the two figures equal.")
+    resolved_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a run found the two figures equal, or an admin accepted them."
+    )
     emailed_at = models.DateTimeField(null=True, blank=True, help_text="When the admins were e-mailed about it.")
+    resolved_by = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        help_text="The admin who accepted the figures (empty when a run found them equal).",
+    )  # fmt: skip
+    resolution_note = models.TextField(blank=True, help_text="Why the admin accepted the figures.")
+    resolution_key = models.CharField(
+        max_length=255, null=True, blank=True, unique=True,
+        help_text="The idempotency key of the form that resolved it (a double submit is one resolution).",
+    )  # fmt: skip
 
     class Meta:
         constraints = [

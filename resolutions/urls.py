@@ -1,7 +1,7 @@
 from django.urls import path
 
 from . import apis, simulation_apis
-from .views import dashboard, invoices, plan_migrations, resolution_list, simulations, staff
+from .views import dashboard, invoices, operations, plan_migrations, resolution_list, simulations, staff
 
 api_urlpatterns = [
     path("conversation-events", apis.ConversationEventsApi.as_view(), name="api-conversation-events"),
@@ -50,4 +50,26 @@ page_urlpatterns = [
         plan_migrations.plan_migration_retry_form,
         name="staff-plan-migration-retry",
     ),
+    # Operations (admins only): what needs attention and the logs behind it.
+    path("staff/ops/", operations.ops_index, name="staff-ops"),
+    path("staff/ops/meter-reports/", operations.ops_meter_reports, name="staff-ops-meter-reports"),
+    path("staff/ops/reconciliation/", operations.ops_reconciliation, name="staff-ops-reconciliation"),
+    path(
+        "staff/ops/reconciliation/<int:difference_id>/resolve",
+        operations.ops_difference_resolve,
+        name="staff-ops-difference-resolve",
+    ),
+    path("staff/ops/stripe-sync/", operations.ops_stripe_sync, name="staff-ops-stripe-sync"),
+    path(
+        "staff/ops/stripe-sync/versions/<int:version_id>/retry",
+        operations.ops_version_sync_retry,
+        name="staff-ops-version-sync-retry",
+    ),
+    path(
+        "staff/ops/stripe-sync/webhook-endpoint/retry",
+        operations.ops_webhook_endpoint_retry,
+        name="staff-ops-webhook-endpoint-retry",
+    ),
+    path("staff/ops/webhooks/", operations.ops_webhooks, name="staff-ops-webhooks"),
+    path("staff/ops/audit/", operations.ops_audit, name="staff-ops-audit"),
 ]

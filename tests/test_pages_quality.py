@@ -138,12 +138,48 @@ def _published_version(actor):
     return price_plan_version_publish(version=version, actor=actor)
 
 
+def _ops_objects(account, objects: dict) -> dict:
+    """Samples for the operations pages: an open reconciliation difference of the account, a meter report Stripe
+    refused, a webhook delivery that failed, and the published version its sample migration moves to (the Stripe
+    sync retry's URL)."""
+    import json
+
+    from djstripe.models import WebhookEventTrigger
+
+    from resolutions.models import MeterReconciliationDifference, MeterReport, MeterWindow
+
+    now = clock.now()
+    start, period_start = now - dt.timedelta(hours=3), now - dt.timedelta(days=10)
+    difference = MeterReconciliationDifference.objects.create(
+        account=account, period_start=period_start, period_end=now + dt.timedelta(days=20),
+        portal=5, stripe=7, first_found_at=now, last_checked_at=now,
+    )  # fmt: skip
+    window = MeterWindow.objects.create(
+        account=account, start=start, end=start + dt.timedelta(hours=1), period_start=period_start,
+        period_end=now + dt.timedelta(days=20), overage=3,
+    )  # fmt: skip
+    MeterReport.objects.create(
+        account=account, window=window, sequence=0, quantity=3, timestamp=start, identifier=f"sample-{account.pk}",
+        state=MeterReport.State.REJECTED, attempts=2, rejections=1,
+        last_error="No such customer: 'cus_NffrFeUfNV2Hib'; a similar object exists in live mode, but a test mode "
+        "key was used to make this request.",
+    )  # fmt: skip
+    WebhookEventTrigger.objects.create(
+        headers={}, remote_ip="127.0.0.1", valid=True, processed=False, exception="IntegrityError: duplicate key",
+        traceback="Traceback (most recent call last):\n  File \"djstripe/models/webhooks.py\", line 1, in process",
+        body=json.dumps({"id": f"evt_sample_{account.pk}", "type": "invoice.finalized", "created": 1764000000}),
+    )  # fmt: skip
+    return {"difference_id": difference, "version_id": objects["migration_id"].to_version}
+
+
 @pytest.fixture
 def world(account, other_account, billing_admin, viewer, manager, admin_user):
     account.account_manager = manager  # the manager is assigned to `account`, not to `other_account`
     account.save(update_fields=["account_manager"])
     objects = _account_objects(account, admin_user, "acme")
     other_objects = _account_objects(other_account, admin_user, "globex")
+    objects |= _ops_objects(account, objects)
+    other_objects |= _ops_objects(other_account, other_objects)
     objects["account_id"], other_objects["account_id"] = account, other_account
     users = {"viewer": viewer, "billing_admin": billing_admin, "manager": manager, "admin": admin_user}
     return World(account, other_account, users, objects, other_objects)

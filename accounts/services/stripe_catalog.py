@@ -263,3 +263,35 @@ def stripe_catalog_setup() -> dict:
             {"version": str(synced), "price": synced.stripe_price_id, "seat_price": synced.stripe_seat_price_id}
         )
     return {"meter": meter.stripe_id, "products": products, "versions": versions}
+
+
+def price_plan_version_stripe_sync_retry(*, version: PricePlanVersion, actor) -> PricePlanVersion:
+    """An admin's "retry" of a version whose Stripe sync failed: back to pending and the same sync task queued
+    once the change commits (the sync is find-or-create, so a retry never makes a second Price). Retrying again
+    while it is pending queues nothing more; a version whose sync did not fail is refused. Audited."""
+    from django.core.exceptions import ValidationError
+
+    from .audit import audit_log_write
+    from .plans import _queue_stripe_sync
+
+    with transaction.atomic():
+        locked = PricePlanVersion.objects.select_for_update().select_related("plan").get(pk=version.pk)
+        if locked.stripe_sync_status == StripeSyncStatus.PENDING and locked.status != PricePlanVersion.Status.DRAFT:
+            return locked  # already queued (a double click, or another admin): one sync is enough
+        if locked.status == PricePlanVersion.Status.DRAFT:
+            raise ValidationError(f"{locked.plan.slug} v{locked.number} is a draft: it has no Stripe Prices yet.")
+        if locked.stripe_sync_status != StripeSyncStatus.FAILED:
+            state = locked.get_stripe_sync_status_display() or "not started"
+            raise ValidationError(
+                f"The Stripe sync of {locked.plan.slug} v{locked.number} has not failed ({state.lower()}): "
+                "there is nothing to retry."
+            )
+        before = {"stripe_sync_status": locked.stripe_sync_status, "stripe_sync_error": locked.stripe_sync_error}
+        locked.stripe_sync_status = StripeSyncStatus.PENDING
+        locked.save(update_fields=["stripe_sync_status"])
+        audit_log_write(
+            actor=actor, action="price_plan_version.stripe_sync_retry", obj=locked, before=before,
+            after={"stripe_sync_status": locked.stripe_sync_status},
+        )  # fmt: skip
+        transaction.on_commit(lambda: _queue_stripe_sync(locked.pk))
+    return locked

@@ -83,3 +83,22 @@ def stripe_webhook_endpoint_local(*, base_url: str | None = None) -> WebhookEndp
     endpoint.secret = settings.STRIPE_WEBHOOK_SECRET
     endpoint.save(update_fields=["secret"])
     return endpoint
+
+
+def stripe_webhook_endpoint_retry(*, actor) -> WebhookEndpoint:
+    """An admin's "register again": the same find-or-create as `stripe_setup` (an endpoint still registered in
+    Stripe is kept, a missing one is created), called outside any transaction (stripe_client refuses a call
+    inside one); what it found is audited. A Stripe failure is raised (StripeFailure) and nothing is recorded."""
+    from django.db import transaction
+
+    from .audit import audit_log_write
+
+    before = list(WebhookEndpoint.objects.order_by("created").values_list("id", flat=True))
+    endpoint = stripe_webhook_endpoint_ensure()
+    with transaction.atomic():
+        audit_log_write(
+            actor=actor, action="stripe_webhook_endpoint.ensure", obj=endpoint, before={"endpoints": before},
+            after={"id": endpoint.id, "url": endpoint.url, "enabled_events": endpoint.enabled_events,
+                   "status": endpoint.status, "created": endpoint.id not in before},
+        )  # fmt: skip
+    return endpoint

@@ -14,9 +14,11 @@ What is kept. A disagreement is stored with both figures (`MeterReconciliationDi
 account and period) and e-mailed once to the admins, after its transaction commits (`emailed_at` is claimed
 before sending, so two runs never both send it; a failed send is retried by the next run). Other figures later
 update the open row without another e-mail; equal figures resolve it; a difference that comes back after that is
-a new row and a new e-mail. Stripe is asked outside any transaction, one period at a time, and each account's
-answers are stored (under its lock) before the next account is asked; a Stripe failure for one period is recorded
-in the result and the run goes on with the others.
+a new row and a new e-mail. An admin may resolve an open row with a note (`meter_difference_resolve`): its figures
+are accepted, so a run that finds exactly those figures again counts the period as `accepted` (not a difference,
+no new row, no e-mail); other figures open a new row. Stripe is asked outside any transaction, one period at a
+time, and each account's answers are stored (under its lock) before the next account is asked; a Stripe failure
+for one period is recorded in the result and the run goes on with the others.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Count, Max, Q, Sum
@@ -36,7 +39,8 @@ from djstripe.models import Customer
 
 from accounts.locks import accounts_lock
 from accounts.models import ADMIN_GROUP, Account, BillingMeter, User
-from billing_portal import stripe_client
+from accounts.services.audit import Actor, audit_log_write
+from billing_portal import clock, stripe_client
 from billing_portal.stripe_client import StripeFailure
 
 from ..models import MeterReconciliationDifference, MeterReconciliationRun, MeterReport
@@ -90,6 +94,7 @@ class ReconciliationResult:
     failures: list[dict] = field(default_factory=list)  # periods Stripe could not be asked about
     new: int = 0  # differences not open before this run (e-mailed)
     resolved: int = 0  # open differences whose figures now agree
+    accepted: int = 0  # periods whose figures are those an admin accepted when resolving their difference
 
     @property
     def nothing_checked(self) -> bool:
@@ -97,13 +102,14 @@ class ReconciliationResult:
         return bool(self.failures) and self.checked == 0
 
     def as_dict(self) -> dict:
-        """`reconcile --json` (DESIGN §4: checked, differences) plus in_flight, new, resolved and failures."""
+        """`reconcile --json` (DESIGN §4: checked, differences) plus in_flight, new, resolved, accepted, failures."""
         return {
             "checked": self.checked,
             "differences": [d.as_dict() for d in self.differences],
             "in_flight": self.in_flight,
             "new": self.new,
             "resolved": self.resolved,
+            "accepted": self.accepted,
             "failures": self.failures,
         }
 
@@ -227,12 +233,15 @@ def _record(
     with transaction.atomic():
         accounts_lock([account_id])
         fresh = _portal_figures(cutoff=now - LOOKBACK, settled_before=settled_before, account_id=account_id)
-        open_rows = {
-            row.period_start: row
-            for row in MeterReconciliationDifference.objects.filter(
-                account_id=account_id, resolved_at__isnull=True, period_start__in=[p for p, _, _ in periods]
+        rows = list(
+            MeterReconciliationDifference.objects.filter(
+                account_id=account_id, period_start__in=[p for p, _, _ in periods]
             )
-        }
+        )
+        open_rows = {row.period_start: row for row in rows if row.resolved_at is None}
+        last_resolved: dict[dt.datetime, MeterReconciliationDifference] = {}
+        for row in sorted((r for r in rows if r.resolved_at is not None), key=lambda r: r.pk):
+            last_resolved[row.period_start] = row  # a period's newest row decides (a new row opens after the last)
         for period_start, figure, stripe_total in periods:
             now_figure = fresh.get((account_id, period_start)) or PortalFigure(period_end=figure.period_end)
             if now_figure != figure:
@@ -245,6 +254,12 @@ def _record(
                     row.resolved_at = row.last_checked_at = now
                     row.save(update_fields=["resolved_at", "last_checked_at"])
                     result.resolved += 1
+                continue
+            accepted = last_resolved.get(period_start)
+            if row is None and accepted is not None and _accepts(accepted, figure.total, stripe_total):
+                accepted.last_checked_at = now  # still the figures the admin accepted: not reopened, not e-mailed
+                accepted.save(update_fields=["last_checked_at"])
+                result.accepted += 1
                 continue
             result.differences.append(
                 PeriodDifference(account_id, period_start, figure.period_end, figure.total, stripe_total)
@@ -260,6 +275,56 @@ def _record(
                 row.portal, row.stripe, row.period_end = figure.total, stripe_total, figure.period_end
                 row.last_checked_at = now
                 row.save(update_fields=["portal", "stripe", "period_end", "last_checked_at"])
+
+
+def _accepts(row: MeterReconciliationDifference, portal: int, stripe: int) -> bool:
+    """Did an admin accept exactly these figures when resolving `row`? (A row a run resolved accepted nothing.)"""
+    return bool(row.resolution_key) and (row.portal, row.stripe) == (portal, stripe)
+
+
+# --- an admin resolves a difference ----------------------------------------------------------------------------
+def meter_difference_resolve(
+    *, difference: MeterReconciliationDifference, actor: Actor, note: str, key: str,
+    figures: tuple[int, int] | None = None,
+) -> MeterReconciliationDifference:  # fmt: skip
+    """Resolve an open difference by hand, accepting its figures (e.g. a credit note was issued for it). `key` is
+    the form's idempotency key: a second call with it returns the first resolution. `figures` (portal, Stripe) are
+    those the admin saw: if a run changed them since, nothing is resolved (the admin would accept figures they
+    never read). Takes the account's lock, as `_record` does, so a run and a resolution of one account decide one
+    after the other. Refused input changes nothing. Audited."""
+    note = (note or "").strip()
+    if not note:
+        raise ValidationError({"note": "Write a note saying why these figures are accepted (it is kept)."})
+    if not key:
+        raise ValidationError("This form has no idempotency key: reload the page and submit it again.")
+    with transaction.atomic():
+        accounts_lock([difference.account_id])
+        row = MeterReconciliationDifference.objects.select_for_update().select_related("account").get(pk=difference.pk)
+        if row.resolution_key == key:
+            return row  # the same form submitted again: already done
+        if MeterReconciliationDifference.objects.filter(resolution_key=key).exists():
+            raise ValidationError("This form was already used to resolve another difference: reload the page.")
+        if row.resolved_at is not None:
+            who = f" by {row.resolved_by.get_username()}" if row.resolved_by else " (the figures agreed)"
+            raise ValidationError(f"This difference was already resolved on {row.resolved_at:%Y-%m-%d %H:%M} UTC{who}.")
+        if figures is not None and tuple(figures) != (row.portal, row.stripe):
+            raise ValidationError(
+                f"The figures changed since this page was opened: now portal {row.portal:,}, Stripe {row.stripe:,}. "
+                "Read them again before resolving."
+            )
+        before = {"resolved_at": None, "portal": row.portal, "stripe": row.stripe}
+        row.resolved_at = clock.now()
+        row.resolved_by = actor if isinstance(actor, User) else None
+        row.resolution_note = note[:2000]
+        row.resolution_key = key
+        row.save(update_fields=["resolved_at", "resolved_by", "resolution_note", "resolution_key"])
+        audit_log_write(
+            actor=actor, action="meter_difference.resolve", obj=row, account=row.account, before=before,
+            after={"resolved_at": row.resolved_at, "portal": row.portal, "stripe": row.stripe,
+                   "difference": row.difference, "period_start": row.period_start, "period_end": row.period_end},
+            reason=note,
+        )  # fmt: skip
+    return row
 
 
 # --- e-mail to the admins --------------------------------------------------------------------------------------
@@ -327,6 +392,7 @@ def _message(difference: MeterReconciliationDifference) -> str:
     link = settings.PORTAL_BASE_URL.rstrip("/") + reverse(
         "admin:resolutions_meterreconciliationdifference_change", args=[difference.pk]
     )
+    resolve = settings.PORTAL_BASE_URL.rstrip("/") + reverse("staff-ops-difference-resolve", args=[difference.pk])
     return (
         f"The overage resolutions reported to Stripe's meter and Stripe's meter event summary disagree for "
         f"{account.name} (account {account.pk}), billing period {difference.period_start:%Y-%m-%d %H:%M} to "
@@ -335,5 +401,7 @@ def _message(difference: MeterReconciliationDifference) -> str:
         f"  Stripe (meter event summary):    {difference.stripe:,}\n"
         f"  Difference (Stripe - portal):    {difference.difference:+,}\n\n"
         f"Reconciliation checks again every hour and marks the difference resolved once the figures agree.\n"
-        f"{link}\n"
+        f"{link}\n\n"
+        f"If these figures are right as they are (e.g. a credit note covers them), resolve it with a note:\n"
+        f"{resolve}\n"
     )

@@ -17,16 +17,17 @@ from types import SimpleNamespace
 
 import pytest
 from django.conf import settings as django_settings
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.db import connections
 
-from accounts.models import BillingPeriod, PricePlan
+from accounts.models import AuditLogEntry, BillingPeriod, PricePlan
 from accounts.services.provisioning import account_provision
 from billing_portal import clock, stripe_client
 from resolutions.billing_cycle import billing_cycle_run
 from resolutions.models import MeterReconciliationDifference, MeterReconciliationRun, MeterReport, MeterWindow
 from resolutions.services.metering import meter_event_timestamp, window_bounds
-from resolutions.services.reconciliation import meter_reconcile
+from resolutions.services.reconciliation import meter_difference_resolve, meter_reconcile
 from resolutions.tasks import meter_reconcile_task
 from tests.factories import AdminUserFactory
 
@@ -194,6 +195,7 @@ def test_a_difference_is_stored_emailed_once_kept_current_resolved_and_new_when_
     assert sorted(mail.to) == ["finance@example.com", "ops@example.com"]
     assert "Alpha Support" in mail.subject and "portal 5, Stripe 7" in mail.subject
     assert "Difference (Stripe - portal):    +2" in mail.body and f"/{row.pk}/change/" in mail.body
+    assert f"/staff/ops/reconciliation/{row.pk}/resolve\n" in mail.body
 
     again = reconcile(T1 + dt.timedelta(hours=1))  # still there: no second e-mail
     assert [d.as_dict() for d in again.differences] == [expected] and again.new == 0
@@ -383,7 +385,7 @@ def test_reconcile_json_prints_the_contract_and_what_was_skipped(world, stripe_e
             "account_id": a.account.pk, "period_start": period_of(a.account)[0].isoformat(),
             "period_end": period_of(a.account)[1].isoformat(), "portal": 5, "stripe": 7,
         }],
-        "in_flight": 1, "new": 1, "resolved": 0, "failures": [],
+        "in_flight": 1, "new": 1, "resolved": 0, "accepted": 0, "failures": [],
     }  # fmt: skip
     out = StringIO()
     call_command("reconcile", "--now", (T1 + dt.timedelta(hours=1)).isoformat(), stdout=out)
@@ -468,3 +470,147 @@ def test_admins_see_differences_open_and_resolved(world, reconcile, client, admi
     assert client.get(f"{url}{row.pk}/change/").status_code == 200
     assert client.post(f"{url}{row.pk}/delete/").status_code == 403  # read-only
     assert client.get("/admin/resolutions/meterreconciliationrun/").status_code == 200
+
+
+# --- an admin resolves a difference with a note -------------------------------------------------------------------
+@pytest.mark.django_db
+def test_a_difference_an_admin_resolved_stays_resolved_for_the_same_figures_and_reopens_as_new_for_others(
+    world, reconcile, mailoutbox
+):
+    a = world.alpha
+    period = period_of(a.account)
+    admin = AdminUserFactory(username="ops-admin")
+    sent(a, report(a.account, period, 1, 5))
+    stripe_event(a, 2, period[0] + dt.timedelta(hours=2), "stray-1")  # portal 5, Stripe 7
+    reconcile(T1)
+    row = MeterReconciliationDifference.objects.get()
+    assert len(mailoutbox) == 1
+
+    with clock.frozen(T1 + dt.timedelta(minutes=30)):
+        resolved = meter_difference_resolve(
+            difference=row, actor=admin, note="Credit note CN-7 covers the 2.", key="form-1", figures=(5, 7)
+        )
+    assert (resolved.resolved_at, resolved.resolved_by, resolved.resolution_note) == (
+        T1 + dt.timedelta(minutes=30), admin, "Credit note CN-7 covers the 2.",
+    )  # fmt: skip
+    (entry,) = AuditLogEntry.objects.filter(action="meter_difference.resolve")
+    assert (entry.actor, entry.account, entry.reason) == (admin, a.account, "Credit note CN-7 covers the 2.")
+    assert (entry.before["portal"], entry.before["stripe"], entry.after["difference"]) == (5, 7, 2)
+
+    same = reconcile(T1 + dt.timedelta(hours=1))  # Stripe still says 7, the portal 5: the accepted figures
+    assert (same.checked, same.differences, same.new, same.accepted) == (1, [], 0, 1)
+    row.refresh_from_db()
+    assert row.resolved_at == T1 + dt.timedelta(minutes=30) and row.resolved_by == admin  # not reopened
+    assert row.last_checked_at == T1 + dt.timedelta(hours=1)
+    assert MeterReconciliationDifference.objects.count() == 1 and len(mailoutbox) == 1  # no new row, no e-mail
+
+    stripe_event(a, 1, period[0] + dt.timedelta(hours=3), "stray-2")  # Stripe now says 8: not what was accepted
+    other = reconcile(T1 + dt.timedelta(hours=2))
+    assert [(d.portal, d.stripe) for d in other.differences] == [(5, 8)] and (other.new, other.accepted) == (1, 0)
+    rows = list(MeterReconciliationDifference.objects.order_by("pk"))
+    assert [(r.portal, r.stripe, r.resolved_at is None) for r in rows] == [(5, 7, False), (5, 8, True)]
+    assert rows[0].resolution_note == "Credit note CN-7 covers the 2."  # the resolved row is kept as it was
+    assert len(mailoutbox) == 2 and "portal 5, Stripe 8" in mailoutbox[1].subject
+
+    stripe_cancel("stray-2")  # back to 7 while the new row is open: the open row is kept current, not accepted
+    back = reconcile(T1 + dt.timedelta(hours=3))
+    assert [(d.portal, d.stripe) for d in back.differences] == [(5, 7)] and back.accepted == 0
+    assert MeterReconciliationDifference.objects.filter(resolved_at__isnull=True).get().pk == rows[1].pk
+
+
+@pytest.mark.django_db
+def test_a_difference_a_run_resolved_is_not_an_accepted_one(world, reconcile):
+    """Only an admin's resolution accepts figures: once a run found the figures equal, the same difference coming
+    back is a new row."""
+    a = world.alpha
+    period = period_of(a.account)
+    sent(a, report(a.account, period, 1, 5))
+    stripe_event(a, 2, period[0] + dt.timedelta(hours=2), "stray-1")
+    reconcile(T1)
+    stripe_cancel("stray-1")
+    assert reconcile(T1 + dt.timedelta(hours=1)).resolved == 1
+    stripe_event(a, 2, period[0] + dt.timedelta(hours=3), "stray-2")  # 5 against 7 again
+    again = reconcile(T1 + dt.timedelta(hours=2))
+    assert (again.new, again.accepted) == (1, 0) and MeterReconciliationDifference.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_resolving_twice_with_the_same_key_is_one_resolution(account):
+    admin = AdminUserFactory(username="ops-admin")
+    row = _open_difference(account)
+    first = meter_difference_resolve(difference=row, actor=admin, note="checked with finance", key="k-1")
+    with clock.frozen(T1 + dt.timedelta(hours=5)):
+        second = meter_difference_resolve(difference=row, actor=admin, note="another note", key="k-1")
+    assert second.pk == first.pk and second.resolved_at == first.resolved_at
+    assert second.resolution_note == "checked with finance"
+    assert AuditLogEntry.objects.filter(action="meter_difference.resolve").count() == 1
+    other = _open_difference(account, days=40)
+    with pytest.raises(ValidationError, match="already used to resolve another difference"):
+        meter_difference_resolve(difference=other, actor=admin, note="reused form", key="k-1")
+    with pytest.raises(ValidationError, match="already resolved"):
+        meter_difference_resolve(difference=row, actor=admin, note="a second admin", key="k-2")
+    other.refresh_from_db()
+    assert other.resolved_at is None and AuditLogEntry.objects.filter(action="meter_difference.resolve").count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"note": ""}, "Write a note"),
+        ({"note": "  \t\n"}, "Write a note"),
+        ({"key": ""}, "no idempotency key"),
+        ({"figures": (5, 8)}, "The figures changed since this page was opened: now portal 5, Stripe 7"),
+    ],
+)
+def test_a_refused_resolution_changes_nothing(account, kwargs, message):
+    admin = AdminUserFactory(username="ops-admin")
+    row = _open_difference(account)
+    with pytest.raises(ValidationError, match=message):
+        meter_difference_resolve(**{"difference": row, "actor": admin, "note": "ok", "key": "k", **kwargs})
+    row.refresh_from_db()
+    assert (row.resolved_at, row.resolved_by, row.resolution_note, row.resolution_key) == (None, None, "", None)
+    assert not AuditLogEntry.objects.filter(action="meter_difference.resolve").exists()
+
+
+def _open_difference(account, *, days: int = 10) -> MeterReconciliationDifference:
+    return MeterReconciliationDifference.objects.create(
+        account=account, period_start=T0 - dt.timedelta(days=days), period_end=T0 + dt.timedelta(days=20),
+        portal=5, stripe=7, first_found_at=T0, last_checked_at=T0,
+    )  # fmt: skip
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("keys", [("form-a", "form-b"), ("form-a", "form-a")], ids=["two-admins", "double-submit"])
+def test_two_resolutions_at_once_make_one(account, keys):
+    """Two admins (two forms) at the same instant: one resolves, the other is told it is already resolved. The
+    same form submitted twice at once: one resolution, both answered with it."""
+    admins = [AdminUserFactory(username=f"ops-admin-{n}") for n in range(2)]
+    row = _open_difference(account)
+    barrier, outcomes = threading.Barrier(2), []
+
+    def resolve(n: int) -> None:
+        try:
+            barrier.wait(5)
+            done = meter_difference_resolve(difference=row, actor=admins[n], note=f"note {n}", key=keys[n])
+            outcomes.append(("resolved", done.resolution_key))
+        except ValidationError as exc:
+            outcomes.append(("refused", " ".join(exc.messages)))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=resolve, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+
+    row.refresh_from_db()
+    assert row.resolved_at is not None and row.resolution_key in keys
+    assert AuditLogEntry.objects.filter(action="meter_difference.resolve").count() == 1
+    if keys[0] == keys[1]:
+        assert outcomes == [("resolved", "form-a"), ("resolved", "form-a")]
+    else:
+        assert sorted(kind for kind, _ in outcomes) == ["refused", "resolved"]
+        assert "already resolved" in next(text for kind, text in outcomes if kind == "refused")

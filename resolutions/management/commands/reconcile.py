@@ -42,7 +42,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Reconciliation at {now.isoformat()}: {result.checked} period(s) checked, "
             f"{len(result.differences)} difference(s) ({result.new} new), {result.resolved} resolved, "
-            f"{result.in_flight} with a meter event on its way."
+            f"{result.accepted} as an admin accepted them, {result.in_flight} with a meter event on its way."
         )
         for d in result.differences:
             self.stdout.write(
