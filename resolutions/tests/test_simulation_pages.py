@@ -130,3 +130,17 @@ def test_api_bad_input_is_400_in_the_one_shape_and_starts_nothing(api_client, ad
     simulation_id = PriceSimulation.objects.get().pk
     for query in ("page_size=0", "page_size=5000", "page=abc", "plan_version_id=-1"):
         assert_one_shape(api_client.get(f"/api/v1/staff/price-simulations/{simulation_id}?{query}"), 400)
+
+
+def test_the_shared_pager_keeps_the_filters_and_names_its_links():
+    from django.core.paginator import Paginator
+    from django.template.loader import render_to_string
+
+    page = Paginator(list(range(120)), 50).get_page(2)
+    html = render_to_string(
+        "portal/_pager.html", {"page": page, "query": "plan_version=7", "newer": "Larger movers", "older": "Smaller"}
+    )
+    assert '<a href="?plan_version=7&amp;page=1">← Larger movers</a>' in html
+    assert '<a href="?plan_version=7&amp;page=3">Smaller →</a>' in html and "Page 2 of 3" in html
+    assert "Newer" in render_to_string("portal/_pager.html", {"page": page})
+    assert render_to_string("portal/_pager.html", {"page": Paginator([1], 50).get_page(1)}).strip() == ""

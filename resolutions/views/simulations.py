@@ -139,6 +139,7 @@ def price_simulation_detail(request, simulation_id: int):
         movers = list(rows[:CHART_MOVERS])
         context |= {
             "page": page, "versions": versions, "plan_version": version_id, "rows_total": page.paginator.count,
+            "plan_version_text": "" if version_id is None else str(version_id),
             "chart": _chart([r for r in movers if r.difference_minor], simulation.currency),
         }  # fmt: skip
     return render_page(
