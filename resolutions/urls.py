@@ -1,7 +1,7 @@
 from django.urls import path
 
 from . import apis
-from .views import dashboard, invoices, plan_migrations, resolution_list, staff
+from .views import dashboard, invoices, plan_migrations, price_plans, resolution_list, staff
 
 api_urlpatterns = [
     path("conversation-events", apis.ConversationEventsApi.as_view(), name="api-conversation-events"),
@@ -36,5 +36,41 @@ page_urlpatterns = [
         "staff/pricing/migrations/<int:migration_id>/retry",
         plan_migrations.plan_migration_retry_form,
         name="staff-plan-migration-retry",
+    ),
+    path("staff/pricing/plans/", price_plans.price_plan_list_page, name="staff-price-plans"),
+    path(
+        "staff/pricing/plans/<int:plan_id>/versions/new",
+        price_plans.price_plan_version_new,
+        name="staff-price-plan-version-new",
+    ),
+    path(
+        "staff/pricing/plans/<int:plan_id>/versions/validate",
+        price_plans.price_plan_version_validate,
+        name="staff-price-plan-version-validate",
+    ),
+    path(
+        "staff/pricing/plans/versions/<int:version_id>/",
+        price_plans.price_plan_version_page,
+        name="staff-price-plan-version",
+    ),
+    path(
+        "staff/pricing/plans/versions/<int:draft_id>/edit",
+        price_plans.price_plan_version_edit,
+        name="staff-price-plan-version-edit",
+    ),
+    path(
+        "staff/pricing/plans/versions/<int:version_id>/publish",
+        price_plans.price_plan_version_publish_form,
+        name="staff-price-plan-version-publish",
+    ),
+    path(
+        "staff/pricing/plans/versions/<int:version_id>/retire",
+        price_plans.price_plan_version_retire_form,
+        name="staff-price-plan-version-retire",
+    ),
+    path(
+        "staff/pricing/plans/versions/<int:version_id>/stripe-sync-retry",
+        price_plans.price_plan_version_sync_retry_form,
+        name="staff-price-plan-version-sync-retry",
     ),
 ]
