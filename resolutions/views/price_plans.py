@@ -261,7 +261,9 @@ def _blank_values(zone: str) -> dict:
 
 def _count(post, name: str, limit: int) -> int:
     text = post.get(name, "")
-    return min(int(text), limit) if text.isascii() and text.isdecimal() and len(text) < 6 else 0
+    if not (text.isascii() and text.isdecimal()):
+        return 0
+    return min(int(text), limit) if len(text) < 6 else limit
 
 
 def _values_from_post(post) -> dict:
