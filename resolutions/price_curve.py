@@ -9,6 +9,7 @@ spaced points, and drawn through them: what the line shows at a boundary is what
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -22,6 +23,8 @@ from .rating import PriceTerms, Tier, price_quantity
 
 DEFAULT_MAX_QUANTITY = 10_000  # the range when no account has any overage yet
 VOLUME_FACTOR = 3  # the range is this many times the largest account's period overage
+LOOKBACK = dt.timedelta(days=400)  # the periods the range is taken from
+MAX_LARGEST = 10**9  # a posted largest_overage above this is not believed
 EVEN_POINTS = 48
 SAMPLE_POINTS = 5
 # Geometry of the SVG, in its own units (it scales to the card's width).
@@ -41,11 +44,13 @@ def terms_from_spec(spec: PlanVersionSpec) -> PriceTerms:
     )
 
 
-def largest_period_overage() -> int:
-    """The most overage resolutions any account had in one Stripe billing period, from the reporting
-    windows (one grouped query, never a scan of resolutions); 0 when there is none."""
+def largest_period_overage(*, now: dt.datetime) -> int:
+    """The most overage resolutions any account had in one Stripe billing period of the last 13 months, from
+    the reporting windows (one grouped query on the period_end index, never a scan of resolutions); 0 when
+    there is none."""
     row = (
-        MeterWindow.objects.values("account_id", "period_start")
+        MeterWindow.objects.filter(period_end__gt=now - LOOKBACK)
+        .values("account_id", "period_start")
         .annotate(n=Sum("overage"))
         .order_by("-n")
         .values_list("n", flat=True)

@@ -272,3 +272,25 @@ def test_volume_draft_curve(admin, plan, largest_period):
 def test_without_any_usage_the_curve_runs_to_10000(admin, plan):
     html = admin.get(f"/staff/pricing/plans/{plan.pk}/versions/new").content.decode()
     assert sorted(amounts(html)) == [0, 2500, 5000, 7500, 10000]
+
+
+def test_a_double_submit_of_a_new_draft_makes_one_draft(admin, plan):
+    page = admin.get(f"/staff/pricing/plans/{plan.pk}/versions/new").content.decode()
+    key = re.search(r'name="idempotency_key" value="([0-9a-f]{32})"', page).group(1)
+    url = f"/staff/pricing/plans/{plan.pk}/versions/new"
+    first = admin.post(url, {**form(), "action": "save", "idempotency_key": key})
+    second = admin.post(url, {**form(), "action": "save", "idempotency_key": key})
+    assert first.status_code == second.status_code == 302 and first["Location"] == second["Location"]
+    assert PricePlanVersion.objects.filter(plan=plan, status="draft").count() == 1
+    admin.post(url, {**form(), "action": "save", "idempotency_key": "f" * 32})  # another form: another draft
+    assert PricePlanVersion.objects.filter(plan=plan, status="draft").count() == 2
+
+
+def test_the_form_carries_the_curve_range_so_validating_does_not_measure_it_again(admin, plan, largest_period):
+    page = admin.get(f"/staff/pricing/plans/{plan.pk}/versions/new").content.decode()
+    assert 'name="largest_overage" value="2000"' in page
+    url = f"/staff/pricing/plans/{plan.pk}/versions/validate"
+    carried = admin.post(url, {**form(), "largest_overage": "40000"}).content.decode()
+    assert max(amounts(carried)) == 200_000  # 3 × 40,000 = 120,000, drawn to 200,000 (the next round number)
+    forged = admin.post(url, {**form(), "largest_overage": "9" * 40}).content.decode()
+    assert max(amounts(forged)) == 10_000  # not believed: measured again (2,000 → 10,000)

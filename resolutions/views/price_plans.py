@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 import zoneinfo
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.http import HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 
+from accounts.idempotency import IdempotencyKey, idempotency_key_digest
 from accounts.models import PricePlan, PricePlanVersion
 from accounts.pages import admin_page, refused_status, render_page
 from accounts.pricing import MAX_OFFERS, MAX_TIERS, plan_version_spec_parse
@@ -32,7 +35,7 @@ from accounts.services import (
 from accounts.services.stripe_catalog import price_plan_version_stripe_sync_retry
 from billing_portal import clock
 
-from ..price_curve import largest_period_overage, price_curve_build, terms_from_spec
+from ..price_curve import MAX_LARGEST, largest_period_overage, price_curve_build, terms_from_spec
 from ..rating import PriceTerms
 
 EDITOR = "portal/pricing/price_plan_version_edit.html"
@@ -79,7 +82,19 @@ def _comparison(version: PricePlanVersion) -> PricePlanVersion | None:
     return current if current is not None and current.pk != version.pk else None
 
 
-def _curve(*, draft_terms: PriceTerms | None, draft_label: str, currency: str, other: PricePlanVersion | None):
+def _largest_overage(request) -> int:
+    """The largest account's period overage, which sets the curve's range: measured when a page is drawn and
+    carried by the editor's form, so that validating as the admin types does not group the meter windows on
+    every keystroke (a forged value only changes the range of the forger's own chart)."""
+    posted = request.POST.get("largest_overage", "") if request.method == "POST" else ""
+    if posted.isascii() and posted.isdecimal() and len(posted) < 12 and int(posted) <= MAX_LARGEST:
+        return int(posted)
+    return largest_period_overage(now=clock.now())
+
+
+def _curve(
+    *, draft_terms: PriceTerms | None, draft_label: str, currency: str, other: PricePlanVersion | None, largest: int
+):
     curves, note = [], ""
     if draft_terms is not None:
         curves.append(("draft", draft_label, draft_terms))
@@ -90,7 +105,7 @@ def _curve(*, draft_terms: PriceTerms | None, draft_label: str, currency: str, o
             curves.append(("current", f"v{other.number} (published)", PriceTerms.from_version(other)))
     if not curves:
         return None, note
-    return price_curve_build(currency=currency, curves=curves, largest_overage=largest_period_overage()), note
+    return price_curve_build(currency=currency, curves=curves, largest_overage=largest), note
 
 
 @admin_page
@@ -100,7 +115,7 @@ def price_plan_version_page(request, version_id: int):
     usage = price_plan_version_usage().get(version.pk, {"accounts": 0, "moving_in": 0})
     curve, curve_note = _curve(
         draft_terms=PriceTerms.from_version(version), draft_label=f"v{version.number} ({version.status})",
-        currency=version.currency, other=other,
+        currency=version.currency, other=other, largest=_largest_overage(request),
     )  # fmt: skip
     context = {"version": version, "usage": usage, "curve": curve, "curve_note": curve_note, "other": other}
     return render_page(request, "portal/pricing/price_plan_version.html", context)
@@ -342,19 +357,58 @@ def _editor_context(request, *, plan: PricePlan, draft: PricePlanVersion | None,
     The curve is drawn whenever the values parse."""
     spec, _ = _validate(values, request.user.viewing_timezone)
     other = _comparison(draft) if draft is not None else _current_published(plan)
+    largest = _largest_overage(request)
     curve, note = _curve(
         draft_terms=terms_from_spec(spec) if spec is not None else None, draft_label="This draft",
         currency=spec.currency if spec is not None else (other.currency if other else "usd"), other=other,
+        largest=largest,
     )  # fmt: skip
     if spec is None:
         note = "Fix the terms above to see this draft's curve. " + note
     return {
         "plan": plan, "draft": draft, "editor": _editor(values, errors), "modes": MODES, "curve": curve,
-        "curve_note": note.strip(), "other": other, "zone": request.user.viewing_timezone,
+        "curve_note": note.strip(), "other": other, "zone": request.user.viewing_timezone, "largest": largest,
+        "form_key": _form_key(request),
         "action_url": reverse("staff-price-plan-version-edit", args=[draft.pk]) if draft
         else reverse("staff-price-plan-version-new", args=[plan.pk]),
         "validate_url": reverse("staff-price-plan-version-validate", args=[plan.pk]),
     }  # fmt: skip
+
+
+def _form_key(request) -> str:
+    """The key a new draft's form carries from when it was first drawn (kept through row changes)."""
+    posted = request.POST.get("idempotency_key", "") if request.method == "POST" else ""
+    return posted if re.fullmatch(r"[0-9a-f]{32}", posted) else uuid.uuid4().hex
+
+
+def _draft_create_once(request, *, plan: PricePlan, spec) -> PricePlanVersion:
+    """Create the draft once per form: a double click or a resubmitted POST finds the draft the first submit
+    made. The form's key is stored beside the draft in the same transaction, so two concurrent submits
+    cannot both keep theirs (the second's unique key fails and its draft is rolled back)."""
+    key = _form_key(request)
+    scope = f"page:user:{request.user.pk} {request.path}"[:400]
+    digest = idempotency_key_digest(key)
+
+    def first() -> PricePlanVersion | None:
+        row = IdempotencyKey.objects.filter(scope=scope, key_hash=digest).first()
+        return PricePlanVersion.objects.filter(pk=row.response_body.get("version_id")).first() if row else None
+
+    found = first()
+    if found is not None:
+        return found
+    try:
+        with transaction.atomic():
+            version = price_plan_version_create(plan=plan, spec=spec, actor=request.user)
+            IdempotencyKey.objects.create(
+                scope=scope, key_hash=digest, fingerprint=digest, status_code=302,
+                response_body={"version_id": version.pk}, created_at=clock.now(),
+            )  # fmt: skip
+    except IntegrityError:
+        found = first()
+        if found is None:
+            raise
+        return found
+    return version
 
 
 def _row_action(values: dict, action: str) -> str:
@@ -388,7 +442,7 @@ def _editor_page(request, *, plan: PricePlan, draft: PricePlanVersion | None, in
     if spec is not None:
         try:
             if draft is None:
-                saved = price_plan_version_create(plan=plan, spec=spec, actor=request.user)
+                saved = _draft_create_once(request, plan=plan, spec=spec)
             else:
                 saved = price_plan_version_update(version=draft, spec=spec, actor=request.user)
         except ValidationError as exc:
