@@ -294,3 +294,11 @@ def test_the_form_carries_the_curve_range_so_validating_does_not_measure_it_agai
     assert max(amounts(carried)) == 200_000  # 3 × 40,000 = 120,000, drawn to 200,000 (the next round number)
     forged = admin.post(url, {**form(), "largest_overage": "9" * 40}).content.decode()
     assert max(amounts(forged)) == 10_000  # not believed: measured again (2,000 → 10,000)
+
+
+def test_the_confirm_step_offers_no_button_when_the_state_does_not_allow_it(admin, plan, draft):
+    v1 = plan.versions.get(number=1)
+    publish = admin.get(f"/staff/pricing/plans/versions/{v1.pk}/publish").content.decode()
+    assert "only a draft can be published" in publish and "Publish v1</button>" not in publish
+    retire = admin.get(f"/staff/pricing/plans/versions/{draft.pk}/retire").content.decode()
+    assert "only a published version can be retired" in retire and "Retire v" not in retire.split("</h1>")[1]
