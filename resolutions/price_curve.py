@@ -102,7 +102,7 @@ class PriceCurve:
     max_amount: int
     series: tuple[Series, ...]
     samples: tuple[SampleRow, ...]
-    x_ticks: tuple[tuple[float, int], ...]  # (x, quantity)
+    x_ticks: tuple[tuple[float, str], ...]  # (x, quantity, short: "7.5k")
     y_ticks: tuple[tuple[float, str], ...]  # (y, amount in major units, short: "2.5k")
     width: int = WIDTH
     height: int = HEIGHT
@@ -122,13 +122,16 @@ class PriceCurve:
         )
 
 
-def _short_major(amount_minor: int, currency: str) -> str:
-    """An axis label: major units, short enough for a phone ("0", "250", "2.5k", "1.2M")."""
-    major = Decimal(amount_minor).scaleb(-minor_exponent(currency))
+def _short(number: Decimal) -> str:
+    """An axis label short enough for a phone: "0", "250", "2.5k", "1.2M"."""
     for size, suffix in ((Decimal(10**6), "M"), (Decimal(1000), "k")):
-        if major >= size:
-            return f"{(major / size).quantize(Decimal('0.1')).normalize():f}{suffix}"
-    return f"{major.quantize(Decimal('0.01')).normalize():f}"
+        if number >= size:
+            return f"{(number / size).quantize(Decimal('0.1')).normalize():f}{suffix}"
+    return f"{number.quantize(Decimal('0.01')).normalize():f}"
+
+
+def _short_major(amount_minor: int, currency: str) -> str:
+    return _short(Decimal(amount_minor).scaleb(-minor_exponent(currency)))
 
 
 def _quantities(terms: PriceTerms, max_quantity: int) -> list[int]:
@@ -183,6 +186,6 @@ def price_curve_build(
         samples.append(SampleRow(quantity=quantity, amounts=amounts, difference=difference))
     return PriceCurve(
         currency=currency, max_quantity=max_quantity, max_amount=max_amount, series=series, samples=tuple(samples),
-        x_ticks=tuple((x_of(max_quantity * i // 4), max_quantity * i // 4) for i in range(5)),
+        x_ticks=tuple((x_of(max_quantity * i // 4), _short(Decimal(max_quantity * i // 4))) for i in range(5)),
         y_ticks=tuple((y_of(max_amount * i // 4), _short_major(max_amount * i // 4, currency)) for i in range(5)),
     )  # fmt: skip
