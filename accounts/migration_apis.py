@@ -3,6 +3,7 @@ rules are in services/plan_migrations.py."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 from django.core.exceptions import ValidationError
@@ -72,6 +73,14 @@ SCHEDULE_OUTPUT = inline_serializer(
 )
 
 
+def _batch_key(request) -> str:
+    """The schedule's key: the client's Idempotency-Key, hashed with the admin who sent it (two admins' keys, or
+    two long keys sharing a prefix, never name the same schedule); without one, each POST is its own."""
+    if not request.idempotency_key:
+        return uuid.uuid4().hex
+    return hashlib.sha256(f"api:{request.user.pk}:{request.idempotency_key}".encode()).hexdigest()[:64]
+
+
 def _version(pk: int, field: str) -> PricePlanVersion:
     version = PricePlanVersion.objects.filter(pk=pk).first()
     if version is None:
@@ -128,7 +137,7 @@ class PlanMigrationListApi(APIView):
         result = plan_migrations_schedule(
             to_version=_version(values["to_version_id"], "to_version_id"), actor=request.user,
             # The client's key names the batch (a retry is one schedule); without one, each POST is its own.
-            batch_key=(request.idempotency_key or uuid.uuid4().hex)[:64], not_before=values.get("not_before"),
+            batch_key=_batch_key(request), not_before=values.get("not_before"),
             reason=values.get("reason", ""), **kwargs,
         )  # fmt: skip
         body = {

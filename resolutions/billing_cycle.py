@@ -52,6 +52,7 @@ from credits.services import credit_packs_expire
 from .services import conversations_evaluate_pending, resolution_windows_finalise, resolutions_fund
 from .services.metering import meter_reports_run
 from .services.reconciliation import meter_reconcile, meter_reconcile_due
+from .services.simulation import price_simulations_resume_stalled
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +181,11 @@ def _conversions(now):
     return f"{n} stalled seat conversion(s) finished", {"seat_conversions_finished": n}
 
 
+def _simulations(now):
+    n = price_simulations_resume_stalled(now=now)
+    return f"{n} stalled price simulation(s) queued again", {"price_simulations_requeued": n}
+
+
 def _idempotency(now):
     n = idempotency_keys_expire(now=now)
     return f"{n} stored answer(s) to Idempotency-Keys older than 24 h forgotten", {"idempotency_keys_expired": n}
@@ -216,6 +222,7 @@ STEPS: list[tuple[str, Callable[[dt.datetime], tuple[str, dict]], tuple[str, ...
     ("report", _report, ()),  # windows are consistent whether or not funding ran: late overage is a correction
     ("provisioning", _provisioning, ()),
     ("conversions", _conversions, ()),
+    ("simulations", _simulations, ()),
     ("idempotency", _idempotency, ()),
     ("reconcile", _reconcile, ()),
 ]

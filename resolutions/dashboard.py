@@ -1,15 +1,10 @@
 """Selectors of the customer's dashboard (DESIGN §2, §6): the current Stripe billing period's figures, its
 forecast, the daily chart and the credit burn-down. Reads only: nothing here writes.
 
-Speed: nothing scans the period's resolutions. A period's counts are whole local days from the daily
-rollups (DailyUsage) plus, on its first and last local days, which a Stripe period cuts at an arbitrary
-instant, the part of the day on the right side of the cut, counted from the (account, resolved_at, id)
-and (account, escalated_at) indexes. On the first day the shorter side is counted (the part in the period,
-added; or the part before it, taken from the day's rollup), so at most about twelve hours are read; on the
-last day the part after the period's end is taken away, which for the current period lies in the future
-and is empty. Everything is one statement (`sql.period_usage_sum`), so one snapshot: exact counts, never
-an estimate. The period's overage money is its overage count priced by the period's plan version exactly
-as Stripe prices the metered Price (`rating.price_lines`): what the invoice will charge.
+Speed: a period's counts come from the daily rollups and its two ragged edges, exactly, never from a
+scan of its resolutions (resolutions/period_counts.py: the one place for that rule). The period's overage
+money is its overage count priced by the period's plan version exactly as Stripe prices the metered Price
+(`rating.price_lines`): what the invoice will charge.
 """
 
 from __future__ import annotations
@@ -17,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import statistics
-import zoneinfo
 from dataclasses import dataclass
 
 from djstripe.models import Subscription
@@ -28,53 +22,30 @@ from accounts.services.billing_periods import billing_period_calendar
 from credits.alerts import CreditStanding, credit_alert_conditions
 from credits.models import CreditAlert, CreditPack
 
-from . import sql
-from .models import ConversationTally, DailyUsage, Resolution
+from .models import ConversationTally, DailyUsage
+from .period_counts import PeriodKey, period_first_versions, period_usage_sums
 from .rating import PriceTerms, price_lines, price_quantity
 
-EDGE_SPAN = dt.timedelta(hours=26)  # a local day is at most 25 hours long (DST); the edges stay inside this
 RATE_DAYS = 14  # the recent daily rate: the last 14 complete local days
 FORECAST_Z = 1.2816  # the forecast range: an 80 % interval of the sum of the remaining days
 CHART_DAYS = 90
 
 
-def local_date(instant: dt.datetime, zone: zoneinfo.ZoneInfo) -> dt.date:
-    return instant.astimezone(zone).date()
-
-
-def _day_start(day: dt.date, zone: zoneinfo.ZoneInfo) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(), tzinfo=zone)
-
-
 def period_usage_sum(*, account: Account, starts: dt.datetime, ends: dt.datetime) -> dict:
-    """Exact counts of [starts, ends) for the account (see the module docstring): resolutions (not voided),
+    """Exact counts of [starts, ends) for the account (period_counts.USAGE_KEYS): resolutions (not voided),
     of them credited, overage, confirmed, their overage money as the rollups hold it (the sum of the
     resolutions' shares), and conversations escalated in it."""
-    zone = zoneinfo.ZoneInfo(account.timezone)
-    first, last = local_date(starts, zone), local_date(ends - dt.timedelta(microseconds=1), zone)
-    edges = []  # (sign, from, to, local date): the day's resolutions in [from, to) are added or taken away
-    if starts - _day_start(first, zone) <= dt.timedelta(hours=12):
-        days_from = first
-        edges.append((-1, starts - EDGE_SPAN, starts, first))  # the day's part before the period
-    else:
-        days_from = first + dt.timedelta(days=1)
-        edges.append((1, starts, starts + EDGE_SPAN, first))  # the day's part inside the period
-    edges.append((-1, ends, ends + EDGE_SPAN, last))  # the last day's part after the period
-    totals = sql.period_usage_sum(account.pk, account.timezone, days_from, last, edges)
-    return dict(
-        zip(("resolutions", "credited", "overage", "amount_minor", "confirmed", "escalated"), totals, strict=True)
-    )
+    key = PeriodKey(account_id=account.pk, timezone=account.timezone, starts=starts, ends=ends)
+    return period_usage_sums(keys=[key])[0]
 
 
 def period_plan_version(*, account: Account, starts: dt.datetime, ends: dt.datetime) -> PricePlanVersion:
     """The plan version the period's resolutions are rated with (a version holds for whole periods): that
     of its first resolution (one index probe), else the one in force at its start (plan migrations)."""
-    version_id = (
-        Resolution.objects.filter(account_id=account.pk, resolved_at__gte=starts, resolved_at__lt=ends)
-        .order_by("resolved_at", "id")
-        .values_list("plan_version_id", flat=True)[:1]
-        .first()
-    ) or plan_schedule_get(account_id=account.pk, account_version_id=account.plan_version_id).version_at(starts)
+    key = PeriodKey(account_id=account.pk, timezone=account.timezone, starts=starts, ends=ends)
+    version_id = period_first_versions(keys=[key])[0] or plan_schedule_get(
+        account_id=account.pk, account_version_id=account.plan_version_id
+    ).version_at(starts)
     return PricePlanVersion.objects.prefetch_related("tiers").get(pk=version_id)
 
 

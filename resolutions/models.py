@@ -319,3 +319,103 @@ class MeterReconciliationRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.started_at:%Y-%m-%d %H:%M}: {self.checked} checked, {self.differences} difference(s)"
+
+
+class PriceSimulation(models.Model):
+    """A re-pricing of accounts' last N closed Stripe billing periods under a price plan version (DESIGN §3.2),
+    computed from per-period counts and never by touching live rows. `terms` is a frozen snapshot of the
+    version's prices taken at start (a draft may be edited afterwards; the result stays what was simulated).
+    Runs as a Celery task that claims the row (`status` running, `run_token`, `heartbeat_at`) so two deliveries
+    never compute at once; rows are written per account idempotently and `accounts_done` / `resume_after_id`
+    move with them, so a redelivery after a crash continues where the last batch committed."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    version = models.ForeignKey(PricePlanVersion, on_delete=models.PROTECT, related_name="+")
+    terms = models.JSONField(help_text="The version's prices when the simulation started (a frozen snapshot).")
+    periods = models.PositiveSmallIntegerField(help_text="How many of each account's last closed periods.")
+    filter_version = models.ForeignKey(
+        PricePlanVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+        help_text="Only the accounts on this version (none: every account in the simulated version's currency).",
+    )  # fmt: skip
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    accounts_total = models.PositiveIntegerField(default=0)
+    accounts_done = models.PositiveIntegerField(default=0)
+    accounts_other_currency = models.PositiveIntegerField(
+        default=0, help_text="Accounts left out: billed in another currency than the simulated version's."
+    )
+    resume_after_id = models.BigIntegerField(default=0, help_text="Accounts up to this id are done.")
+    run_token = models.CharField(max_length=32, blank=True, help_text="Which run holds the simulation.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="When its run last saved progress.")
+    actual_minor = models.BigIntegerField(default=0)
+    simulated_minor = models.BigIntegerField(default=0)
+    created_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    idempotency_key = models.CharField(max_length=255)
+    created_at = models.DateTimeField(default=clock.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["created_by", "idempotency_key"], name="price_simulation_key_unique"),
+        ]
+        indexes = [models.Index(fields=["-created_at", "-id"], name="price_simulation_recent_idx")]
+
+    def __str__(self) -> str:
+        return f"simulation {self.pk} of version {self.version_id} ({self.status})"
+
+    @property
+    def difference_minor(self) -> int:
+        return self.simulated_minor - self.actual_minor
+
+    @property
+    def difference_percent(self):
+        from .services.simulation import percent_change
+
+        return percent_change(actual=self.actual_minor, simulated=self.simulated_minor)
+
+    @property
+    def progress_percent(self) -> int:
+        if self.status == self.Status.DONE:
+            return 100
+        return 100 * self.accounts_done // self.accounts_total if self.accounts_total else 0
+
+
+class PriceSimulationRow(models.Model):
+    """One account's figures in a simulation: over its `periods` closed billing periods, the billable
+    resolutions, those credits funded (as they were used) and the rest (overage), what that overage was
+    rated at (actual: each period's version in force) and what the simulated terms rate it at."""
+
+    # No index of its own: the unique (simulation, account) constraint leads with it.
+    simulation = models.ForeignKey(PriceSimulation, on_delete=models.CASCADE, related_name="rows", db_index=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    plan_version = models.ForeignKey(
+        PricePlanVersion, on_delete=models.PROTECT, related_name="+", help_text="The account's version when simulated."
+    )
+    periods = models.PositiveSmallIntegerField()
+    billable = models.BigIntegerField()
+    credited = models.BigIntegerField()
+    overage = models.BigIntegerField()
+    actual_minor = models.BigIntegerField()
+    simulated_minor = models.BigIntegerField()
+    difference_minor = models.BigIntegerField()
+    movement_minor = models.BigIntegerField(help_text="|difference|: largest movers first.")
+    percent = models.DecimalField(max_digits=12, decimal_places=1, null=True, blank=True)
+    currency = models.CharField(max_length=3)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["simulation", "account"], name="price_simulation_row_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["simulation", "-movement_minor", "account"], name="price_simulation_movers_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"simulation {self.simulation_id} account {self.account_id}: {self.difference_minor:+d}"

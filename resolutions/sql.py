@@ -516,70 +516,114 @@ def rollups_rebuild(account_id: int, timezone: str) -> int:
     )
 
 
-# --- The dashboard: a billing period's counts from the rollups and its two ragged edges -------------------
-def _period_usage_sum_orm(
-    account_id: int, timezone: str, days_from: dt.date, days_to: dt.date, edges: list[tuple]
-) -> tuple[int, ...]:
+# --- Billing periods' counts from the rollups and their two ragged edges (resolutions/period_counts.py) ---
+def _period_usage_sums_orm(plans: list[tuple]) -> dict[int, tuple[int, ...]]:
     import zoneinfo
 
     from django.db.models import Sum
 
-    zone = zoneinfo.ZoneInfo(timezone)
     keys = ("resolutions", "credited", "overage", "amount_minor", "confirmed", "escalated")
-    whole = DailyUsage.objects.filter(account_id=account_id, date__gte=days_from, date__lte=days_to).aggregate(
-        **{key: Sum(key) for key in keys}
-    )
-    totals = [whole[key] or 0 for key in keys]
-    for sign, lower, upper, day in edges:
-        rows = Resolution.objects.filter(
-            account_id=account_id, voided_at=None, resolved_at__gte=lower, resolved_at__lt=upper
-        ).values_list("resolved_at", "funding", "amount_minor", "kind")
-        for resolved_at, funding, amount, kind in rows:
-            if resolved_at.astimezone(zone).date() == day:
-                for i, value in enumerate((1, funding == CREDIT, funding == OVERAGE, amount, kind == CONFIRMED)):
-                    totals[i] += sign * value
-        escalations = Conversation.objects.filter(
-            account_id=account_id, escalated_at__gte=lower, escalated_at__lt=upper
-        ).values_list("escalated_at", flat=True)
-        totals[5] += sign * sum(1 for at in escalations if at.astimezone(zone).date() == day)
-    return tuple(int(value) for value in totals)
+    result: dict[int, tuple[int, ...]] = {}
+    for index, (account_id, timezone, days_from, days_to, edges) in enumerate(plans):
+        zone = zoneinfo.ZoneInfo(timezone)
+        whole = DailyUsage.objects.filter(account_id=account_id, date__gte=days_from, date__lte=days_to).aggregate(
+            **{key: Sum(key) for key in keys}
+        )
+        totals = [whole[key] or 0 for key in keys]
+        for sign, lower, upper, day in edges:
+            rows = Resolution.objects.filter(
+                account_id=account_id, voided_at=None, resolved_at__gte=lower, resolved_at__lt=upper
+            ).values_list("resolved_at", "funding", "amount_minor", "kind")
+            for resolved_at, funding, amount, kind in rows:
+                if resolved_at.astimezone(zone).date() == day:
+                    for i, value in enumerate((1, funding == CREDIT, funding == OVERAGE, amount, kind == CONFIRMED)):
+                        totals[i] += sign * value
+            escalations = Conversation.objects.filter(
+                account_id=account_id, escalated_at__gte=lower, escalated_at__lt=upper
+            ).values_list("escalated_at", flat=True)
+            totals[5] += sign * sum(1 for at in escalations if at.astimezone(zone).date() == day)
+        result[index] = tuple(int(value) for value in totals)
+    return result
 
 
-@twin(_period_usage_sum_orm)
-def period_usage_sum(
-    account_id: int, timezone: str, days_from: dt.date, days_to: dt.date, edges: list[tuple]
-) -> tuple[int, ...]:
-    """(resolutions, credited, overage, amount_minor, confirmed, escalated) of the account: its daily rollups
-    from days_from to days_to, plus or minus (sign) each edge's non-voided resolutions and escalated
-    conversations in [from, to) whose local date in `timezone` is the edge's date. One statement, so one
-    snapshot: the rollups and the edges agree even while resolutions are written. Each edge is a range scan
-    of the (account, resolved_at, id) index and of the partial (account, escalated_at) index."""
-    resolutions, conversations = Resolution._meta.db_table, Conversation._meta.db_table
-    parts = [
-        f"""SELECT coalesce(sum(resolutions), 0), coalesce(sum(credited), 0), coalesce(sum(overage), 0),
-                   coalesce(sum(amount_minor), 0), coalesce(sum(confirmed), 0), coalesce(sum(escalated), 0)
-            FROM {DailyUsage._meta.db_table} WHERE account_id = %s AND date >= %s AND date <= %s"""
-    ]
-    params: list = [account_id, days_from, days_to]
-    for sign, lower, upper, day in edges:
-        parts.append(
-            f"""SELECT %s * count(*), %s * count(*) FILTER (WHERE funding = %s),
-                       %s * count(*) FILTER (WHERE funding = %s), %s * coalesce(sum(amount_minor), 0),
-                       %s * count(*) FILTER (WHERE kind = %s), 0
-                FROM {resolutions}
-                WHERE account_id = %s AND resolved_at >= %s AND resolved_at < %s AND voided_at IS NULL
-                  AND (resolved_at AT TIME ZONE %s)::date = %s"""
-        )
-        params += [sign, sign, CREDIT, sign, OVERAGE, sign, sign, CONFIRMED, account_id, lower, upper, timezone, day]
-        parts.append(
-            f"""SELECT 0, 0, 0, 0, 0, %s * count(*) FROM {conversations}
-                WHERE account_id = %s AND escalated_at >= %s AND escalated_at < %s AND escalated_at IS NOT NULL
-                  AND (escalated_at AT TIME ZONE %s)::date = %s"""
-        )
-        params += [sign, account_id, lower, upper, timezone, day]
-    (row,) = rows_fetch(
-        "SELECT sum(a)::bigint, sum(b)::bigint, sum(c)::bigint, sum(d)::bigint, sum(e)::bigint, sum(f)::bigint "
-        f"FROM ({' UNION ALL '.join(parts)}) AS t(a, b, c, d, e, f)",
-        params,
+@twin(_period_usage_sums_orm)
+def period_usage_sums(plans: list[tuple]) -> dict[int, tuple[int, ...]]:
+    """Per plan (account_id, timezone, days_from, days_to, edges), by its index in `plans`: (resolutions,
+    credited, overage, amount_minor, confirmed, escalated) of the account, its daily rollups from days_from
+    to days_to, plus or minus (sign) each edge's non-voided resolutions and escalated conversations in
+    [from, to) whose local date in `timezone` is the edge's date. One statement for every plan, so one
+    snapshot: the rollups and the edges agree even while resolutions are written. Each edge is a range
+    scan of the (account, resolved_at, id) index and of the partial (account, escalated_at) index."""
+    if not plans:
+        return {}
+    keys: list[list] = [[], [], [], []]  # index, account, days_from, days_to
+    edges: list[list] = [[], [], [], [], [], [], []]  # index, account, timezone, sign, from, to, local date
+    for index, (account_id, timezone, days_from, days_to, plan_edges) in enumerate(plans):
+        for column, value in zip(keys, (index, account_id, days_from, days_to), strict=True):
+            column.append(value)
+        for sign, lower, upper, day in plan_edges:
+            for column, value in zip(edges, (index, account_id, timezone, sign, lower, upper, day), strict=True):
+                column.append(value)
+    rows = rows_fetch(
+        f"""WITH k AS (
+                SELECT * FROM unnest(%s::int[], %s::bigint[], %s::date[], %s::date[])
+                    AS k(i, account_id, days_from, days_to)),
+            e AS (
+                SELECT * FROM unnest(%s::int[], %s::bigint[], %s::text[], %s::int[], %s::timestamptz[],
+                                     %s::timestamptz[], %s::date[])
+                    AS e(i, account_id, tz, sign, lower_at, upper_at, day))
+            SELECT i, sum(n)::bigint, sum(c)::bigint, sum(o)::bigint, sum(a)::bigint, sum(f)::bigint, sum(x)::bigint
+            FROM (
+                SELECT k.i, d.resolutions AS n, d.credited AS c, d.overage AS o, d.amount_minor AS a,
+                       d.confirmed AS f, d.escalated AS x
+                FROM k JOIN {DailyUsage._meta.db_table} d
+                  ON d.account_id = k.account_id AND d.date >= k.days_from AND d.date <= k.days_to
+                UNION ALL
+                SELECT e.i, e.sign, e.sign * (r.funding = %s)::int, e.sign * (r.funding = %s)::int,
+                       e.sign * r.amount_minor, e.sign * (r.kind = %s)::int, 0
+                FROM e JOIN {Resolution._meta.db_table} r
+                  ON r.account_id = e.account_id AND r.resolved_at >= e.lower_at AND r.resolved_at < e.upper_at
+                WHERE r.voided_at IS NULL AND (r.resolved_at AT TIME ZONE e.tz)::date = e.day
+                UNION ALL
+                SELECT e.i, 0, 0, 0, 0, 0, e.sign
+                FROM e JOIN {Conversation._meta.db_table} c
+                  ON c.account_id = e.account_id AND c.escalated_at >= e.lower_at AND c.escalated_at < e.upper_at
+                WHERE c.escalated_at IS NOT NULL AND (c.escalated_at AT TIME ZONE e.tz)::date = e.day
+            ) AS t
+            GROUP BY i""",
+        [*keys, *edges, CREDIT, OVERAGE, CONFIRMED],
     )
-    return tuple(int(value) for value in row)
+    return {row[0]: tuple(int(value) for value in row[1:]) for row in rows}
+
+
+def _period_first_versions_orm(keys: list[tuple]) -> dict[int, int]:
+    found = {}
+    for index, (account_id, starts, ends) in enumerate(keys):
+        version_id = (
+            Resolution.objects.filter(account_id=account_id, resolved_at__gte=starts, resolved_at__lt=ends)
+            .order_by("resolved_at", "id")
+            .values_list("plan_version_id", flat=True)[:1]
+            .first()
+        )
+        if version_id is not None:
+            found[index] = version_id
+    return found
+
+
+@twin(_period_first_versions_orm)
+def period_first_versions(keys: list[tuple]) -> dict[int, int]:
+    """Per key (account_id, starts, ends), by its index: the plan version of the account's first resolution
+    (voided or not) resolved in [starts, ends), by (resolved_at, id); keys without one are left out. One
+    probe of the (account, resolved_at, id) index a key."""
+    if not keys:
+        return {}
+    columns = [list(column) for column in zip(*[(i, *key) for i, key in enumerate(keys)], strict=True)]
+    rows = rows_fetch(
+        f"""SELECT k.i, (SELECT r.plan_version_id FROM {Resolution._meta.db_table} r
+                        WHERE r.account_id = k.account_id AND r.resolved_at >= k.starts AND r.resolved_at < k.ends
+                        ORDER BY r.resolved_at, r.id LIMIT 1)
+            FROM unnest(%s::int[], %s::bigint[], %s::timestamptz[], %s::timestamptz[])
+                AS k(i, account_id, starts, ends)""",
+        columns,
+    )
+    return {index: version_id for index, version_id in rows if version_id is not None}

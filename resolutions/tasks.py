@@ -9,6 +9,7 @@ from .billing_cycle import billing_cycle_run
 from .services import conversations_evaluate_pending
 from .services.metering import meter_report_account
 from .services.reconciliation import meter_reconcile
+from .services.simulation import LEASE, SimulationBusy, price_simulation_run
 
 
 @shared_task(acks_late=True)
@@ -50,3 +51,18 @@ def meter_reconcile_task() -> dict:
     The billing cycle's `reconcile` step then waits an hour; two overlapping runs decide one after the other
     per account, and an e-mail is sent once."""
     return meter_reconcile(now=clock.now()).as_dict()
+
+
+@shared_task(bind=True, acks_late=True, max_retries=12)
+def price_simulation_task(self, simulation_id: int) -> dict:
+    """Compute a price simulation (queued by `price_simulation_start` once committed). Safe to deliver twice
+    or at once: the run claims the row under its lock, a second delivery finds it busy and looks again once
+    the first could have gone quiet (a redelivery after a crash then takes over and finishes the work), and
+    a finished simulation is left as it is."""
+    if isinstance(simulation_id, bool) or not isinstance(simulation_id, int):
+        raise TypeError(f"simulation_id must be an integer, not {simulation_id!r}")
+    try:
+        simulation = price_simulation_run(simulation_id=simulation_id)
+    except SimulationBusy as busy:
+        raise self.retry(countdown=LEASE.total_seconds() + 5, exc=busy) from None
+    return {"simulation_id": simulation_id, "status": simulation.status, "accounts_done": simulation.accounts_done}

@@ -1,7 +1,7 @@
 from django.urls import path
 
-from . import apis
-from .views import dashboard, invoices, plan_migrations, price_plans, resolution_list, staff
+from . import apis, simulation_apis
+from .views import dashboard, invoices, plan_migrations, price_plans, resolution_list, simulations, staff
 
 api_urlpatterns = [
     path("conversation-events", apis.ConversationEventsApi.as_view(), name="api-conversation-events"),
@@ -11,6 +11,12 @@ api_urlpatterns = [
         "staff/accounts/<int:account_id>/invoice-preview", apis.InvoicePreviewApi.as_view(), name="api-invoice-preview"
     ),
     path("staff/resolutions/<int:resolution_id>/void", apis.ResolutionVoidApi.as_view(), name="api-resolution-void"),
+    path("staff/price-simulations", simulation_apis.PriceSimulationListApi.as_view(), name="api-price-simulations"),
+    path(
+        "staff/price-simulations/<int:simulation_id>",
+        simulation_apis.PriceSimulationDetailApi.as_view(),
+        name="api-price-simulation",
+    ),
 ]
 
 # Pages (included at the site root).
@@ -25,6 +31,13 @@ page_urlpatterns = [
     path("staff/accounts/<int:account_id>/", staff.staff_account, name="staff-account"),
     path("staff/accounts/<int:account_id>/void", staff.resolution_void_form, name="staff-resolution-void"),
     path("staff/accounts/<int:account_id>/invoice-preview", staff.staff_invoice_preview, name="staff-invoice-preview"),
+    path("staff/pricing/simulations/", simulations.price_simulation_list, name="staff-price-simulations"),
+    path("staff/pricing/simulations/new", simulations.price_simulation_new, name="staff-price-simulation-new"),
+    path(
+        "staff/pricing/simulations/<int:simulation_id>/",
+        simulations.price_simulation_detail,
+        name="staff-price-simulation",
+    ),
     path("staff/pricing/migrations/", plan_migrations.plan_migration_list, name="staff-plan-migrations"),
     path("staff/pricing/migrations/new", plan_migrations.plan_migration_new, name="staff-plan-migration-new"),
     path(

@@ -116,7 +116,14 @@ def _account_objects(account, actor, suffix: str) -> dict:
         account=account, from_version=account.plan_version, to_version=_published_version(actor),
         effective_at=now + dt.timedelta(days=20), batch_key=f"sample-{suffix}",
     )  # fmt: skip
-    return {"key_id": key, "pack_id": pack, "resolution_id": resolution, "migration_id": migration}
+    from resolutions.services.simulation import price_simulation_run, price_simulation_start
+
+    simulation, _ = price_simulation_start(
+        version=migration.to_version, periods=3, actor=actor, idempotency_key=f"sample-{suffix}"
+    )
+    simulation = price_simulation_run(simulation_id=simulation.pk)
+    return {"key_id": key, "pack_id": pack, "resolution_id": resolution, "migration_id": migration,
+            "simulation_id": simulation}  # fmt: skip
 
 
 def _published_version(actor):

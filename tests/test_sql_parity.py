@@ -198,17 +198,27 @@ def case_conversation_tally_add(w):
     return [((w.a.pk, 3), None), ((w.a.pk, -1), None), ((w.b.pk, 2), None)]
 
 
-def case_period_usage_sum(w):
-    """Whole days plus edges that add and take away, in two timezones (an edge counts only its own date)."""
-    return [
-        ((w.a.pk, "UTC", TODAY - DAY, TODAY, [(-1, NOW - 30 * HOUR, NOW - 4 * HOUR, TODAY - DAY),
-                                             (-1, NOW - 2 * HOUR, NOW + 22 * HOUR, TODAY)]), None),
-        ((w.a.pk, "Asia/Tokyo", TODAY, TODAY, [(1, NOW - 26 * HOUR, NOW, TODAY), (-1, NOW - 3 * HOUR, NOW, TODAY)]),
-         None),
-        ((w.b.pk, "UTC", TODAY - 5 * DAY, TODAY + DAY, []), None),
-        ((w.a.pk, "America/Los_Angeles", TODAY - 40 * DAY, TODAY,
-          [(1, NOW - 41 * DAY, NOW - 39 * DAY, TODAY - 40 * DAY)]), None),
+def case_period_usage_sums(w):
+    """Whole days plus edges that add and take away, in several timezones (an edge counts only its own date),
+    one plan or many at once (the price simulation's batches)."""
+    plans = [
+        (w.a.pk, "UTC", TODAY - DAY, TODAY, [(-1, NOW - 30 * HOUR, NOW - 4 * HOUR, TODAY - DAY),
+                                           (-1, NOW - 2 * HOUR, NOW + 22 * HOUR, TODAY)]),
+        (w.a.pk, "Asia/Tokyo", TODAY, TODAY, [(1, NOW - 26 * HOUR, NOW, TODAY), (-1, NOW - 3 * HOUR, NOW, TODAY)]),
+        (w.b.pk, "UTC", TODAY - 5 * DAY, TODAY + DAY, []),
+        (w.a.pk, "America/Los_Angeles", TODAY - 40 * DAY, TODAY,
+         [(1, NOW - 41 * DAY, NOW - 39 * DAY, TODAY - 40 * DAY)]),
     ]  # fmt: skip
+    return [(([plan],), None) for plan in plans] + [((plans,), None), (([],), None)]
+
+
+def case_period_first_versions(w):
+    keys = [
+        (w.a.pk, NOW - 50 * DAY, NOW + DAY),
+        (w.b.pk, NOW - 50 * DAY, NOW + DAY),
+        (w.a.pk, NOW + DAY, NOW + 9 * DAY),
+    ]
+    return [((keys,), None), (([],), None)]
 
 
 def case_resolutions_insert(w):
@@ -303,11 +313,12 @@ CASES = {
     "resolutions.sql.resolution_amounts_write": case_resolution_amounts_write,
     "resolutions.sql.rollups_rebuild": case_rollups_rebuild,
     "resolutions.sql.conversation_tally_add": case_conversation_tally_add,
-    "resolutions.sql.period_usage_sum": case_period_usage_sum,
+    "resolutions.sql.period_usage_sums": case_period_usage_sums,
+    "resolutions.sql.period_first_versions": case_period_first_versions,
 }
 # Twins that only read: their parity is in what they return; the others must also change the tables.
 READS_ONLY = {"conversation_rows", "resolutions_past_marks", "overage_counts", "unfunded_counts", "period_overage_rows",
-              "period_usage_sum"}  # fmt: skip
+              "period_usage_sums", "period_first_versions"}  # fmt: skip
 
 
 def test_every_twin_has_a_parity_case():

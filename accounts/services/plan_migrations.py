@@ -221,16 +221,18 @@ def plan_migrations_schedule(
 
 
 def plan_migration_cancel(*, migration: PlanMigration, actor: Actor, reason: str = "", now=None) -> PlanMigration:
-    """Cancel a scheduled move while its start is more than CHANGE_CUTOFF away (no resolution rated by it yet)."""
+    """Cancel a scheduled move while its start is more than CHANGE_CUTOFF away (no resolution rated by it yet),
+    or a failed one at any time (Stripe refused the switch, so its Prices never changed): the account stays on
+    its version, the usage held for the move is reported again, and a new move can be scheduled."""
     now = now or clock.now()
     with transaction.atomic(durable=True):
         account_lock(migration.account_id)
         migration = PlanMigration.objects.select_related("to_version__plan", "from_version__plan").get(pk=migration.pk)
-        if migration.status != Status.SCHEDULED:
+        if migration.status not in (Status.SCHEDULED, Status.FAILED):
             raise ValidationError(
                 f"This move is {migration.get_status_display().lower()}: it can no longer be cancelled."
             )
-        if migration.effective_at - now <= CHANGE_CUTOFF:
+        if migration.status == Status.SCHEDULED and migration.effective_at - now <= CHANGE_CUTOFF:
             raise ValidationError(
                 "This move takes effect in less than 15 minutes (or already has): it can no longer be cancelled. "
                 "Schedule a move back at the next period instead."
@@ -341,8 +343,8 @@ def plan_migration_apply(*, migration: PlanMigration, now: dt.datetime, result: 
             account_id=migration.account_id, start__lt=migration.effective_at, end__gt=migration.effective_at
         ).exists()
         if moved:  # Stripe's periods no longer start there (the anchor changed): an admin must decide
-            _fail(migration, "Stripe's billing periods no longer start at this move's date: cancel is no longer "
-                             "possible; schedule a move at the new period start.", now, result)  # fmt: skip
+            _fail(migration, "Stripe's billing periods no longer start at this move's date: cancel this move "
+                             "and schedule one at the new period start.", now, result)  # fmt: skip
         else:
             _wait(migration, "Waiting for Stripe to renew the subscription into the new period.", result)
         return

@@ -24,7 +24,7 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Q, Sum
 from djstripe.models import Customer
 
-from accounts.models import Account, BillingMeter, PricePlanVersion
+from accounts.models import Account, BillingMeter, PlanMigration, PricePlanVersion
 from accounts.selectors import plan_schedule_get
 from accounts.services.plan_migrations import meter_report_hold_from
 from accounts.services.stripe_catalog import METER_CUSTOMER_KEY, METER_VALUE_KEY
@@ -323,6 +323,7 @@ def meter_report_account(*, account_id: int, now: dt.datetime) -> AccountReport:
             return result
         account = Account.objects.get(pk=account_id)
         result.planned, result.adjustments = _plan(account, now)
+        _restamp_after_switch(account_id, now)
         rows = MeterReport.objects.filter(account_id=account_id, state__in=OPEN_STATES)
         hold_from = meter_report_hold_from(account_id=account_id)
         if hold_from is not None:  # a plan migration's start has not switched Stripe's Price yet: its usage waits
@@ -342,6 +343,27 @@ def meter_report_account(*, account_id: int, now: dt.datetime) -> AccountReport:
 
 
 OPEN_STATES = METER_OPEN_STATES
+RESTAMP_LOOKBACK = dt.timedelta(days=40)  # longer than a billing period: a move's held rows are sent by then
+
+
+def _restamp_after_switch(account_id: int, now: dt.datetime) -> int:
+    """Usage held for a plan move (stamped between the new period's start and the switch of Stripe's Prices)
+    is sent stamped just after the switch, still inside the period: Stripe bills a metered item's new Price
+    for the usage it records after the change, so an event stamped before it would be billed at the old
+    Price or not at all. Only rows never recorded by Stripe (pending, or refused) move; a row sent without an
+    answer keeps its timestamp, so asking Stripe's meter about it still finds it. Returns how many moved."""
+    moves = PlanMigration.objects.filter(
+        account_id=account_id, status=PlanMigration.Status.DONE, applied_at__gt=F("effective_at"),
+        applied_at__gte=now - RESTAMP_LOOKBACK,
+    ).values_list("effective_at", "applied_at")  # fmt: skip
+    moved = 0
+    for effective_at, applied_at in moves:
+        after = _ceil_minute(applied_at)
+        moved += MeterReport.objects.filter(
+            account_id=account_id, state__in=(MeterReport.State.PENDING, MeterReport.State.REJECTED),
+            sent_at__isnull=True, timestamp__gte=effective_at, timestamp__lt=after, window__period_end__gt=after,
+        ).update(timestamp=after)  # fmt: skip
+    return moved
 
 
 def _send_one(row: MeterReport, customer_id: str | None, now: dt.datetime, result: AccountReport) -> bool:

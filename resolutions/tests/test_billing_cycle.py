@@ -36,6 +36,7 @@ STEP_NAMES = [
     "report",
     "provisioning",
     "conversions",
+    "simulations",
     "idempotency",
     "reconcile",
 ]

@@ -144,3 +144,36 @@ def test_api_schedules_once_per_idempotency_key_and_refuses_what_the_state_forbi
     assert api_client.get("/api/v1/staff/plan-migrations?status=bogus").status_code == 400
     assert api_client.post("/api/v1/staff/plan-migrations/999999/cancel").status_code == 404
     assert PlanMigration.objects.count() == 2
+
+
+def test_two_keys_sharing_a_long_prefix_or_two_admins_sharing_a_key_are_separate_schedules(
+    api_client, admin_user, account, other_account, new_version, periods, now
+):
+    from tests.factories import AdminUserFactory
+
+    api_client.force_authenticate(admin_user)
+    prefix = "x" * 64
+    for account_id, key in ((account.pk, f"{prefix}-1"), (other_account.pk, f"{prefix}-2")):
+        body = {"to_version_id": new_version.pk, "account_ids": [account_id]}
+        answer = api_client.post("/api/v1/staff/plan-migrations", body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+        assert answer.status_code == 201 and [m["account_id"] for m in answer.json()["scheduled"]] == [account_id]
+    assert PlanMigration.objects.count() == 2
+    PlanMigration.objects.all().delete()
+    colleague = AdminUserFactory(username="second-admin")
+    for user, account_id in ((admin_user, account.pk), (colleague, other_account.pk)):
+        api_client.force_authenticate(user)
+        body = {"to_version_id": new_version.pk, "account_ids": [account_id]}
+        answer = api_client.post("/api/v1/staff/plan-migrations", body, format="json", HTTP_IDEMPOTENCY_KEY="same")
+        assert [m["account_id"] for m in answer.json()["scheduled"]] == [account_id]
+    assert set(PlanMigration.objects.values_list("account_id", flat=True)) == {account.pk, other_account.pk}
+
+
+def test_a_failed_move_shows_a_cancel_link(client, admin_user, account, new_version, periods, now):
+    move = PlanMigration.objects.create(account=account, from_version=account.plan_version, to_version=new_version,
+                                        effective_at=PERIOD_END, status=PlanMigration.Status.FAILED, batch_key="f",
+                                        last_error="Stripe refused the switch")  # fmt: skip
+    client.force_login(admin_user)
+    assert f"/staff/pricing/migrations/{move.pk}/cancel" in client.get("/staff/pricing/migrations/").content.decode()
+    client.post(f"/staff/pricing/migrations/{move.pk}/cancel", {"confirm": "yes"})
+    move.refresh_from_db()
+    assert move.status == PlanMigration.Status.CANCELLED

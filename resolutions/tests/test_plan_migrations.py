@@ -288,3 +288,56 @@ def test_resolutions_are_rated_by_the_version_in_force_in_their_period(account, 
     assert schedule.version_at(move_at - MINUTE) == old.pk and schedule.version_at(move_at) == new.pk
     with pytest.raises(ValidationError):  # it has started: too late to cancel
         plan_migration_cancel(migration=PlanMigration.objects.get(), actor=admin_user, now=NOW)
+
+
+def test_usage_held_for_a_move_is_stamped_after_the_switch_inside_the_period(world, admin_user):
+    """Stripe bills a metered item's new Price for the usage recorded after the change: a window held until the
+    switch is sent stamped at the next minute after it, not at the period's start."""
+    new = _version(admin_user)
+    with world.at(START + DAY):
+        price_plan_version_stripe_sync(version=new)
+        plan_migrations_schedule(to_version=new, accounts=[world.account], actor=admin_user, batch_key="m",
+                                 now=START + DAY)  # fmt: skip
+    world.resolve(PERIOD_END + 5 * MINUTE, posted_at=PERIOD_END + 2 * HOUR)
+    now = PERIOD_END + 2 * HOUR
+    with world.at(now):
+        billing_periods_sync(now=now)
+        resolutions_fund(now=now)
+        meter_reports_run(now=now, account_ids=[world.account.pk])  # held
+    row = MeterReport.objects.get(account=world.account)
+    assert row.timestamp < now and row.state == MeterReport.State.PENDING
+    switched_at = now + 30 * dt.timedelta(seconds=1)
+    with world.at(switched_at):
+        assert plan_migrations_apply(now=switched_at).switched == 1
+    with world.at(switched_at + MINUTE):
+        meter_reports_run(now=switched_at + MINUTE, account_ids=[world.account.pk])
+    row.refresh_from_db()
+    assert row.state == MeterReport.State.CONFIRMED
+    assert row.timestamp == (switched_at + MINUTE).replace(second=0) and row.timestamp < PERIOD2_END
+    sent = [r for r in world.emulator.requests.list() if r["path"].endswith("/billing/meter_events")]
+    assert len(sent) == 1
+
+
+def test_a_failed_move_can_be_cancelled_and_its_held_usage_is_reported(world, admin_user):
+    new = _version(admin_user)
+    with world.at(START + DAY):
+        price_plan_version_stripe_sync(version=new)
+        plan_migrations_schedule(to_version=new, accounts=[world.account], actor=admin_user, batch_key="m",
+                                 now=START + DAY)  # fmt: skip
+    PricePlanVersion.objects.filter(pk=new.pk).update(stripe_price_id="price_missing")
+    world.resolve(PERIOD_END + 5 * MINUTE, posted_at=PERIOD_END + HOUR)
+    world.cycle(PERIOD_END + HOUR)
+    migration = PlanMigration.objects.get()
+    assert migration.status == PlanMigration.Status.FAILED
+    assert MeterReport.objects.get(account=world.account).state == MeterReport.State.PENDING  # held
+    with world.at(PERIOD_END + 2 * HOUR):
+        plan_migration_cancel(migration=migration, actor=admin_user, reason="Stripe refused; staying on v1")
+    migration.refresh_from_db()
+    assert migration.status == PlanMigration.Status.CANCELLED
+    assert AuditLogEntry.objects.filter(action="plan_migration.cancel", object_id=str(migration.pk)).exists()
+    world.cycle(PERIOD_END + 2 * HOUR)
+    assert MeterReport.objects.get(account=world.account).state == MeterReport.State.CONFIRMED  # released
+    with world.at(PERIOD_END + 3 * HOUR):  # and a new move can be scheduled
+        again = plan_migrations_schedule(to_version=new, accounts=[world.account], actor=admin_user,
+                                         batch_key="m2", now=PERIOD_END + 3 * HOUR)  # fmt: skip
+    assert len(again.scheduled) == 1

@@ -142,8 +142,8 @@ def plan_migration_list(request):
     now = clock.now()
     context = {
         "page": page, "status": status, "statuses": PlanMigration.Status.choices, "now": now,
-        "cancel_until": CHANGE_CUTOFF, "cancellable": {m.pk for m in page if m.status == "scheduled"
-                                                         and m.effective_at - now > CHANGE_CUTOFF},
+        "cancel_until": CHANGE_CUTOFF, "cancellable": {m.pk for m in page if m.status == "failed" or (
+            m.status == "scheduled" and m.effective_at - now > CHANGE_CUTOFF)},
     }  # fmt: skip
     return render_page(request, "portal/pricing/plan_migrations.html", context)
 
