@@ -13,6 +13,7 @@ from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.utils.dateparse import parse_datetime, parse_duration
+from django.utils.text import slugify
 
 from billing_portal.money import SUPPORTED_CURRENCIES, parse_unit_amount
 
@@ -21,7 +22,15 @@ MAX_DECIMAL_PLACES = 12  # Stripe: unit_amount_decimal has at most 12 decimal pl
 MAX_UNIT_AMOUNT = 10**12  # the columns hold 12 integer digits
 MAX_WHOLE = 2**63 - 1  # bigint columns
 MAX_INT = 2**31 - 1  # integer columns (offer resolutions, validity days)
+MAX_STRIPE_AMOUNT = 99_999_999  # Stripe's largest unit_amount / flat_amount (8 digits of minor units)
 MAX_TIERS = 250  # Stripe's limit for tiers on one price
+MAX_OFFERS = 20
+MAX_WINDOW = dt.timedelta(days=30)
+MAX_TEXT = 60  # characters of a refused value quoted back in a message
+MAX_DIGITS = 40  # longer numbers are refused before they are parsed (no 10,000-digit ints)
+MAX_OFFER_NAME = 100  # CreditPackOffer.name
+EARLIEST_EFFECTIVE_FROM = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+LATEST_EFFECTIVE_FROM = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -64,15 +73,50 @@ class _Errors:
             raise ValidationError(self.by_field)
 
 
+def _quoted(value) -> str:
+    """A refused value as a message quotes it: short, so a hostile megabyte never comes back."""
+    text = str(value)
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
+
+
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _plain_number_text(value) -> str | None:
+    """The value as ASCII number text, or None for anything else (lists, "１２", "1_000", 10,000 digits)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        return None
+    text = str(value).strip()
+    if not text.isascii() or "_" in text or len(text) > MAX_DIGITS + 10:
+        return None
+    return text
+
+
 def _amount(errors: _Errors, name: str, value, *, required: bool) -> Decimal | None:
-    if value in (None, ""):
+    if _blank(value):
         if required:
             errors.add(name, "This price is required.")
         return None
+    if isinstance(value, float):
+        errors.add(name, "Prices must be given as a string or Decimal, not a float.")
+        return None
+    text = _plain_number_text(value)
+    if text is None:
+        errors.add(name, f"'{_quoted(value)}' is not a number.")
+        return None
     try:
-        amount = parse_unit_amount(value)
+        amount = parse_unit_amount(text)
     except ValueError as exc:
         errors.add(name, str(exc))
+        return None
+    if amount.adjusted() > 40 or amount.adjusted() < -40:  # 1e999999999: no arithmetic on it at all
+        errors.add(
+            name,
+            f"Too large: below {MAX_UNIT_AMOUNT:,} minor units."
+            if amount.adjusted() > 0
+            else f"At most {MAX_DECIMAL_PLACES} decimal places (Stripe's limit for unit_amount_decimal).",
+        )
         return None
     if amount < 0:
         errors.add(name, "A price cannot be negative.")
@@ -90,17 +134,24 @@ def _amount(errors: _Errors, name: str, value, *, required: bool) -> Decimal | N
 def _whole(
     errors: _Errors, name: str, value, *, minimum: int, required: bool = True, maximum: int = MAX_WHOLE
 ) -> int | None:
-    if value in (None, ""):
+    if _blank(value):
         if required:
             errors.add(name, "This number is required.")
         return None
-    if isinstance(value, bool) or isinstance(value, float):
-        errors.add(name, f"'{value}' is not a whole number.")
+    # An ASCII run of digits too long to be a sane number is out of range, not "not a number"; it is
+    # refused before int() ever sees it.
+    long_digits = isinstance(value, str) and value.strip().isascii() and value.strip().lstrip("+-").isdigit()
+    if long_digits and len(value.strip().lstrip("+-")) > MAX_DIGITS:
+        negative = value.strip().startswith("-")
+        errors.add(name, f"Must be {'at least' if negative else 'at most'} {minimum if negative else maximum:,}.")
         return None
+    text = None if isinstance(value, float) else _plain_number_text(value)
     try:
-        number = int(str(value).strip())
+        number = int(text) if text is not None else None
     except ValueError:
-        errors.add(name, f"'{value}' is not a whole number.")
+        number = None
+    if number is None:
+        errors.add(name, f"'{_quoted(value)}' is not a whole number.")
         return None
     if number < minimum:
         errors.add(name, f"Must be at least {minimum}.")
@@ -128,16 +179,18 @@ def _tiers(errors: _Errors, raw_tiers) -> tuple[TierSpec, ...]:
         if not isinstance(raw, Mapping):
             errors.add(name, "Each tier must be an object with up_to, unit_amount_decimal, flat_amount.")
             continue
-        unknown = set(raw) - {"up_to", "unit_amount_decimal", "flat_amount"}
+        unknown = {str(k) for k in raw} - {"up_to", "unit_amount_decimal", "flat_amount"}
         if unknown:
-            errors.add(name, f"Unknown tier field(s): {', '.join(sorted(unknown))}.")
+            errors.add(name, f"Unknown tier field(s): {_quoted(', '.join(sorted(unknown)))}.")
         is_last = i == len(raw_tiers) - 1
         raw_up_to = raw.get("up_to")
         up_to: int | None
-        if raw_up_to in (None, "inf"):
+        if _blank(raw_up_to) or (isinstance(raw_up_to, str) and raw_up_to.strip().lower() == "inf"):
             up_to = None
             if not is_last:
-                errors.add(f"{name}.up_to", "Only the last tier can be open-ended (up_to 'inf').")
+                errors.add(
+                    f"{name}.up_to", "Only the last tier can be open-ended (up_to 'inf'): give this one an up_to."
+                )
         else:
             up_to = _whole(errors, f"{name}.up_to", raw_up_to, minimum=1)
             if is_last:
@@ -147,32 +200,49 @@ def _tiers(errors: _Errors, raw_tiers) -> tuple[TierSpec, ...]:
             if up_to is not None:
                 previous_up_to = max(previous_up_to, up_to)
         unit = _amount(errors, f"{name}.unit_amount_decimal", raw.get("unit_amount_decimal"), required=False)
-        flat = _whole(errors, f"{name}.flat_amount", raw.get("flat_amount"), minimum=0, required=False)
-        if raw.get("unit_amount_decimal") in (None, "") and raw.get("flat_amount") in (None, ""):
+        flat = _whole(
+            errors, f"{name}.flat_amount", raw.get("flat_amount"), minimum=0, required=False, maximum=MAX_STRIPE_AMOUNT
+        )
+        if _blank(raw.get("unit_amount_decimal")) and _blank(raw.get("flat_amount")):
             errors.add(name, "A tier needs a unit_amount_decimal, a flat_amount, or both.")
         tiers.append(TierSpec(up_to=up_to, unit_amount_decimal=unit, flat_amount=flat))
     return tuple(tiers)
 
 
 def _offers(errors: _Errors, raw_offers) -> tuple[OfferSpec, ...]:
-    if raw_offers in (None, ""):
+    if _blank(raw_offers):
         return ()
     if not isinstance(raw_offers, Sequence) or isinstance(raw_offers, str | bytes):
         errors.add("offers", "Offers must be a list.")
         return ()
+    if len(raw_offers) > MAX_OFFERS:
+        errors.add("offers", f"At most {MAX_OFFERS} credit pack offers on one version.")
+        return ()
     offers: list[OfferSpec] = []
     names: set[str] = set()
+    slugs: set[str] = set()
     for i, raw in enumerate(raw_offers):
         name = f"offers[{i}]"
         if not isinstance(raw, Mapping):
             errors.add(name, "Each offer must be an object with name, resolutions, validity_days, unit price.")
             continue
-        offer_name = str(raw.get("name") or "").strip()
-        if not offer_name:
+        raw_name = raw.get("name")
+        offer_name = raw_name.strip() if isinstance(raw_name, str) else ""
+        offer_slug = slugify(offer_name)
+        if raw_name is not None and not isinstance(raw_name, str):
+            errors.add(f"{name}.name", "An offer's name is text.")
+        elif not offer_name:
             errors.add(f"{name}.name", "An offer needs a name.")
+        elif len(offer_name) > MAX_OFFER_NAME:
+            errors.add(f"{name}.name", f"At most {MAX_OFFER_NAME} characters.")
         elif offer_name in names:
-            errors.add(f"{name}.name", f"Two offers are named '{offer_name}'.")
+            errors.add(f"{name}.name", f"Two offers are named '{_quoted(offer_name)}'.")
+        elif not offer_slug:
+            errors.add(f"{name}.name", "An offer's name needs letters or digits (it names its Stripe Price).")
+        elif offer_slug in slugs:
+            errors.add(f"{name}.name", f"'{_quoted(offer_name)}' names the same Stripe Price as another offer.")
         names.add(offer_name)
+        slugs.add(offer_slug)
         resolutions = _whole(errors, f"{name}.resolutions", raw.get("resolutions"), minimum=1, maximum=MAX_INT)
         validity = _whole(errors, f"{name}.validity_days", raw.get("validity_days", 365), minimum=1, maximum=3660)
         unit = _amount(errors, f"{name}.unit_amount_decimal", raw.get("unit_amount_decimal"), required=True)
@@ -185,31 +255,60 @@ def _effective_from(errors: _Errors, value) -> dt.datetime | None:
     if isinstance(value, dt.datetime):
         parsed = value
     else:
-        parsed = parse_datetime(str(value)) if value not in (None, "") else None
+        parsed = None
+        if isinstance(value, str) and 0 < len(value.strip()) <= 64:
+            try:
+                parsed = parse_datetime(value.strip())
+            except ValueError:  # well formed but impossible: 2027-02-30, hour 25
+                errors.add("effective_from", f"'{_quoted(value)}' is not a date that exists.")
+                return None
         if parsed is None:
             errors.add("effective_from", "Give effective_from as an ISO 8601 date-time with a timezone.")
             return None
-    if parsed.tzinfo is None:
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
         errors.add("effective_from", "effective_from needs a timezone (e.g. 2027-01-01T00:00:00Z).")
         return None
-    return parsed.astimezone(dt.UTC)
+    try:
+        instant = parsed.astimezone(dt.UTC)
+    except (OverflowError, ValueError):  # 9999-12-31T23:00-05:00 is after the last datetime
+        instant = None
+    if instant is None or not EARLIEST_EFFECTIVE_FROM <= instant < LATEST_EFFECTIVE_FROM:
+        errors.add(
+            "effective_from",
+            f"effective_from must fall between {EARLIEST_EFFECTIVE_FROM.year} and {LATEST_EFFECTIVE_FROM.year}.",
+        )
+        return None
+    return instant
 
 
 def _window(errors: _Errors, value) -> dt.timedelta | None:
+    window = None
+    too_long = "The inactivity window cannot exceed 30 days (events expire at 35)."
     if isinstance(value, dt.timedelta):
         window = value
     elif isinstance(value, int) and not isinstance(value, bool):
-        window = dt.timedelta(seconds=value)
-    else:
-        window = parse_duration(str(value)) if value not in (None, "") else None
-        if window is None:
-            errors.add("inactivity_window", "Give the inactivity window as a duration, e.g. 24:00:00.")
+        if abs(value) > MAX_WINDOW.total_seconds() * 2:
+            errors.add(
+                "inactivity_window", too_long if value > 0 else "The inactivity window must be longer than zero."
+            )
             return None
+        window = dt.timedelta(seconds=value)
+    elif isinstance(value, str) and 0 < len(value.strip()) <= 64 and value.isascii():
+        try:
+            window = parse_duration(value.strip())
+        except (OverflowError, ValueError):  # "99999999999 00:00:00", "P9999999999D": beyond any timedelta
+            errors.add("inactivity_window", too_long)
+            return None
+    if window is None:
+        errors.add(
+            "inactivity_window", "Give the inactivity window as a duration, e.g. 24:00:00 (or 2 00:00:00 for 2 days)."
+        )
+        return None
     if window <= dt.timedelta(0):
         errors.add("inactivity_window", "The inactivity window must be longer than zero.")
         return None
-    if window > dt.timedelta(days=30):
-        errors.add("inactivity_window", "The inactivity window cannot exceed 30 days (events expire at 35).")
+    if window > MAX_WINDOW:
+        errors.add("inactivity_window", too_long)
         return None
     return window
 
@@ -223,27 +322,32 @@ PLAN_VERSION_FIELDS = {
 def plan_version_spec_parse(data: Mapping) -> PlanVersionSpec:
     """Validate raw input for a plan version; raise ValidationError naming every bad field at once."""
     errors = _Errors()
-    unknown = set(data) - PLAN_VERSION_FIELDS
+    if not isinstance(data, Mapping):
+        errors.add("__all__", "Give the version's terms as an object (currency, unit_amount_decimal, tiers, …).")
+        errors.raise_if_any()
+    unknown = {str(k) for k in data} - PLAN_VERSION_FIELDS
     if unknown:
-        errors.add("__all__", f"Unknown field(s): {', '.join(sorted(unknown))}.")
-    currency = str(data.get("currency") or "").strip().lower()
+        errors.add("__all__", f"Unknown field(s): {_quoted(', '.join(sorted(unknown)))}.")
+    raw_currency = data.get("currency")
+    currency = raw_currency.strip().lower() if isinstance(raw_currency, str) else ""
     if currency not in SUPPORTED_CURRENCIES:
-        errors.add("currency", f"'{data.get('currency')}' is not a currency Stripe supports (e.g. usd, eur).")
-    tiers_mode = str(data.get("tiers_mode") or "").strip()
+        errors.add("currency", f"'{_quoted(raw_currency or '')}' is not a currency Stripe supports (e.g. usd, eur).")
+    raw_mode = data.get("tiers_mode")
+    tiers_mode = raw_mode.strip() if isinstance(raw_mode, str) else ("" if raw_mode is None else str(raw_mode))
     tiers: tuple[TierSpec, ...] = ()
     unit = None
     if tiers_mode:
         if tiers_mode not in TIERS_MODES:
             errors.add("tiers_mode", "tiers_mode must be 'graduated', 'volume' or empty for a per-unit price.")
         tiers = _tiers(errors, data.get("tiers"))
-        if data.get("unit_amount_decimal") not in (None, ""):
+        if not _blank(data.get("unit_amount_decimal")):
             errors.add("unit_amount_decimal", "A tiered price takes its amounts from its tiers: leave this empty.")
     else:
         if data.get("tiers"):
             errors.add("tiers", "Tiers need a tiers_mode (graduated or volume).")
         unit = _amount(errors, "unit_amount_decimal", data.get("unit_amount_decimal"), required=True)
     window = _window(errors, data.get("inactivity_window"))
-    seat = _whole(errors, "seat_unit_amount", data.get("seat_unit_amount"), minimum=0)
+    seat = _whole(errors, "seat_unit_amount", data.get("seat_unit_amount"), minimum=0, maximum=MAX_STRIPE_AMOUNT)
     conversion = _amount(
         errors,
         "seat_conversion_unit_amount_decimal",

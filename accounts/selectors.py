@@ -88,3 +88,19 @@ def plan_schedule_get(*, account_id: int, account_version_id: int | None = None)
     if account_version_id is None:
         account_version_id = Account.objects.values_list("plan_version_id", flat=True).get(pk=account_id)
     return PlanSchedule(account_version_id, moves)
+
+
+def price_plan_version_usage() -> dict[int, dict[str, int]]:
+    """Per version id: how many accounts are on it now and how many open moves go to it (what keeps a
+    published version from being retired). Two grouped queries for every version."""
+    from django.db.models import Count
+
+    from .models import PlanMigration
+
+    usage: dict[int, dict[str, int]] = {}
+    for version_id, n in Account.objects.values_list("plan_version_id").annotate(n=Count("pk")).order_by():
+        usage.setdefault(version_id, {"accounts": 0, "moving_in": 0})["accounts"] = n
+    moving = PlanMigration.objects.filter(status__in=PlanMigration.OPEN_STATES).values_list("to_version_id")
+    for version_id, n in moving.annotate(n=Count("pk")).order_by():
+        usage.setdefault(version_id, {"accounts": 0, "moving_in": 0})["moving_in"] = n
+    return usage

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import apis, migration_apis, views
+from . import apis, migration_apis, plan_apis, views
 
 api_urlpatterns = [
     path("staff/plan-migrations", migration_apis.PlanMigrationListApi.as_view(), name="api-plan-migrations"),
@@ -20,6 +20,32 @@ api_urlpatterns = [
     path("api-keys/<int:key_id>/revoke", apis.ApiKeyRevokeApi.as_view(), name="api-key-revoke"),
     path("staff/accounts", apis.StaffAccountListApi.as_view(), name="api-staff-accounts"),
     path("staff/accounts/<int:account_id>", apis.StaffAccountDetailApi.as_view(), name="api-staff-account"),
+    path("staff/price-plans", plan_apis.PricePlanListApi.as_view(), name="api-price-plans"),
+    path(
+        "staff/price-plans/<slug:slug>/versions",
+        plan_apis.PricePlanVersionListApi.as_view(),
+        name="api-price-plan-versions",
+    ),
+    path(
+        "staff/price-plan-versions/<int:version_id>",
+        plan_apis.PricePlanVersionDetailApi.as_view(),
+        name="api-price-plan-version",
+    ),
+    path(
+        "staff/price-plan-versions/<int:version_id>/publish",
+        plan_apis.PricePlanVersionPublishApi.as_view(),
+        name="api-price-plan-version-publish",
+    ),
+    path(
+        "staff/price-plan-versions/<int:version_id>/retire",
+        plan_apis.PricePlanVersionRetireApi.as_view(),
+        name="api-price-plan-version-retire",
+    ),
+    path(
+        "staff/price-plan-versions/<int:version_id>/stripe-sync-retry",
+        plan_apis.PricePlanVersionStripeSyncRetryApi.as_view(),
+        name="api-price-plan-version-stripe-sync-retry",
+    ),
 ]
 
 # Pages (included at the site root).

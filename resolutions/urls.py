@@ -1,7 +1,7 @@
 from django.urls import path
 
 from . import apis, simulation_apis
-from .views import dashboard, invoices, operations, plan_migrations, resolution_list, simulations, staff
+from .views import dashboard, invoices, operations, plan_migrations, price_plans, resolution_list, simulations, staff
 
 api_urlpatterns = [
     path("conversation-events", apis.ConversationEventsApi.as_view(), name="api-conversation-events"),
@@ -72,4 +72,40 @@ page_urlpatterns = [
     ),
     path("staff/ops/webhooks/", operations.ops_webhooks, name="staff-ops-webhooks"),
     path("staff/ops/audit/", operations.ops_audit, name="staff-ops-audit"),
+    path("staff/pricing/plans/", price_plans.price_plan_list_page, name="staff-price-plans"),
+    path(
+        "staff/pricing/plans/<int:plan_id>/versions/new",
+        price_plans.price_plan_version_new,
+        name="staff-price-plan-version-new",
+    ),
+    path(
+        "staff/pricing/plans/<int:plan_id>/versions/validate",
+        price_plans.price_plan_version_validate,
+        name="staff-price-plan-version-validate",
+    ),
+    path(
+        "staff/pricing/plans/versions/<int:version_id>/",
+        price_plans.price_plan_version_page,
+        name="staff-price-plan-version",
+    ),
+    path(
+        "staff/pricing/plans/versions/<int:draft_id>/edit",
+        price_plans.price_plan_version_edit,
+        name="staff-price-plan-version-edit",
+    ),
+    path(
+        "staff/pricing/plans/versions/<int:version_id>/publish",
+        price_plans.price_plan_version_publish_form,
+        name="staff-price-plan-version-publish",
+    ),
+    path(
+        "staff/pricing/plans/versions/<int:version_id>/retire",
+        price_plans.price_plan_version_retire_form,
+        name="staff-price-plan-version-retire",
+    ),
+    path(
+        "staff/pricing/plans/versions/<int:version_id>/stripe-sync-retry",
+        price_plans.price_plan_version_sync_retry_form,
+        name="staff-price-plan-version-sync-retry",
+    ),
 ]

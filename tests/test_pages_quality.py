@@ -172,6 +172,23 @@ def _ops_objects(account, objects: dict) -> dict:
     return {"difference_id": difference, "version_id": objects["migration_id"].to_version}
 
 
+def _price_plan_objects(actor) -> dict:
+    from accounts.pricing import plan_version_spec_parse
+    from accounts.services import price_plan_version_create
+
+    plan = PricePlan.objects.get(slug="fin-standard")
+    draft = plan.versions.filter(status="draft").first() or price_plan_version_create(
+        plan=plan, actor=actor, spec=plan_version_spec_parse({
+            "currency": "usd", "tiers_mode": "graduated", "inactivity_window": "24:00:00",
+            "tiers": [{"up_to": 1000, "unit_amount_decimal": "99"}, {"up_to": "", "unit_amount_decimal": "79"}],
+            "seat_unit_amount": 3900, "seat_conversion_unit_amount_decimal": "90",
+            "effective_from": "2027-01-01T00:00:00Z",
+            "offers": [{"name": "Annual 50k", "resolutions": 50000, "unit_amount_decimal": "80"}],
+        }),
+    )  # fmt: skip
+    return {"plan_id": plan, "version_id": plan.current_version(), "draft_id": draft}
+
+
 @pytest.fixture
 def world(account, other_account, billing_admin, viewer, manager, admin_user):
     account.account_manager = manager  # the manager is assigned to `account`, not to `other_account`
@@ -181,6 +198,8 @@ def world(account, other_account, billing_admin, viewer, manager, admin_user):
     objects |= _ops_objects(account, objects)
     other_objects |= _ops_objects(other_account, other_objects)
     objects["account_id"], other_objects["account_id"] = account, other_account
+    for sample in (objects, other_objects):  # price plans are not an account's: both worlds share them
+        sample.update(_price_plan_objects(admin_user))
     users = {"viewer": viewer, "billing_admin": billing_admin, "manager": manager, "admin": admin_user}
     return World(account, other_account, users, objects, other_objects)
 

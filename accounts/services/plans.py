@@ -15,6 +15,7 @@ from ..models import (
     ACCOUNT_MANAGER_GROUP,
     ADMIN_GROUP,
     CreditPackOffer,
+    PlanMigration,
     PricePlan,
     PricePlanVersion,
     PriceTier,
@@ -149,6 +150,11 @@ def price_plan_version_retire(*, version: PricePlanVersion, actor: Actor, reason
             )
         if version.accounts.exists():
             raise ValidationError(f"{version.accounts.count()} account(s) are still on this version: move them first.")
+        moving_in = PlanMigration.objects.filter(to_version=version, status__in=PlanMigration.OPEN_STATES).count()
+        if moving_in:
+            raise ValidationError(
+                f"{moving_in} account(s) are scheduled to move to this version: cancel those moves first."
+            )
         version.status = PricePlanVersion.Status.RETIRED
         version.retired_at = clock.now()
         version.save(update_fields=["status", "retired_at"])

@@ -14,12 +14,15 @@ import logging
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from billing_portal import stripe_client
 from billing_portal.stripe_client import StripeFailure, StripeRejected
 
 from ..models import BillingMeter, CreditPackOffer, PricePlanVersion, StripeSyncStatus
+from .audit import Actor, audit_log_write
+from .plans import _queue_stripe_sync
 
 logger = logging.getLogger(__name__)
 METER_CUSTOMER_KEY = "stripe_customer_id"  # the meter finds the customer under this payload key
@@ -265,26 +268,21 @@ def stripe_catalog_setup() -> dict:
     return {"meter": meter.stripe_id, "products": products, "versions": versions}
 
 
-def price_plan_version_stripe_sync_retry(*, version: PricePlanVersion, actor) -> PricePlanVersion:
-    """An admin's "retry" of a version whose Stripe sync failed: back to pending and the same sync task queued
-    once the change commits (the sync is find-or-create, so a retry never makes a second Price). Retrying again
-    while it is pending queues nothing more; a version whose sync did not fail is refused. Audited."""
-    from django.core.exceptions import ValidationError
-
-    from .audit import audit_log_write
-    from .plans import _queue_stripe_sync
-
+def price_plan_version_stripe_sync_retry(*, version: PricePlanVersion, actor: Actor) -> PricePlanVersion:
+    """An admin's "retry" of a version whose Stripe sync failed: back to pending, audited, and the sync task
+    queued once that commits (the sync is find-or-create, so a retry never makes a second Price). A version
+    already pending is left as it is (a double click queues one sync); a draft, or a sync that has not
+    failed, is refused with a ValidationError."""
     with transaction.atomic():
         locked = PricePlanVersion.objects.select_for_update().select_related("plan").get(pk=version.pk)
-        if locked.stripe_sync_status == StripeSyncStatus.PENDING and locked.status != PricePlanVersion.Status.DRAFT:
-            return locked  # already queued (a double click, or another admin): one sync is enough
         if locked.status == PricePlanVersion.Status.DRAFT:
-            raise ValidationError(f"{locked.plan.slug} v{locked.number} is a draft: it has no Stripe Prices yet.")
+            raise ValidationError(f"{locked.plan.slug} v{locked.number} is a draft: it has no Stripe Prices to sync.")
+        if locked.stripe_sync_status == StripeSyncStatus.PENDING:
+            return locked
         if locked.stripe_sync_status != StripeSyncStatus.FAILED:
-            state = locked.get_stripe_sync_status_display() or "not started"
+            state = (locked.get_stripe_sync_status_display() or "not started").lower()
             raise ValidationError(
-                f"The Stripe sync of {locked.plan.slug} v{locked.number} has not failed ({state.lower()}): "
-                "there is nothing to retry."
+                f"The Stripe sync of {locked.plan.slug} v{locked.number} has not failed ({state}): nothing to retry."
             )
         before = {"stripe_sync_status": locked.stripe_sync_status, "stripe_sync_error": locked.stripe_sync_error}
         locked.stripe_sync_status = StripeSyncStatus.PENDING

@@ -137,3 +137,90 @@ def test_any_increasing_open_ended_tiers_are_accepted_exactly(bounds, amounts, m
     spec = plan_version_spec_parse(terms(unit_amount_decimal=None, tiers_mode=mode, tiers=tiers))
     assert [t.up_to for t in spec.tiers] == [*bounds, None]
     assert [t.unit_amount_decimal for t in spec.tiers] == [Decimal(t["unit_amount_decimal"]) for t in tiers]
+
+
+HOSTILE = [
+    ({"unit_amount_decimal": "9" * 5000}, "unit_amount_decimal", "not a number"),
+    ({"unit_amount_decimal": "1e999999999"}, "unit_amount_decimal", "Too large"),
+    ({"unit_amount_decimal": "1e-999999999"}, "unit_amount_decimal", "decimal places"),
+    ({"unit_amount_decimal": "１２"}, "unit_amount_decimal", "not a number"),
+    ({"unit_amount_decimal": "1_000"}, "unit_amount_decimal", "not a number"),
+    ({"unit_amount_decimal": ["99"]}, "unit_amount_decimal", "not a number"),
+    ({"unit_amount_decimal": {"amount": 99}}, "unit_amount_decimal", "not a number"),
+    ({"unit_amount_decimal": "-0.01"}, "unit_amount_decimal", "negative"),
+    ({"seat_unit_amount": "9" * 5000}, "seat_unit_amount", "at most"),
+    ({"seat_unit_amount": "-" + "9" * 5000}, "seat_unit_amount", "at least"),
+    ({"seat_unit_amount": "١٢"}, "seat_unit_amount", "whole number"),
+    ({"seat_unit_amount": 100_000_000}, "seat_unit_amount", "at most 99,999,999"),
+    ({"seat_unit_amount": True}, "seat_unit_amount", "whole number"),
+    ({"seat_unit_amount": 39.0}, "seat_unit_amount", "whole number"),
+    ({"effective_from": "2027-02-30T00:00:00Z"}, "effective_from", "not a date that exists"),
+    ({"effective_from": "2027-01-01T25:00:00Z"}, "effective_from", "not a date that exists"),
+    ({"effective_from": "9999-12-31T23:00:00-05:00"}, "effective_from", "between 2000 and 2100"),
+    ({"effective_from": "0001-01-01T00:00:00+05:00"}, "effective_from", "between 2000 and 2100"),
+    ({"effective_from": "2027-01-01T00:00:00Z" * 1000}, "effective_from", "ISO 8601"),
+    ({"effective_from": 20270101}, "effective_from", "ISO 8601"),
+    ({"inactivity_window": "99999999999 00:00:00"}, "inactivity_window", "cannot exceed 30 days"),
+    ({"inactivity_window": "P9999999999D"}, "inactivity_window", "cannot exceed 30 days"),
+    ({"inactivity_window": 10**30}, "inactivity_window", "cannot exceed 30 days"),
+    ({"inactivity_window": -(10**30)}, "inactivity_window", "longer than zero"),
+    ({"inactivity_window": "31 00:00:00"}, "inactivity_window", "cannot exceed 30 days"),
+    ({"inactivity_window": ["24:00:00"]}, "inactivity_window", "duration"),
+    ({"currency": ["usd"]}, "currency", "not a currency"),
+    ({"currency": "x" * 100_000}, "currency", "not a currency"),
+    ({"offers": "all of them"}, "offers", "must be a list"),
+    ({"offers": [{"name": "Pack", "resolutions": 1, "unit_amount_decimal": "1"}] * 21}, "offers", "At most 20"),
+    ({"offers": [{"name": "x" * 101, "resolutions": 1, "unit_amount_decimal": "1"}]}, "offers[0].name", "100"),
+    ({"offers": [{"name": "!!!", "resolutions": 1, "unit_amount_decimal": "1"}]}, "offers[0].name", "letters"),
+    ({"offers": [{"name": ["A"], "resolutions": 1, "unit_amount_decimal": "1"}]}, "offers[0].name", "text"),
+    ({"offers": [{"name": "Annual 50k", "resolutions": 1, "unit_amount_decimal": "1"},
+                 {"name": "annual-50K", "resolutions": 2, "unit_amount_decimal": "1"}]}, "offers[1].name",
+     "same Stripe Price"),
+    ({"offers": [{"name": "A", "resolutions": 1, "validity_days": 10**9, "unit_amount_decimal": "1"}]},
+     "offers[0].validity_days", "at most"),
+    ({"offers": [7]}, "offers[0]", "must be an object"),
+    ({"unit_amount_decimal": None, "tiers_mode": "volume",
+      "tiers": [{"up_to": "inf", "unit_amount_decimal": "1"}] * 251}, "tiers", "At most 250"),
+    ({"unit_amount_decimal": None, "tiers_mode": "volume", "tiers": {"up_to": "inf"}}, "tiers", "must be a list"),
+    ({"unit_amount_decimal": None, "tiers_mode": "volume", "tiers": [{}, {}]}, "tiers[0]", "needs a unit_amount"),
+    ({"unit_amount_decimal": None, "tiers_mode": "volume",
+      "tiers": [{"up_to": "", "unit_amount_decimal": ""}, {"up_to": "inf", "unit_amount_decimal": "1"}]},
+     "tiers[0].up_to", "Only the last tier"),
+    ({"unit_amount_decimal": None, "tiers_mode": "graduated",
+      "tiers": [{"up_to": 10, "flat_amount": 10**9}, {"up_to": "inf", "unit_amount_decimal": "1"}]},
+     "tiers[0].flat_amount", "at most"),
+    ({"unit_amount_decimal": None, "tiers_mode": "graduated",
+      "tiers": [{"up_to": 10, "unit_amount_decimal": "1", 3: "x"}, {"up_to": "inf", "unit_amount_decimal": "1"}]},
+     "tiers[0]", "Unknown tier field"),
+    ({"unit_amount_decimal": None, "tiers_mode": ["volume"], "tiers": [{"up_to": "inf", "unit_amount_decimal": "1"}]},
+     "tiers_mode", "graduated"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("overrides", "field", "words"), HOSTILE)
+def test_hostile_input_gets_a_plain_error_on_its_field_never_an_exception(overrides, field, words):
+    errors = errors_of(terms(**overrides))
+    assert field in errors, errors
+    assert any(words in message for message in errors[field]), errors[field]
+    assert all(len(m) < 300 for messages in errors.values() for m in messages)  # a megabyte is never echoed
+
+
+@pytest.mark.parametrize("data", [None, [], ["currency"], "usd", 7, [{"currency": "usd"}]])
+def test_terms_that_are_not_an_object_are_refused_plainly(data):
+    errors = errors_of(data)
+    assert "object" in errors["__all__"][0]
+
+
+@given(data=st.dictionaries(
+    st.sampled_from(["currency", "unit_amount_decimal", "tiers_mode", "tiers", "inactivity_window",
+                     "seat_unit_amount", "seat_conversion_unit_amount_decimal", "effective_from", "offers", "x"]),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30)
+                 | st.decimals(allow_nan=True),
+                 lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children,
+                                                                                   max_size=4), max_leaves=12),
+))  # fmt: skip
+def test_any_json_like_input_either_parses_or_raises_a_validation_error(data):
+    try:
+        plan_version_spec_parse(data)
+    except ValidationError as exc:
+        assert exc.message_dict
