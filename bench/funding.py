@@ -247,8 +247,10 @@ def resolutions_copy(conninfo: str, plans: list[AccountPlan], window, now: dt.da
                 copy.write_row((ap.pk, f"conv_{i:08x}", kind, at, ap.plan_version_id, "unfunded", 0, now, ""))
         ids = [ap.pk for ap in plans]
         conn.execute(
-            """INSERT INTO resolutions_dailyusage (account_id, date, resolutions, credited, overage, amount_minor)
-               SELECT r.account_id, (r.resolved_at AT TIME ZONE a.timezone)::date, count(*), 0, 0, 0
+            """INSERT INTO resolutions_dailyusage
+                   (account_id, date, resolutions, credited, overage, amount_minor, confirmed, escalated)
+               SELECT r.account_id, (r.resolved_at AT TIME ZONE a.timezone)::date, count(*), 0, 0, 0,
+                      count(*) FILTER (WHERE r.kind = 'confirmed'), 0
                FROM resolutions_resolution r JOIN accounts_account a ON a.id = r.account_id
                WHERE r.account_id = ANY(%s) GROUP BY 1, 2""",
             [ids],
