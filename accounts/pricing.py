@@ -113,7 +113,7 @@ def _amount(errors: _Errors, name: str, value, *, required: bool) -> Decimal | N
     if amount.adjusted() > 40 or amount.adjusted() < -40:  # 1e999999999: no arithmetic on it at all
         errors.add(
             name,
-            f"Too large: below {MAX_UNIT_AMOUNT:,} minor units."
+            f"Too large: at most {MAX_STRIPE_AMOUNT:,} minor units (Stripe's largest price)."
             if amount.adjusted() > 0
             else f"At most {MAX_DECIMAL_PLACES} decimal places (Stripe's limit for unit_amount_decimal).",
         )
@@ -125,8 +125,8 @@ def _amount(errors: _Errors, name: str, value, *, required: bool) -> Decimal | N
     if exponent < -MAX_DECIMAL_PLACES:
         errors.add(name, f"At most {MAX_DECIMAL_PLACES} decimal places (Stripe's limit for unit_amount_decimal).")
         return None
-    if amount >= MAX_UNIT_AMOUNT:
-        errors.add(name, f"Too large: below {MAX_UNIT_AMOUNT:,} minor units.")
+    if amount > MAX_STRIPE_AMOUNT:  # Stripe refuses a larger unit_amount_decimal: caught here, not at publish
+        errors.add(name, f"Too large: at most {MAX_STRIPE_AMOUNT:,} minor units (Stripe's largest price).")
         return None
     return amount
 

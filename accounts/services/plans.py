@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 
 from django.contrib.auth.models import Group
@@ -23,6 +24,8 @@ from ..models import (
 )
 from ..pricing import PlanVersionSpec
 from .audit import Actor, audit_log_write
+
+logger = logging.getLogger(__name__)
 
 
 def price_plan_version_snapshot(version: PricePlanVersion) -> dict:
@@ -135,9 +138,15 @@ def price_plan_version_publish(*, version: PricePlanVersion, actor: Actor, reaso
 
 
 def _queue_stripe_sync(version_id: int) -> None:
+    """Queue the version's Stripe sync (after its change committed). A broker that cannot be reached leaves
+    the version pending: the ten-minute `stripe-catalog-retry` sweep queues it again, so the publish or retry
+    that committed is not reported as failed."""
     from ..tasks import price_plan_version_stripe_sync_task
 
-    price_plan_version_stripe_sync_task.delay(version_id)
+    try:
+        price_plan_version_stripe_sync_task.delay(version_id)
+    except Exception as exc:  # noqa: BLE001 - kombu raises its own and OS errors; the sweep finishes the job
+        logger.warning("The Stripe sync of version %s stays pending: broker unreachable (%s)", version_id, exc)
 
 
 def price_plan_version_retire(*, version: PricePlanVersion, actor: Actor, reason: str = "") -> PricePlanVersion:

@@ -227,22 +227,25 @@ def price_plan_version_stripe_sync(*, version: PricePlanVersion) -> PricePlanVer
             )  # fmt: skip
             for offer in version.offers.all()
         }
+        if (
+            version.stripe_price_id
+            and version.stripe_price_id != resolution_price
+            and _price_exists(version.stripe_price_id)
+        ):
+            raise StripeRejected(
+                "verify price",
+                f"{version} is linked to Price {version.stripe_price_id}, but Stripe's Price for "
+                f"'{version.lookup_key}' is {resolution_price}: one version has one Price. Check the plan's slug "
+                "and the Stripe account.",
+                retryable=False,
+            )
     except StripeFailure as exc:
-        PricePlanVersion.objects.filter(pk=version.pk).update(
+        # Failed, visibly and retryably: an admin sees the error and retries (a sync that already finished, by
+        # another delivery or an admin's retry meanwhile, is left as it is).
+        PricePlanVersion.objects.filter(pk=version.pk).exclude(stripe_sync_status=StripeSyncStatus.SYNCED).update(
             stripe_sync_status=StripeSyncStatus.FAILED, stripe_sync_error=str(exc)[:2000]
         )
         raise
-    if (
-        version.stripe_price_id
-        and version.stripe_price_id != resolution_price
-        and _price_exists(version.stripe_price_id)
-    ):
-        raise StripeRejected(
-            "verify price",
-            f"{version} is linked to Price {version.stripe_price_id}, but Stripe's Price for '{version.lookup_key}' "
-            f"is {resolution_price}: one version has one Price. Check the plan's slug and the Stripe account.",
-            retryable=False,
-        )
     with transaction.atomic():
         # Bookkeeping only: the version's terms are untouched, so a published version stays immutable.
         PricePlanVersion.objects.filter(pk=version.pk).update(

@@ -138,3 +138,50 @@ def test_price_sync_failure_is_recorded_then_finished_by_a_retry(stripe_emulator
     version.refresh_from_db()
     assert version.stripe_sync_status == "failed" and version.stripe_price_id == ""
     assert price_plan_version_stripe_sync(version=version).stripe_sync_status == "synced"
+
+
+def test_a_version_linked_to_another_price_fails_visibly_and_is_retryable(stripe_emulator, admin_user):
+    """The check that the version's Price is Stripe's Price for its lookup key fails the sync (failed, with the
+    reason), so an admin sees it and the retry queues a sync again; it never stays pending with no error."""
+    from accounts.services.stripe_catalog import price_plan_version_stripe_sync_retry
+    from billing_portal.stripe_client import StripeRejected
+
+    version = price_plan_version_stripe_sync(version=PricePlan.objects.get(slug="fin-standard").current_version())
+    real = version.stripe_price_id
+    other = stripe_client.call(
+        "create price",
+        lambda c, o: c.v1.prices.create(params={"currency": "usd", "unit_amount": 1, "product_data": {"name": "x"}}),
+        idempotency_key=None,
+    ).id
+    PricePlanVersion.objects.filter(pk=version.pk).update(stripe_price_id=other, stripe_sync_status="pending")
+    with pytest.raises(StripeRejected):
+        price_plan_version_stripe_sync(version=version)
+    version.refresh_from_db()
+    assert version.stripe_sync_status == "failed" and "one version has one Price" in version.stripe_sync_error
+    assert price_plan_version_stripe_sync_retry(version=version, actor=admin_user).stripe_sync_status == "pending"
+    PricePlanVersion.objects.filter(pk=version.pk).update(stripe_price_id=real)
+    assert price_plan_version_stripe_sync(version=version).stripe_sync_status == "synced"
+
+
+def test_a_late_failure_never_overwrites_a_finished_sync(stripe_emulator, settings):
+    settings.STRIPE_MAX_RETRIES = 0
+    version = price_plan_version_stripe_sync(version=PricePlan.objects.get(slug="fin-standard").current_version())
+    assert version.stripe_sync_status == "synced"
+    stripe_emulator.add_fault(path_prefix="/v1/billing/meters", method="GET", mode="429", count=5)
+    stripe_emulator.add_fault(path_prefix="/v1/billing/meters", method="POST", mode="429", count=5)
+    with pytest.raises(StripeUnavailable):  # a stale task (the sweep's) failing after the sync was done
+        price_plan_version_stripe_sync(version=version)
+    version.refresh_from_db()
+    assert version.stripe_sync_status == "synced"
+
+
+def test_a_price_stripe_would_refuse_is_refused_by_the_parser():
+    from django.core.exceptions import ValidationError
+
+    base = {"currency": "usd", "inactivity_window": "24:00:00", "seat_unit_amount": 3900,
+            "seat_conversion_unit_amount_decimal": "90", "effective_from": "2026-01-01T00:00:00Z"}  # fmt: skip
+    assert plan_version_spec_parse({**base, "unit_amount_decimal": "99999999"}).unit_amount_decimal == 99999999
+    for too_large in ("100000000", "999999999999.5"):
+        with pytest.raises(ValidationError) as refused:
+            plan_version_spec_parse({**base, "unit_amount_decimal": too_large})
+        assert "at most 99,999,999 minor units" in str(refused.value.message_dict["unit_amount_decimal"])
