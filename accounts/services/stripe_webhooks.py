@@ -37,6 +37,7 @@ def stripe_webhook_endpoint_ensure(*, base_url: str | None = None) -> WebhookEnd
             endpoint.secret = settings.STRIPE_WEBHOOK_SECRET
             endpoint.save(update_fields=["secret"])
         return endpoint
+    _orphans_delete(base_url)
     endpoint_uuid = uuid.uuid4()
     url = base_url + reverse("djstripe:djstripe_webhook_by_uuid", kwargs={"uuid": endpoint_uuid})
     created = stripe_client.call(
@@ -61,6 +62,31 @@ def stripe_webhook_endpoint_ensure(*, base_url: str | None = None) -> WebhookEnd
         return endpoint
 
     return stripe_client.mirror(sync)
+
+
+def _orphans_delete(base_url: str) -> int:
+    """Endpoints this portal registered in Stripe (dj-stripe's uuid in their metadata, a URL under base_url) that
+    it does not know locally: a create whose answer was lost. Their signing secret was never seen, so their
+    deliveries could not be checked; left in Stripe, every event would come twice. Deleted before a new one is
+    made. Returns how many."""
+    prefix = base_url + "/stripe/webhook/"
+    known = set(WebhookEndpoint.objects.values_list("id", flat=True))
+    listed = stripe_client.call(
+        "list webhook endpoints", lambda c, o: c.v1.webhook_endpoints.list(params={"limit": 100}), idempotency_key=None
+    )
+    deleted = 0
+    for found in listed.data:
+        data = stripe_client.to_dict(found)
+        if data["id"] in known or not data.get("url", "").startswith(prefix):
+            continue
+        if not (data.get("metadata") or {}).get("djstripe_uuid"):
+            continue  # not one of ours
+        stripe_client.call(
+            "delete webhook endpoint", lambda c, o, i=data["id"]: c.v1.webhook_endpoints.delete(i),
+            idempotency_key=None,
+        )  # fmt: skip
+        deleted += 1
+    return deleted
 
 
 def stripe_webhook_endpoint_local(*, base_url: str | None = None) -> WebhookEndpoint:
@@ -89,12 +115,19 @@ def stripe_webhook_endpoint_retry(*, actor) -> WebhookEndpoint:
     """An admin's "register again": the same find-or-create as `stripe_setup` (an endpoint still registered in
     Stripe is kept, a missing one is created), called outside any transaction (stripe_client refuses a call
     inside one); what it found is audited. A Stripe failure is raised (StripeFailure) and nothing is recorded."""
+    from django.core.exceptions import ValidationError
     from django.db import transaction
+
+    from billing_portal.session_locks import session_lock
 
     from .audit import audit_log_write
 
-    before = list(WebhookEndpoint.objects.order_by("created").values_list("id", flat=True))
-    endpoint = stripe_webhook_endpoint_ensure()
+    # One registration at a time (a double click, two admins): the second finds the first's endpoint.
+    with session_lock("stripe-webhook-endpoint") as acquired:
+        if not acquired:
+            raise ValidationError("Another registration of the webhook endpoint is running: look again in a moment.")
+        before = list(WebhookEndpoint.objects.order_by("created").values_list("id", flat=True))
+        endpoint = stripe_webhook_endpoint_ensure()
     with transaction.atomic():
         audit_log_write(
             actor=actor, action="stripe_webhook_endpoint.ensure", obj=endpoint, before={"endpoints": before},

@@ -153,3 +153,44 @@ def test_stripe_setup_and_the_page_find_the_same_endpoint(stripe_emulator, clien
     client.force_login(admin_user)
     client.post(reverse("staff-ops-webhook-endpoint-retry"))
     assert list(WebhookEndpoint.objects.values_list("id", flat=True)) == [endpoint.id]
+
+
+@pytest.mark.django_db
+def test_a_registration_whose_answer_was_lost_leaves_one_endpoint_not_two(stripe_emulator, settings, admin_user):
+    """Stripe creates the endpoint but its answer is lost (500 after record): the portal never learnt its
+    secret. Registering again deletes that orphan before making a new one, so events are not delivered twice."""
+    settings.STRIPE_MAX_RETRIES = 0
+    stripe_emulator.add_fault(path_prefix="/v1/webhook_endpoints", method="POST", mode="500_after_record", count=1)
+    with pytest.raises(StripeFailure):
+        stripe_webhook_endpoint_retry(actor=admin_user)
+    assert len(_endpoints_in_stripe()) == 1 and not WebhookEndpoint.objects.exists()  # the orphan
+    again = stripe_webhook_endpoint_retry(actor=admin_user)
+    assert _endpoints_in_stripe() == [again.id] and WebhookEndpoint.objects.get().id == again.id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_registrations_at_once_make_one_endpoint(stripe_emulator, admin_user):
+    import threading
+
+    from django.db import connection, connections
+
+    if connection.vendor != "postgresql":
+        pytest.skip("advisory locks need PostgreSQL")
+    outcomes, barrier = [], threading.Barrier(2)
+
+    def register():
+        try:
+            barrier.wait()
+            outcomes.append(stripe_webhook_endpoint_retry(actor=admin_user).id)
+        except ValidationError:
+            outcomes.append("busy")
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=register) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(_endpoints_in_stripe()) == 1 and WebhookEndpoint.objects.count() == 1
+    assert set(outcomes) - {"busy"} == {WebhookEndpoint.objects.get().id}

@@ -399,6 +399,8 @@ def ops_webhook_endpoint_retry(request):
         endpoint = stripe_webhook_endpoint_retry(actor=request.user)
     except StripeFailure as exc:
         messages.error(request, f"Stripe did not answer as expected, nothing was changed: {exc}")
+    except ValidationError as exc:  # another registration is running
+        messages.error(request, " ".join(exc.messages))
     else:
         messages.success(request, f"The webhook endpoint {endpoint.id} is registered in Stripe for {endpoint.url}.")
     return redirect("staff-ops-stripe-sync")
