@@ -90,6 +90,8 @@ class ReconciliationResult:
     now: dt.datetime
     checked: int = 0  # periods compared with Stripe
     differences: list[PeriodDifference] = field(default_factory=list)  # found this run
+    # Periods that still disagree with the figures an admin accepted (resolved with a note): not reopened.
+    accepted_differences: list[PeriodDifference] = field(default_factory=list)
     in_flight: int = 0  # periods skipped: a meter event on its way
     failures: list[dict] = field(default_factory=list)  # periods Stripe could not be asked about
     new: int = 0  # differences not open before this run (e-mailed)
@@ -110,6 +112,7 @@ class ReconciliationResult:
             "new": self.new,
             "resolved": self.resolved,
             "accepted": self.accepted,
+            "accepted_differences": [d.as_dict() for d in self.accepted_differences],
             "failures": self.failures,
         }
 
@@ -260,6 +263,9 @@ def _record(
                 accepted.last_checked_at = now  # still the figures the admin accepted: not reopened, not e-mailed
                 accepted.save(update_fields=["last_checked_at"])
                 result.accepted += 1
+                result.accepted_differences.append(  # they still disagree: listed apart, not hidden
+                    PeriodDifference(account_id, period_start, figure.period_end, figure.total, stripe_total)
+                )
                 continue
             result.differences.append(
                 PeriodDifference(account_id, period_start, figure.period_end, figure.total, stripe_total)

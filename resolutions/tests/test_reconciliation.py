@@ -385,7 +385,7 @@ def test_reconcile_json_prints_the_contract_and_what_was_skipped(world, stripe_e
             "account_id": a.account.pk, "period_start": period_of(a.account)[0].isoformat(),
             "period_end": period_of(a.account)[1].isoformat(), "portal": 5, "stripe": 7,
         }],
-        "in_flight": 1, "new": 1, "resolved": 0, "accepted": 0, "failures": [],
+        "in_flight": 1, "new": 1, "resolved": 0, "accepted": 0, "accepted_differences": [], "failures": [],
     }  # fmt: skip
     out = StringIO()
     call_command("reconcile", "--now", (T1 + dt.timedelta(hours=1)).isoformat(), stdout=out)
@@ -499,6 +499,7 @@ def test_a_difference_an_admin_resolved_stays_resolved_for_the_same_figures_and_
 
     same = reconcile(T1 + dt.timedelta(hours=1))  # Stripe still says 7, the portal 5: the accepted figures
     assert (same.checked, same.differences, same.new, same.accepted) == (1, [], 0, 1)
+    assert [(d.portal, d.stripe) for d in same.accepted_differences] == [(5, 7)]  # listed apart, not hidden
     row.refresh_from_db()
     assert row.resolved_at == T1 + dt.timedelta(minutes=30) and row.resolved_by == admin  # not reopened
     assert row.last_checked_at == T1 + dt.timedelta(hours=1)
