@@ -243,14 +243,21 @@ def _local_text(instant: dt.datetime, zone: str) -> str:
     return instant.astimezone(zoneinfo.ZoneInfo(zone)).strftime("%Y-%m-%dT%H:%M")
 
 
-def _values_from_version(version: PricePlanVersion, zone: str) -> dict:
+def _next_month_start() -> dt.datetime:
+    """A new draft's default effective_from: the first of next month (a copy keeps its terms, not its date: a
+    past date would make the version the one new accounts get the moment it is published)."""
+    return (clock.now() + dt.timedelta(days=32)).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _values_from_version(version: PricePlanVersion, zone: str, *, copy: bool = False) -> dict:
+    effective_from = max(version.effective_from, _next_month_start()) if copy else version.effective_from
     return {
         "currency": version.currency, "tiers_mode": version.tiers_mode,
         "unit_amount_decimal": _decimal_text(version.unit_amount_decimal),
         "inactivity_window": _window_text(version.inactivity_window),
         "seat_unit_amount": str(version.seat_unit_amount),
         "seat_conversion_unit_amount_decimal": _decimal_text(version.seat_conversion_unit_amount_decimal),
-        "effective_from": _local_text(version.effective_from, zone),
+        "effective_from": _local_text(effective_from, zone),
         "tiers": [
             {"up_to": "" if t.up_to is None else str(t.up_to),
              "unit_amount_decimal": _decimal_text(t.unit_amount_decimal),
@@ -266,7 +273,7 @@ def _values_from_version(version: PricePlanVersion, zone: str) -> dict:
 
 
 def _blank_values(zone: str) -> dict:
-    start = (clock.now() + dt.timedelta(days=32)).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    start = _next_month_start()
     return {
         "currency": "usd", "tiers_mode": "", "unit_amount_decimal": "", "inactivity_window": "24:00:00",
         "seat_unit_amount": "", "seat_conversion_unit_amount_decimal": "", "effective_from": _local_text(start, zone),
@@ -466,7 +473,7 @@ def price_plan_version_new(request, plan_id: int):
         source = None
     elif copy.isascii() and copy.isdecimal() and len(copy) < 12:
         source = plan.versions.filter(pk=int(copy)).first() or source
-    initial = _values_from_version(source, zone) if source is not None else _blank_values(zone)
+    initial = _values_from_version(source, zone, copy=True) if source is not None else _blank_values(zone)
     return _editor_page(request, plan=plan, draft=None, initial=initial)
 
 
