@@ -26,8 +26,10 @@ from .permissions import IsAdminRole
 from .pricing import PLAN_VERSION_FIELDS, plan_version_spec_parse
 from .selectors import price_plan_list, price_plan_version_usage
 from .services import (
+    PlanVersionConflict,
     price_plan_create,
     price_plan_version_create,
+    price_plan_version_digest,
     price_plan_version_publish,
     price_plan_version_retire,
     price_plan_version_snapshot,
@@ -86,6 +88,13 @@ class VersionOutputSerializer(serializers.Serializer):
     stripe_price_id = serializers.CharField()
     stripe_seat_price_id = serializers.CharField()
     accounts = serializers.SerializerMethodField(help_text="Accounts on this version now.")
+    terms_digest = serializers.SerializerMethodField(
+        help_text="A fingerprint of the terms as shown: send it with publish to be refused (409) if the draft "
+        "changed since you read it."
+    )
+
+    def get_terms_digest(self, version) -> str:
+        return price_plan_version_digest(version)
 
     def get_accounts(self, version) -> int:
         usage = self.context.get("usage")
@@ -140,6 +149,15 @@ class TermsInputSerializer(serializers.Serializer):
 
 class ReasonInputSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+
+
+class PublishInputSerializer(ReasonInputSerializer):
+    terms_digest = serializers.CharField(
+        required=False,
+        max_length=64,
+        help_text="The version's `terms_digest` as you reviewed it: if the draft "
+        "changed since, the publish is refused with 409 and nothing changes.",
+    )
 
 
 def _conflict(refused: ValidationError) -> Response:
@@ -204,7 +222,12 @@ class PricePlanVersionListApi(APIView):
     def post(self, request, slug: str):
         plan = get_object_or_404(PricePlan, slug=slug)
         spec = plan_version_spec_parse(request.data)  # a ValidationError is a 400 naming each bad field
-        version = price_plan_version_create(plan=plan, spec=spec, actor=request.user)
+        try:  # the key is stored with the draft: a concurrent repeat finds it, other terms are refused
+            version = price_plan_version_create(
+                plan=plan, spec=spec, actor=request.user, idempotency_key=request.idempotency_key
+            )
+        except PlanVersionConflict as refused:
+            return _conflict(refused)
         return Response(_version_body(version), status=status.HTTP_201_CREATED)
 
 
@@ -241,10 +264,13 @@ class PricePlanVersionDetailApi(APIView):
         version = get_object_or_404(_versions(), pk=version_id)
         if version.status != PricePlanVersion.Status.DRAFT:
             return _conflict(ValidationError(f"{version} is {version.status}: only a draft can be edited."))
-        spec = plan_version_spec_parse(_patched_terms(version, request.data))
-        try:
-            version = price_plan_version_update(version=version, spec=spec, actor=request.user)
-        except ValidationError as refused:  # published meanwhile
+        patch = request.data
+        try:  # the patch is laid over the terms as locked by the service, so concurrent patches both stay
+            version = price_plan_version_update(
+                version=version, actor=request.user,
+                build=lambda locked: plan_version_spec_parse(_patched_terms(locked, patch)),
+            )  # fmt: skip
+        except PlanVersionConflict as refused:  # published meanwhile; a parser error stays a 400
             return _conflict(refused)
         return Response(_version_body(version))
 
@@ -252,13 +278,15 @@ class PricePlanVersionDetailApi(APIView):
 class _VersionActionApi(APIView):
     permission_classes = [IsAdminRole]
 
-    def act(self, request, version_id: int, service, *, with_reason: bool):
+    def act(self, request, version_id: int, service, *, with_reason: bool, serializer=ReasonInputSerializer):
         version = get_object_or_404(PricePlanVersion, pk=version_id)
         kwargs = {}
         if with_reason:
-            data = ReasonInputSerializer(data=request.data)
+            data = serializer(data=request.data)
             data.is_valid(raise_exception=True)
             kwargs["reason"] = data.validated_data["reason"]
+            if "terms_digest" in data.validated_data:
+                kwargs["expected_digest"] = data.validated_data["terms_digest"]
         try:
             version = service(version=version, actor=request.user, **kwargs)
         except ValidationError as refused:  # the version's state does not allow it
@@ -271,9 +299,11 @@ ACTION_RESPONSES = {200: VersionOutputSerializer, **COMMON_ERRORS, 409: ERRORS}
 
 class PricePlanVersionPublishApi(_VersionActionApi):
     @extend_schema(summary="Publish a draft: it becomes immutable and its Stripe Prices are created (audited)",
-                   request=ReasonInputSerializer, responses=ACTION_RESPONSES)  # fmt: skip
+                   request=PublishInputSerializer, responses=ACTION_RESPONSES)  # fmt: skip
     def post(self, request, version_id: int):
-        return self.act(request, version_id, price_plan_version_publish, with_reason=True)
+        return self.act(
+            request, version_id, price_plan_version_publish, with_reason=True, serializer=PublishInputSerializer
+        )
 
 
 class PricePlanVersionRetireApi(_VersionActionApi):

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Max
 
 from billing_portal import clock
 
+from ..idempotency import IdempotencyKey, idempotency_key_digest
 from ..models import (
     ACCOUNT_MANAGER_GROUP,
     ADMIN_GROUP,
@@ -26,6 +30,13 @@ from ..pricing import PlanVersionSpec
 from .audit import Actor, audit_log_write
 
 logger = logging.getLogger(__name__)
+
+STALE = "This draft changed since you opened this page: look at it again."
+
+
+class PlanVersionConflict(ValidationError):
+    """A refusal about the version's state, not the request's terms: not a draft, changed since it was read,
+    or an Idempotency-Key already used for other terms. The API answers it with 409."""
 
 
 def price_plan_version_snapshot(version: PricePlanVersion) -> dict:
@@ -56,6 +67,13 @@ def price_plan_version_snapshot(version: PricePlanVersion) -> dict:
     }
 
 
+def price_plan_version_digest(version: PricePlanVersion) -> str:
+    """A fingerprint of a version's terms and state, as `price_plan_version_snapshot` shows them: a page or
+    client that read the version sends it back, and publishing or saving is refused if it no longer matches."""
+    text = json.dumps(price_plan_version_snapshot(version), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def price_plan_create(*, slug: str, name: str, actor: Actor, description: str = "") -> PricePlan:
     plan = PricePlan(slug=(slug or "").strip(), name=(name or "").strip(), description=description)
     plan.full_clean()
@@ -82,36 +100,102 @@ def _write_spec(version: PricePlanVersion, spec: PlanVersionSpec) -> None:
     CreditPackOffer.objects.bulk_create(CreditPackOffer(version=version, **asdict(offer)) for offer in spec.offers)
 
 
-def price_plan_version_create(*, plan: PricePlan, spec: PlanVersionSpec, actor: Actor) -> PricePlanVersion:
-    """Create a draft version numbered after the plan's last one."""
-    with transaction.atomic():
-        plan = PricePlan.objects.select_for_update().get(pk=plan.pk)  # serialises version numbering
-        number = (plan.versions.aggregate(n=Max("number"))["n"] or 0) + 1
-        version = PricePlanVersion(plan=plan, number=number, status=PricePlanVersion.Status.DRAFT)
-        version.created_at = clock.now()
-        _write_spec(version, spec)
-        audit_log_write(
-            actor=actor, action="price_plan_version.create", obj=version,
-            after=price_plan_version_snapshot(version),
-        )  # fmt: skip
+def _spec_fingerprint(spec: PlanVersionSpec) -> str:
+    text = json.dumps(asdict(spec), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def price_plan_version_create(
+    *, plan: PricePlan, spec: PlanVersionSpec, actor: Actor, idempotency_key: str | None = None
+) -> PricePlanVersion:
+    """Create a draft version numbered after the plan's last one.
+
+    With `idempotency_key` (the API's header, the editor form's key) the key is stored beside the draft in
+    its transaction, after the plan lock: a repeat with the same terms, even a concurrent one, returns the
+    first draft, and a repeat with other terms is refused (PlanVersionConflict) rather than ignoring them."""
+    scope = f"price_plan_version_create actor:{getattr(actor, 'pk', actor)} plan:{plan.pk}"[:400]
+    fingerprint = _spec_fingerprint(spec)
+    try:
+        with transaction.atomic():
+            plan = PricePlan.objects.select_for_update().get(pk=plan.pk)  # serialises numbering and keys
+            if idempotency_key is not None:
+                first = _draft_for_key(scope, idempotency_key_digest(idempotency_key), fingerprint)
+                if first is not None:
+                    return first
+            number = (plan.versions.aggregate(n=Max("number"))["n"] or 0) + 1
+            version = PricePlanVersion(plan=plan, number=number, status=PricePlanVersion.Status.DRAFT)
+            version.created_at = clock.now()
+            _write_spec(version, spec)
+            audit_log_write(
+                actor=actor, action="price_plan_version.create", obj=version,
+                after=price_plan_version_snapshot(version),
+            )  # fmt: skip
+            if idempotency_key is not None:
+                IdempotencyKey.objects.create(
+                    scope=scope, key_hash=idempotency_key_digest(idempotency_key), fingerprint=fingerprint,
+                    status_code=201, response_body={"version_id": version.pk}, created_at=clock.now(),
+                )  # fmt: skip
+    except IntegrityError:  # the key was stored meanwhile by another path: its draft is the answer
+        if idempotency_key is None:
+            raise
+        first = _draft_for_key(scope, idempotency_key_digest(idempotency_key), fingerprint)
+        if first is None:
+            raise
+        return first
     return version
+
+
+def _draft_for_key(scope: str, key_hash: str, fingerprint: str) -> PricePlanVersion | None:
+    row = IdempotencyKey.objects.filter(scope=scope, key_hash=key_hash).first()
+    if row is None:
+        return None
+    if row.fingerprint != fingerprint:
+        raise PlanVersionConflict(
+            "This request was already used to create a draft with other terms: open that draft to change it, "
+            "or start a new one."
+        )
+    first = PricePlanVersion.objects.filter(pk=row.response_body.get("version_id")).first()
+    if first is None:  # deleted since: the key no longer names a draft
+        raise PlanVersionConflict("The draft this request created no longer exists: start a new one.")
+    return first
 
 
 def _locked_draft(version: PricePlanVersion, doing: str) -> PricePlanVersion:
     locked = PricePlanVersion.objects.select_for_update().select_related("plan").get(pk=version.pk)
     if locked.status != PricePlanVersion.Status.DRAFT:
-        raise ValidationError(
+        raise PlanVersionConflict(
             f"{locked.plan.slug} v{locked.number} is {locked.status}: only a draft can be {doing}. "
             "Create a new version instead."
         )
     return locked
 
 
-def price_plan_version_update(*, version: PricePlanVersion, spec: PlanVersionSpec, actor: Actor) -> PricePlanVersion:
-    """Replace a draft's terms. Published and retired versions never change (invoices point at them)."""
+def _check_digest(version: PricePlanVersion, expected_digest: str | None) -> None:
+    if expected_digest is not None and expected_digest != price_plan_version_digest(version):
+        raise PlanVersionConflict(STALE)
+
+
+def price_plan_version_update(
+    *,
+    version: PricePlanVersion,
+    actor: Actor,
+    spec: PlanVersionSpec | None = None,
+    build: Callable[[PricePlanVersion], PlanVersionSpec] | None = None,
+    expected_digest: str | None = None,
+) -> PricePlanVersion:
+    """Replace a draft's terms. Published and retired versions never change (invoices point at them).
+
+    Give either `spec`, or `build`: it is called with the draft as locked here and returns the spec (the API's
+    PATCH lays the client's fields over the locked terms, so two patches of different fields both stay). With
+    `expected_digest` (the digest the editor was opened with) the save is refused if the draft changed since."""
+    if (spec is None) == (build is None):
+        raise TypeError("give exactly one of spec and build")
     with transaction.atomic():
         version = _locked_draft(version, "edited")
+        _check_digest(version, expected_digest)
         before = price_plan_version_snapshot(version)
+        if build is not None:
+            spec = build(version)
         _write_spec(version, spec)
         audit_log_write(
             actor=actor, action="price_plan_version.update", obj=version,
@@ -120,10 +204,14 @@ def price_plan_version_update(*, version: PricePlanVersion, spec: PlanVersionSpe
     return version
 
 
-def price_plan_version_publish(*, version: PricePlanVersion, actor: Actor, reason: str = "") -> PricePlanVersion:
-    """Freeze a draft: from now on it is immutable, and accounts can move to it from effective_from."""
+def price_plan_version_publish(
+    *, version: PricePlanVersion, actor: Actor, reason: str = "", expected_digest: str | None = None
+) -> PricePlanVersion:
+    """Freeze a draft: from now on it is immutable, and accounts can move to it from effective_from. With
+    `expected_digest` (what the admin confirmed) it is refused if the draft changed since."""
     with transaction.atomic():
         version = _locked_draft(version, "published")
+        _check_digest(version, expected_digest)
         version.status = PricePlanVersion.Status.PUBLISHED
         version.published_at = clock.now()
         version.stripe_sync_status = StripeSyncStatus.PENDING

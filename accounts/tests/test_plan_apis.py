@@ -6,6 +6,7 @@ import datetime as dt
 import pytest
 
 from accounts.models import AuditLogEntry, PlanMigration, PricePlan, PricePlanVersion
+from accounts.pricing import plan_version_spec_parse
 from billing_portal import clock
 
 pytestmark = pytest.mark.django_db
@@ -193,3 +194,92 @@ def test_only_admins_may_use_it(api_client, role, viewer, billing_admin, manager
 
 def test_anonymous_is_401(api_client):
     errors_of(api_client.get(PLANS), 401)
+
+
+# --- concurrent edits and what was reviewed (review of the draft code) ------------------------------------
+def test_two_patches_of_different_fields_both_stay(admin_api, draft):
+    assert admin_api.patch(version_url(draft["id"]), {"seat_unit_amount": 4200}, format="json").status_code == 200
+    response = admin_api.patch(version_url(draft["id"]), {"inactivity_window": "06:00:00"}, format="json")
+    assert response.status_code == 200
+    version = PricePlanVersion.objects.get(pk=draft["id"])
+    assert (version.seat_unit_amount, version.inactivity_window) == (4200, dt.timedelta(hours=6))
+
+
+def test_the_patch_is_laid_over_the_terms_read_under_the_lock(admin_api, draft, admin_user):
+    """The service builds the spec from the draft it locked: the terms the builder sees are the locked row's,
+    so another admin's save just before it is kept."""
+    from accounts.services import price_plan_version_update
+
+    seen = []
+
+    def build(locked):
+        seen.append(locked.seat_unit_amount)
+        return plan_version_spec_parse({**TERMS, "seat_unit_amount": locked.seat_unit_amount + 1})
+
+    other = PricePlanVersion.objects.get(pk=draft["id"])
+    PricePlanVersion.objects.filter(pk=draft["id"]).update(seat_unit_amount=5000)  # saved after `other` was read
+    price_plan_version_update(version=other, actor=admin_user, build=build)
+    assert seen == [5000] and PricePlanVersion.objects.get(pk=draft["id"]).seat_unit_amount == 5001
+
+
+def test_a_parse_error_in_a_patch_is_still_a_400_and_changes_nothing(admin_api, draft):
+    errors = errors_of(admin_api.patch(version_url(draft["id"]), {"seat_unit_amount": "lots"}, format="json"), 400)
+    assert "seat_unit_amount" in errors
+    assert PricePlanVersion.objects.get(pk=draft["id"]).seat_unit_amount == 3900
+
+
+def test_the_service_keeps_the_key_with_the_draft_and_refuses_it_for_other_terms(admin_user):
+    from django.core.exceptions import ValidationError
+
+    from accounts.services import price_plan_version_create
+
+    plan = PricePlan.objects.get(slug="fin-standard")
+    spec = plan_version_spec_parse(TERMS)
+    first = price_plan_version_create(plan=plan, spec=spec, actor=admin_user, idempotency_key="k-1")
+    again = price_plan_version_create(plan=plan, spec=spec, actor=admin_user, idempotency_key="k-1")
+    assert again.pk == first.pk and PricePlanVersion.objects.filter(plan=plan, status="draft").count() == 1
+    with pytest.raises(ValidationError, match="other terms"):
+        price_plan_version_create(
+            plan=plan, spec=plan_version_spec_parse({**TERMS, "seat_unit_amount": 1}), actor=admin_user,
+            idempotency_key="k-1",
+        )  # fmt: skip
+    assert PricePlanVersion.objects.filter(plan=plan, status="draft").count() == 1
+
+
+def test_a_repeat_the_answer_cache_missed_with_other_terms_is_409(admin_api):
+    """With the HTTP answer cache gone (as when two first requests overlap), the key kept with the draft still
+    refuses other terms instead of answering with the first draft."""
+    from accounts.idempotency import IdempotencyKey
+
+    headers = {"HTTP_IDEMPOTENCY_KEY": "draft-9"}
+    first = admin_api.post(versions_url(), TERMS, format="json", **headers)
+    assert first.status_code == 201
+    answers = IdempotencyKey.objects.exclude(scope__startswith="price_plan_version_create")
+    answers.delete()
+    same = admin_api.post(versions_url(), TERMS, format="json", **headers)
+    assert same.status_code == 201 and same.json()["id"] == first.json()["id"]
+    answers.delete()
+    other = admin_api.post(versions_url(), {**TERMS, "seat_unit_amount": 1}, format="json", **headers)
+    assert "other terms" in errors_of(other, 409)[None]
+    assert PricePlanVersion.objects.filter(status="draft").count() == 1
+
+
+def test_publish_with_the_digest_of_terms_that_changed_since_is_409(admin_api, draft):
+    digest = admin_api.get(version_url(draft["id"])).json()["terms_digest"]
+    assert digest == draft["terms_digest"] and len(digest) == 64
+    assert admin_api.patch(version_url(draft["id"]), {"seat_unit_amount": 1}, format="json").status_code == 200
+    stale = admin_api.post(version_url(draft["id"], "publish"), {"terms_digest": digest}, format="json")
+    assert "changed since you opened" in errors_of(stale, 409)[None]
+    assert PricePlanVersion.objects.get(pk=draft["id"]).status == "draft"
+    fresh = admin_api.get(version_url(draft["id"])).json()["terms_digest"]
+    assert fresh != digest
+    published = admin_api.post(version_url(draft["id"], "publish"), {"terms_digest": fresh}, format="json")
+    assert published.status_code == 200 and published.json()["status"] == "published"
+
+
+def test_the_schema_documents_the_publish_digest():
+    from drf_spectacular.generators import SchemaGenerator
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    assert "terms_digest" in schema["components"]["schemas"]["PublishInput"]["properties"]
+    assert "terms_digest" in schema["components"]["schemas"]["VersionOutput"]["properties"]

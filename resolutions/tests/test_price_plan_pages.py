@@ -11,7 +11,12 @@ import pytest
 
 from accounts.models import AuditLogEntry, PlanMigration, PricePlan, PricePlanVersion
 from accounts.pricing import plan_version_spec_parse
-from accounts.services import price_plan_create, price_plan_version_create, price_plan_version_publish
+from accounts.services import (
+    price_plan_create,
+    price_plan_version_create,
+    price_plan_version_publish,
+    price_plan_version_update,
+)
 from billing_portal import clock
 from resolutions.models import MeterWindow
 
@@ -302,3 +307,51 @@ def test_the_confirm_step_offers_no_button_when_the_state_does_not_allow_it(admi
     assert "only a draft can be published" in publish and "Publish v1</button>" not in publish
     retire = admin.get(f"/staff/pricing/plans/versions/{draft.pk}/retire").content.decode()
     assert "only a published version can be retired" in retire and "Retire v" not in retire.split("</h1>")[1]
+
+
+# --- what the admin reviewed (review of the draft code) ------------------------------------------------------
+def _digest(html: str) -> str:
+    return re.search(r'name="terms_digest" value="([0-9a-f]{64})"', html).group(1)
+
+
+def test_publish_is_refused_when_the_draft_changed_since_the_confirm_page_was_opened(admin, draft, admin_user):
+    url = f"/staff/pricing/plans/versions/{draft.pk}/publish"
+    digest = _digest(admin.get(url).content.decode())
+    spec = plan_version_spec_parse({**TERMS, "seat_unit_amount": "1", "effective_from": "2027-01-01T00:00:00Z"})
+    price_plan_version_update(version=draft, spec=spec, actor=admin_user)  # another admin, meanwhile
+    refused = admin.post(url, {"confirm": "yes", "terms_digest": digest})
+    assert refused.status_code == 409
+    page = refused.content.decode()
+    assert "This draft changed since you opened this page: look at it again." in page
+    assert PricePlanVersion.objects.get(pk=draft.pk).status == "draft"
+    published = admin.post(url, {"confirm": "yes", "terms_digest": _digest(page)})  # the terms now shown
+    assert published.status_code == 302 and PricePlanVersion.objects.get(pk=draft.pk).status == "published"
+
+
+def test_saving_a_draft_opened_before_another_tab_saved_it_is_refused(admin, draft, admin_user):
+    url = f"/staff/pricing/plans/versions/{draft.pk}/edit"
+    digest = _digest(admin.get(url).content.decode())
+    spec = plan_version_spec_parse({**TERMS, "seat_unit_amount": "1", "effective_from": "2027-01-01T00:00:00Z"})
+    price_plan_version_update(version=draft, spec=spec, actor=admin_user)  # the other tab
+    stale = admin.post(url, {**form({"seat_unit_amount": "2"}), "action": "save", "terms_digest": digest})
+    assert stale.status_code == 400 and "changed since you opened this page" in stale.content.decode()
+    assert PricePlanVersion.objects.get(pk=draft.pk).seat_unit_amount == 1
+    fresh = _digest(admin.get(url).content.decode())
+    saved = admin.post(url, {**form({"seat_unit_amount": "2"}), "action": "save", "terms_digest": fresh})
+    assert saved.status_code == 302 and PricePlanVersion.objects.get(pk=draft.pk).seat_unit_amount == 2
+
+
+def test_the_editor_keeps_the_digest_it_was_opened_with_through_row_changes(admin, draft):
+    url = f"/staff/pricing/plans/versions/{draft.pk}/edit"
+    digest = _digest(admin.get(url).content.decode())
+    page = admin.post(url, {**form(), "action": "add_offer", "terms_digest": digest}).content.decode()
+    assert _digest(page) == digest
+
+
+def test_a_resubmitted_new_draft_form_with_other_terms_is_refused_plainly(admin, plan):
+    url = f"/staff/pricing/plans/{plan.pk}/versions/new"
+    key = re.search(r'name="idempotency_key" value="([0-9a-f]{32})"', admin.get(url).content.decode()).group(1)
+    assert admin.post(url, {**form(), "action": "save", "idempotency_key": key}).status_code == 302
+    other = admin.post(url, {**form({"seat_unit_amount": "1"}), "action": "save", "idempotency_key": key})
+    assert other.status_code == 400 and "already used to create a draft with other terms" in other.content.decode()
+    assert PricePlanVersion.objects.filter(plan=plan, status="draft").count() == 1

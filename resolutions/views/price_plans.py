@@ -16,18 +16,17 @@ from decimal import Decimal
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
 from django.http import HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 
-from accounts.idempotency import IdempotencyKey, idempotency_key_digest
 from accounts.models import PricePlan, PricePlanVersion
 from accounts.pages import admin_page, refused_status, render_page
 from accounts.pricing import MAX_OFFERS, MAX_TIERS, plan_version_spec_parse
 from accounts.selectors import price_plan_list, price_plan_version_usage
 from accounts.services import (
     price_plan_version_create,
+    price_plan_version_digest,
     price_plan_version_publish,
     price_plan_version_retire,
     price_plan_version_update,
@@ -124,7 +123,11 @@ def price_plan_version_page(request, version_id: int):
 def _confirm(request, version_id: int, *, action: str, service, done: str):
     version = _version(version_id)
     page = "portal/pricing/price_plan_version_confirm.html"
-    context = {"version": version, "action": action, "reason": "", "errors": []}
+    # The digest of the terms shown: publishing is refused if the draft changed since this page was drawn.
+    digest = request.POST.get("terms_digest", "") if request.method == "POST" else ""
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        digest = price_plan_version_digest(version) if request.method != "POST" else ""
+    context = {"version": version, "action": action, "reason": "", "errors": [], "terms_digest": digest}
     if request.method != "POST":
         return render_page(request, page, context)
     if request.POST.get("confirm") != "yes":
@@ -134,10 +137,12 @@ def _confirm(request, version_id: int, *, action: str, service, done: str):
     if len(reason) > 500:
         context["errors"] = ["Keep the reason under 500 characters."]
         return render_page(request, page, context, status=refused_status(request, 400))
+    kwargs = {"expected_digest": request.POST.get("terms_digest")} if action == "publish" else {}
     try:
-        service(version=version, actor=request.user, reason=reason)
+        service(version=version, actor=request.user, reason=reason, **kwargs)
     except ValidationError as exc:
         context["errors"] = exc.messages
+        context["terms_digest"] = price_plan_version_digest(version)  # the terms this page now shows
         return render_page(request, page, context, status=refused_status(request, 409))
     messages.success(request, f"{version.plan.slug} v{version.number} {done}.")
     return redirect("staff-price-plan-version", version_id=version.pk)
@@ -375,47 +380,26 @@ def _editor_context(request, *, plan: PricePlan, draft: PricePlanVersion | None,
     return {
         "plan": plan, "draft": draft, "editor": _editor(values, errors), "modes": MODES, "curve": curve,
         "curve_note": note.strip(), "other": other, "zone": request.user.viewing_timezone, "largest": largest,
-        "form_key": _form_key(request),
+        "form_key": _form_key(request), "terms_digest": _terms_digest(request, draft),
         "action_url": reverse("staff-price-plan-version-edit", args=[draft.pk]) if draft
         else reverse("staff-price-plan-version-new", args=[plan.pk]),
         "validate_url": reverse("staff-price-plan-version-validate", args=[plan.pk]),
     }  # fmt: skip
 
 
+def _terms_digest(request, draft: PricePlanVersion | None) -> str:
+    """The digest of the draft as the editor was opened (carried through row changes): a save is refused if
+    the draft changed since, say in another tab."""
+    if draft is None:
+        return ""
+    posted = request.POST.get("terms_digest", "") if request.method == "POST" else ""
+    return posted if re.fullmatch(r"[0-9a-f]{64}", posted) else price_plan_version_digest(draft)
+
+
 def _form_key(request) -> str:
     """The key a new draft's form carries from when it was first drawn (kept through row changes)."""
     posted = request.POST.get("idempotency_key", "") if request.method == "POST" else ""
     return posted if re.fullmatch(r"[0-9a-f]{32}", posted) else uuid.uuid4().hex
-
-
-def _draft_create_once(request, *, plan: PricePlan, spec) -> PricePlanVersion:
-    """Create the draft once per form: a double click or a resubmitted POST finds the draft the first submit
-    made. The form's key is stored beside the draft in the same transaction, so two concurrent submits
-    cannot both keep theirs (the second's unique key fails and its draft is rolled back)."""
-    key = _form_key(request)
-    scope = f"page:user:{request.user.pk} {request.path}"[:400]
-    digest = idempotency_key_digest(key)
-
-    def first() -> PricePlanVersion | None:
-        row = IdempotencyKey.objects.filter(scope=scope, key_hash=digest).first()
-        return PricePlanVersion.objects.filter(pk=row.response_body.get("version_id")).first() if row else None
-
-    found = first()
-    if found is not None:
-        return found
-    try:
-        with transaction.atomic():
-            version = price_plan_version_create(plan=plan, spec=spec, actor=request.user)
-            IdempotencyKey.objects.create(
-                scope=scope, key_hash=digest, fingerprint=digest, status_code=302,
-                response_body={"version_id": version.pk}, created_at=clock.now(),
-            )  # fmt: skip
-    except IntegrityError:
-        found = first()
-        if found is None:
-            raise
-        return found
-    return version
 
 
 def _row_action(values: dict, action: str) -> str:
@@ -449,9 +433,14 @@ def _editor_page(request, *, plan: PricePlan, draft: PricePlanVersion | None, in
     if spec is not None:
         try:
             if draft is None:
-                saved = _draft_create_once(request, plan=plan, spec=spec)
+                # The form's key is stored with the draft: a double click or resubmit finds the first draft.
+                saved = price_plan_version_create(
+                    plan=plan, spec=spec, actor=request.user, idempotency_key=_form_key(request)
+                )
             else:
-                saved = price_plan_version_update(version=draft, spec=spec, actor=request.user)
+                saved = price_plan_version_update(
+                    version=draft, spec=spec, actor=request.user, expected_digest=request.POST.get("terms_digest")
+                )
         except ValidationError as exc:
             errors = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
         else:
