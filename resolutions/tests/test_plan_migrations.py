@@ -80,6 +80,17 @@ def world(stripe_emulator, settings, api_client):
     return World(provisioned, stripe_emulator, api_client)
 
 
+def _move_scheduled(world, admin_user) -> PricePlanVersion:
+    """A published $0.50 version with its Stripe Prices, and the world's account scheduled to move to it at the
+    next period start (a day after START)."""
+    new = _version(admin_user)
+    with world.at(START + DAY):
+        price_plan_version_stripe_sync(version=new)
+        plan_migrations_schedule(to_version=new, accounts=[world.account], actor=admin_user, batch_key="m",
+                                 now=START + DAY)  # fmt: skip
+    return new
+
+
 def _lines(invoice: dict) -> list[tuple[str, int, int, int]]:
     """(price id, quantity, amount, period start) of each line."""
     return sorted(
@@ -149,11 +160,7 @@ def test_the_invoice_after_the_move_charges_the_new_price_to_the_cent_and_the_on
 
 
 def test_new_period_usage_waits_for_the_switch_and_a_lost_answer_is_not_sent_twice(world, admin_user):
-    new = _version(admin_user)
-    with world.at(START + DAY):
-        price_plan_version_stripe_sync(version=new)
-        plan_migrations_schedule(to_version=new, accounts=[world.account], actor=admin_user, batch_key="m",
-                                 now=START + DAY)  # fmt: skip
+    _move_scheduled(world, admin_user)
     world.resolve(PERIOD_END + 5 * MINUTE, posted_at=PERIOD_END + 2 * HOUR)
     now = PERIOD_END + 2 * HOUR
     with world.at(now):
@@ -185,11 +192,7 @@ def test_new_period_usage_waits_for_the_switch_and_a_lost_answer_is_not_sent_twi
 
 
 def test_a_refused_switch_fails_visibly_and_an_admins_retry_finishes_it(world, admin_user):
-    new = _version(admin_user)
-    with world.at(START + DAY):
-        price_plan_version_stripe_sync(version=new)
-        plan_migrations_schedule(to_version=new, accounts=[world.account], actor=admin_user, batch_key="m",
-                                 now=START + DAY)  # fmt: skip
+    new = _move_scheduled(world, admin_user)
     real = PricePlanVersion.objects.get(pk=new.pk).stripe_price_id
     PricePlanVersion.objects.filter(pk=new.pk).update(stripe_price_id="price_missing")
     world.cycle(PERIOD_END + HOUR)
@@ -293,11 +296,7 @@ def test_resolutions_are_rated_by_the_version_in_force_in_their_period(account, 
 def test_usage_held_for_a_move_is_stamped_after_the_switch_inside_the_period(world, admin_user):
     """Stripe bills a metered item's new Price for the usage recorded after the change: a window held until the
     switch is sent stamped at the next minute after it, not at the period's start."""
-    new = _version(admin_user)
-    with world.at(START + DAY):
-        price_plan_version_stripe_sync(version=new)
-        plan_migrations_schedule(to_version=new, accounts=[world.account], actor=admin_user, batch_key="m",
-                                 now=START + DAY)  # fmt: skip
+    _move_scheduled(world, admin_user)
     world.resolve(PERIOD_END + 5 * MINUTE, posted_at=PERIOD_END + 2 * HOUR)
     now = PERIOD_END + 2 * HOUR
     with world.at(now):
@@ -319,11 +318,7 @@ def test_usage_held_for_a_move_is_stamped_after_the_switch_inside_the_period(wor
 
 
 def test_a_failed_move_can_be_cancelled_and_its_held_usage_is_reported(world, admin_user):
-    new = _version(admin_user)
-    with world.at(START + DAY):
-        price_plan_version_stripe_sync(version=new)
-        plan_migrations_schedule(to_version=new, accounts=[world.account], actor=admin_user, batch_key="m",
-                                 now=START + DAY)  # fmt: skip
+    new = _move_scheduled(world, admin_user)
     PricePlanVersion.objects.filter(pk=new.pk).update(stripe_price_id="price_missing")
     world.resolve(PERIOD_END + 5 * MINUTE, posted_at=PERIOD_END + HOUR)
     world.cycle(PERIOD_END + HOUR)
