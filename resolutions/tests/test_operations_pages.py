@@ -517,3 +517,16 @@ def test_the_webhook_endpoint_table_marks_this_portals_endpoint(admin_client, se
     )  # fmt: skip
     page = text_of(admin_client.get(reverse("staff-ops-stripe-sync")))
     assert "we_here this portal" in page and "None of these endpoints" not in page
+
+
+@pytest.mark.django_db
+def test_the_sync_page_lists_every_price_of_a_version_offers_included(admin_client):
+    version = _published(StripeSyncStatus.SYNCED)
+    PricePlanVersion.objects.filter(pk=version.pk).update(
+        stripe_price_id="price_metered1", stripe_seat_price_id="price_seat1"
+    )
+    offer = version.offers.get()  # fin-standard's 10,000 resolutions for 365 days
+    offer.stripe_price_id = "price_offer1"
+    offer.save(update_fields=["stripe_price_id"])
+    page = text_of(admin_client.get(reverse("staff-ops-stripe-sync")))
+    assert "price_metered1" in page and "price_seat1 seats" in page and f"price_offer1 {offer.name}" in page

@@ -360,6 +360,7 @@ def ops_stripe_sync(request):
     versions = (
         PricePlanVersion.objects.exclude(status=PricePlanVersion.Status.DRAFT)  # a draft has no Stripe Prices
         .select_related("plan")
+        .prefetch_related("offers")
         .annotate(rank=SYNC_ORDER)
         .order_by("rank", "plan__slug", "-number")
     )
