@@ -240,9 +240,8 @@ def price_plan_version_stripe_sync(*, version: PricePlanVersion) -> PricePlanVer
                 retryable=False,
             )
     except StripeFailure as exc:
-        # Failed, visibly and retryably: an admin sees the error and retries (a sync that already finished, by
-        # another delivery or an admin's retry meanwhile, is left as it is).
-        PricePlanVersion.objects.filter(pk=version.pk).exclude(stripe_sync_status=StripeSyncStatus.SYNCED).update(
+        # Failed, visibly and retryably: an admin sees the error and retries.
+        PricePlanVersion.objects.filter(pk=version.pk).update(
             stripe_sync_status=StripeSyncStatus.FAILED, stripe_sync_error=str(exc)[:2000]
         )
         raise
