@@ -100,9 +100,15 @@ def test_a_body_that_is_not_terms_is_a_plain_400(admin_api, body):
 
 
 def test_unknown_plan_and_version_are_404_in_the_one_shape(admin_api):
-    errors_of(admin_api.post(versions_url("nope"), TERMS, format="json"), 404)
-    errors_of(admin_api.get(version_url(999_999)), 404)
-    errors_of(admin_api.post(version_url(999_999, "publish"), {}, format="json"), 404)
+    before = PricePlanVersion.objects.count()
+    for response in (
+        admin_api.post(versions_url("nope"), TERMS, format="json"),
+        admin_api.get(version_url(999_999)),
+        admin_api.post(version_url(999_999, "publish"), {}, format="json"),
+    ):
+        errors = errors_of(response, 404)
+        assert list(errors) == [None] and errors[None].strip(), errors  # one message about the whole request
+    assert PricePlanVersion.objects.count() == before  # nothing was created
 
 
 def test_idempotency_key_replays_the_first_draft_and_refuses_another_body(admin_api):
@@ -193,7 +199,11 @@ def test_only_admins_may_use_it(api_client, role, viewer, billing_admin, manager
 
 
 def test_anonymous_is_401(api_client):
-    errors_of(api_client.get(PLANS), 401)
+    before = PricePlanVersion.objects.count()
+    for response in (api_client.get(PLANS), api_client.post(versions_url(), TERMS, format="json")):
+        errors = errors_of(response, 401)
+        assert list(errors) == [None] and errors[None].strip(), errors
+    assert PricePlanVersion.objects.count() == before
 
 
 # --- concurrent edits and what was reviewed (review of the draft code) ------------------------------------
