@@ -16,8 +16,9 @@ from rest_framework.views import APIView
 from billing_portal.api_errors import ERRORS
 
 from .idempotency import idempotency_key_parameter, idempotent
-from .models import Account, PlanMigration, PricePlanVersion
+from .models import Account, PlanMigration
 from .permissions import IsAdminRole
+from .selectors import price_plan_version_given
 from .services.plan_migrations import plan_migration_cancel, plan_migration_retry, plan_migrations_schedule
 
 IDEMPOTENCY_KEY = idempotency_key_parameter()
@@ -81,13 +82,6 @@ def _batch_key(request) -> str:
     return hashlib.sha256(f"api:{request.user.pk}:{request.idempotency_key}".encode()).hexdigest()[:64]
 
 
-def _version(pk: int, field: str) -> PricePlanVersion:
-    version = PricePlanVersion.objects.filter(pk=pk).first()
-    if version is None:
-        raise ValidationError({field: f"No price plan version has the id {pk}."})
-    return version
-
-
 class PlanMigrationListApi(APIView):
     permission_classes = [IsAdminRole]
 
@@ -133,9 +127,9 @@ class PlanMigrationListApi(APIView):
                 raise ValidationError({"account_ids": f"No account has the id {', '.join(map(str, missing[:10]))}."})
             kwargs["accounts"] = accounts
         else:
-            kwargs["from_version"] = _version(values["from_version_id"], "from_version_id")
+            kwargs["from_version"] = price_plan_version_given(values["from_version_id"], "from_version_id")
         result = plan_migrations_schedule(
-            to_version=_version(values["to_version_id"], "to_version_id"), actor=request.user,
+            to_version=price_plan_version_given(values["to_version_id"], "to_version_id"), actor=request.user,
             # The client's key names the batch (a retry is one schedule); without one, each POST is its own.
             batch_key=_batch_key(request), not_before=values.get("not_before"),
             reason=values.get("reason", ""), **kwargs,

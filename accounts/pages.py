@@ -96,3 +96,11 @@ def form_errors_apply(form: forms.Form, error: ValidationError) -> None:
             form.add_error(field if field in form.fields else None, [m for e in errors for m in e.messages])
     else:
         form.add_error(None, error.messages)
+
+
+class VersionChoice(forms.ModelChoiceField):
+    """A price plan version picked in a staff form, named as people read it: "Fin Standard v2 (published, USD)"."""
+
+    def label_from_instance(self, version):
+        state = version.get_status_display().lower()
+        return f"{version.plan.name} v{version.number} ({state}, {version.currency.upper()})"

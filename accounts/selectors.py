@@ -104,3 +104,15 @@ def price_plan_version_usage() -> dict[int, dict[str, int]]:
     for version_id, n in moving.annotate(n=Count("pk")).order_by():
         usage.setdefault(version_id, {"accounts": 0, "moving_in": 0})["moving_in"] = n
     return usage
+
+
+def price_plan_version_given(pk: int, field: str):
+    """The version a request names by id in `field`, or a ValidationError on that field (the APIs' 400)."""
+    from django.core.exceptions import ValidationError
+
+    from .models import PricePlanVersion
+
+    version = PricePlanVersion.objects.select_related("plan").filter(pk=pk).first()
+    if version is None:
+        raise ValidationError({field: f"No price plan version has the id {pk}."})
+    return version

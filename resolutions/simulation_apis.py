@@ -15,8 +15,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.idempotency import idempotency_key_parameter, idempotent
-from accounts.models import PricePlanVersion
 from accounts.permissions import IsAdminRole
+from accounts.selectors import price_plan_version_given
 from billing_portal.api_errors import ERRORS
 
 from .models import PriceSimulation
@@ -107,13 +107,6 @@ DETAIL_OUTPUT = inline_serializer(
 )
 
 
-def _version(pk: int, field: str) -> PricePlanVersion:
-    version = PricePlanVersion.objects.select_related("plan").filter(pk=pk).first()
-    if version is None:
-        raise ValidationError({field: f"No price plan version has the id {pk}."})
-    return version
-
-
 def _whole(request, name: str, default: int, maximum: int) -> int:
     text = request.query_params.get(name)
     if text is None or text == "":
@@ -150,8 +143,9 @@ class PriceSimulationListApi(APIView):
         filter_id = values.get("filter_version_id")
         try:
             simulation, _ = price_simulation_start(
-                version=_version(values["version_id"], "version_id"), periods=values["periods"],
-                filter_version=_version(filter_id, "filter_version_id") if filter_id else None, actor=request.user,
+                version=price_plan_version_given(values["version_id"], "version_id"), periods=values["periods"],
+                filter_version=price_plan_version_given(filter_id, "filter_version_id") if filter_id else None,
+                actor=request.user,
                 # The client's key names the simulation (a retry is one simulation); without one, each POST is its own.
                 idempotency_key=request.idempotency_key or f"api:{uuid.uuid4().hex}",
             )  # fmt: skip

@@ -17,7 +17,15 @@ from django.db.models import Case, IntegerField, Q, Value, When
 from django.shortcuts import get_object_or_404, redirect
 
 from accounts.models import Account, PlanMigration, PricePlanVersion
-from accounts.pages import IdempotentForm, admin_page, form_errors_apply, page_number, refused_status, render_page
+from accounts.pages import (
+    IdempotentForm,
+    VersionChoice,
+    admin_page,
+    form_errors_apply,
+    page_number,
+    refused_status,
+    render_page,
+)
 from accounts.services.plan_migrations import (
     CHANGE_CUTOFF,
     plan_migration_cancel,
@@ -40,11 +48,6 @@ STATUS_ORDER = Case(
 
 def _published_versions():
     return PricePlanVersion.objects.filter(status=PricePlanVersion.Status.PUBLISHED).select_related("plan")
-
-
-class VersionChoice(forms.ModelChoiceField):
-    def label_from_instance(self, version):
-        return f"{version.plan.name} v{version.number} ({version.currency.upper()})"
 
 
 class ScheduleForm(IdempotentForm):

@@ -12,7 +12,15 @@ from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect
 
 from accounts.models import PricePlanVersion
-from accounts.pages import IdempotentForm, admin_page, form_errors_apply, page_number, refused_status, render_page
+from accounts.pages import (
+    IdempotentForm,
+    VersionChoice,
+    admin_page,
+    form_errors_apply,
+    page_number,
+    refused_status,
+    render_page,
+)
 
 from ..models import PriceSimulation
 from ..services.simulation import (
@@ -26,12 +34,6 @@ from ..services.simulation import (
 
 PAGE_SIZE = 50
 CHART_MOVERS = 10
-
-
-class VersionChoice(forms.ModelChoiceField):
-    def label_from_instance(self, version):
-        state = version.get_status_display().lower()
-        return f"{version.plan.name} v{version.number} ({state}, {version.currency.upper()})"
 
 
 def _versions():
