@@ -9,6 +9,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from djstripe.models import Customer
 
 from accounts.models import PricePlan
 from accounts.services.provisioning import account_provision
@@ -103,6 +104,8 @@ def test_every_kind_of_page_has_no_csp_violation(
         (f"/admin/accounts/account/{account.pk}/change/", "account-change"),
         ("/admin/accounts/priceplanversion/", "plan-versions"),
         ("/admin/accounts/auditlogentry/", "audit"),
+        ("/admin/djstripe/customer/", "stripe-customers"),  # dj-stripe's mirror: read-only, no actions
+        (f"/admin/djstripe/customer/{Customer.objects.get(subscriber=account).djstripe_id}/change/", "stripe-customer"),
     ]:
         visit(page, f"{base}{path}", screenshot, f"csp-admin-{name}")
     page.goto(f"{base}/admin/accounts/account/")
