@@ -135,6 +135,10 @@ if not DEBUG and env.bool("SECURE_HTTPS", default=False):
     SECURE_SSL_REDIRECT = True
     SECURE_HSTS_SECONDS = 60 * 60 * 24 * 30
 
+# Health checks (billing_portal/health.py): each readiness check's timeout; plain http probes are not redirected.
+READYZ_TIMEOUT_SECONDS = env.float("READYZ_TIMEOUT_SECONDS", default=2.0)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="billing@localhost")
