@@ -9,6 +9,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from billing_portal.log_context import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
@@ -54,6 +56,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "billing_portal.log_context.RequestIdMiddleware",  # first: every record of a request carries its id
     "django.middleware.security.SecurityMiddleware",
     "billing_portal.middleware.ApiRequestGuard",  # /api/: 413 before a body is read, 400 for NULs
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -226,6 +229,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # the worker logs through LOGGING's handler, in LOG_FORMAT
 CELERY_BEAT_SCHEDULE: dict = {
     # The one billing cycle (resolutions/billing_cycle.py), provisioning cleanup included. A run that
     # waited in the queue past the next one's start is dropped: the next run does the same work.
@@ -266,10 +270,13 @@ DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
 # Freeze "now" for the whole process (demo replays, tests); unset means the real time. See clock.py.
 BILLING_CLOCK_NOW = env.str("BILLING_CLOCK_NOW", default="")
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"stripe": {"level": env.str("STRIPE_LOG_LEVEL", default="WARNING")}},
-}
+# One console handler; JSON records (time, level, logger, message, request_id or task_id/task_name) outside
+# DEBUG, text lines in DEBUG (billing_portal/log_context.py). Celery's worker logs through the same handler.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(f'LOG_FORMAT must be "json" or "text", not {LOG_FORMAT!r}.')
+LOGGING = logging_config(
+    log_format=LOG_FORMAT,
+    level=env.str("LOG_LEVEL", default="INFO"),
+    stripe_level=env.str("STRIPE_LOG_LEVEL", default="WARNING"),
+)
