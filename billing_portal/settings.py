@@ -8,6 +8,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 from billing_portal.log_context import logging_config
 
@@ -230,6 +231,26 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # the worker logs through LOGGING's handler, in LOG_FORMAT
+# One queue per workload, so each can get workers of its own (`celery -A billing_portal worker -Q stripe`);
+# a worker started without -Q consumes all of them (dev.py demo, the tests). docs/operations.md.
+# The default queue keeps Celery's name, "celery": messages queued before the queues were split still run.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in ("celery", "events", "stripe", "cycle", "simulations")]
+CELERY_TASK_ROUTES = {
+    # Evaluation of ingested batches: the latency customers see on their dashboard.
+    "resolutions.tasks.conversations_evaluate_task": {"queue": "events"},
+    # Calls to Stripe: slow and rate-limited, retried with backoff; kept off the other queues.
+    "resolutions.tasks.meter_report_task": {"queue": "stripe"},
+    "resolutions.tasks.meter_reconcile_task": {"queue": "stripe"},
+    "accounts.tasks.price_plan_version_stripe_sync_task": {"queue": "stripe"},
+    "accounts.tasks.stripe_catalog_retry_task": {"queue": "stripe"},
+    # The minutely billing cycle (it takes its own lock; more workers here never run two at once).
+    "resolutions.tasks.billing_cycle_task": {"queue": "cycle"},
+    "accounts.tasks.provisioning_cleanup_task": {"queue": "cycle"},
+    # Price simulations: long, staff-started; never in the way of billing.
+    "resolutions.tasks.price_simulation_task": {"queue": "simulations"},
+}
+# Every periodic task is here and nowhere else (tests/test_celery_config.py checks the app's schedule is this).
 CELERY_BEAT_SCHEDULE: dict = {
     # The one billing cycle (resolutions/billing_cycle.py), provisioning cleanup included. A run that
     # waited in the queue past the next one's start is dropped: the next run does the same work.
