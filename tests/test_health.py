@@ -4,10 +4,10 @@ taken down for real (a closed port, the emulator's fault injection) rather than 
 from __future__ import annotations
 
 import socket
-import time
 
 import pytest
 from django.db import OperationalError
+from django.test import Client
 
 from billing_portal import health
 from billing_portal.celery import app as celery_app
@@ -27,6 +27,10 @@ def stripe_requests(emulator, path="/v1/billing/meters"):
 @pytest.fixture
 def ready_world(db, stripe_emulator, settings):
     settings.READYZ_TIMEOUT_SECONDS = 1.0
+    # Warm up: the first /readyz of a process imports the URLconf, the broker's transport and stripe-python's
+    # services, which on a loaded machine takes longer than the checks' timings the tests look at.
+    assert Client().get("/readyz").status_code == 200
+    stripe_emulator.requests.clear()
     return stripe_emulator
 
 
@@ -102,25 +106,35 @@ def test_a_database_error_is_reported_without_its_password(client, ready_world, 
 def test_broker_down_is_503_after_one_quick_attempt(client, ready_world, monkeypatch):
     port = closed_port()
     monkeypatch.setitem(celery_app.conf, "broker_write_url", f"redis://:broker-hunter2@127.0.0.1:{port}/0")
-    started = time.monotonic()
     response = client.get("/readyz?check=broker")
-    elapsed = time.monotonic() - started
     assert response.status_code == 503
     broker = response.json()["checks"]["broker"]
     assert broker["status"] == "down"
     assert "Connection refused" in broker["reason"] and str(port) in broker["reason"]
     assert "broker-hunter2" not in response.content.decode()
-    assert elapsed < 1.5  # one attempt: kombu's own retry would sleep 2 s before a second
+    assert broker["ms"] < 1000  # one attempt: kombu's Connection.connect() would sleep 2 s before a second
+
+
+def test_a_broker_that_never_answers_times_out_within_the_readiness_timeout(client, ready_world, settings, monkeypatch):
+    settings.READYZ_TIMEOUT_SECONDS = 0.5
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        monkeypatch.setitem(celery_app.conf, "broker_write_url", f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        response = client.get("/readyz?check=broker")
+    assert response.status_code == 503
+    broker = response.json()["checks"]["broker"]
+    assert broker["status"] == "down" and "imeout" in broker["reason"], broker
+    assert 400 < broker["ms"] < 1500
 
 
 def test_stripe_down_on_a_closed_port_is_503_without_retries(client, ready_world, settings):
     settings.STRIPE_API_BASE = f"http://127.0.0.1:{closed_port()}"
-    settings.STRIPE_MAX_RETRIES = 4
-    started = time.monotonic()
+    settings.STRIPE_MAX_RETRIES, settings.STRIPE_BACKOFF_BASE_SECONDS = 4, 1.0
     response = client.get("/readyz")
-    assert time.monotonic() - started < 1.5  # stripe_client.call would back off and try 5 times
     assert response.status_code == 503
     checks = response.json()["checks"]
+    assert checks["stripe"]["ms"] < 1000  # stripe_client.call would back off (0.5-1 s, then more) and retry
     assert checks["stripe"]["status"] == "down"
     assert checks["stripe"]["reason"].startswith("StripeUnavailable: ")
     assert checks["database"]["status"] == "ok" and checks["broker"]["status"] == "ok"
@@ -138,12 +152,10 @@ def test_stripe_errors_are_503_after_one_request(client, ready_world, mode):
 def test_a_hanging_stripe_times_out_within_the_readiness_timeout(client, ready_world, settings):
     settings.READYZ_TIMEOUT_SECONDS = 0.5
     ready_world.add_fault(path_prefix="/v1/billing/meters", mode="hang", hang_seconds=3)
-    started = time.monotonic()
     response = client.get("/readyz?check=stripe")
-    assert time.monotonic() - started < 2
     assert response.status_code == 503
     stripe_check = response.json()["checks"]["stripe"]
-    assert stripe_check["status"] == "down" and 400 <= stripe_check["ms"] < 2000
+    assert stripe_check["status"] == "down" and 400 <= stripe_check["ms"] < 1500
 
 
 def test_a_refused_key_is_not_ready_and_the_key_is_not_shown(client, ready_world, settings):
