@@ -553,7 +553,9 @@ def period_usage_sums(plans: list[tuple]) -> dict[int, tuple[int, ...]]:
     to days_to, plus or minus (sign) each edge's non-voided resolutions and escalated conversations in
     [from, to) whose local date in `timezone` is the edge's date. One statement for every plan, so one
     snapshot: the rollups and the edges agree even while resolutions are written. Each edge is a range
-    scan of the (account, resolved_at, id) index and of the partial (account, escalated_at) index."""
+    scan of the (account, resolved_at, id) index and of the partial (account, escalated_at) index: LATERAL
+    with OFFSET 0 (so not flattened into a join), since the planner chose a hash join over the whole tables
+    once they held a few hundred thousand rows (resolutions/tests/test_query_plans.py)."""
     if not plans:
         return {}
     keys: list[list] = [[], [], [], []]  # index, account, days_from, days_to
@@ -581,14 +583,16 @@ def period_usage_sums(plans: list[tuple]) -> dict[int, tuple[int, ...]]:
                 UNION ALL
                 SELECT e.i, e.sign, e.sign * (r.funding = %s)::int, e.sign * (r.funding = %s)::int,
                        e.sign * r.amount_minor, e.sign * (r.kind = %s)::int, 0
-                FROM e JOIN {Resolution._meta.db_table} r
-                  ON r.account_id = e.account_id AND r.resolved_at >= e.lower_at AND r.resolved_at < e.upper_at
-                WHERE r.voided_at IS NULL AND (r.resolved_at AT TIME ZONE e.tz)::date = e.day
+                FROM e CROSS JOIN LATERAL (
+                    SELECT funding, amount_minor, kind FROM {Resolution._meta.db_table} r
+                    WHERE r.account_id = e.account_id AND r.resolved_at >= e.lower_at AND r.resolved_at < e.upper_at
+                      AND r.voided_at IS NULL AND (r.resolved_at AT TIME ZONE e.tz)::date = e.day OFFSET 0) r
                 UNION ALL
                 SELECT e.i, 0, 0, 0, 0, 0, e.sign
-                FROM e JOIN {Conversation._meta.db_table} c
-                  ON c.account_id = e.account_id AND c.escalated_at >= e.lower_at AND c.escalated_at < e.upper_at
-                WHERE c.escalated_at IS NOT NULL AND (c.escalated_at AT TIME ZONE e.tz)::date = e.day
+                FROM e CROSS JOIN LATERAL (
+                    SELECT 1 FROM {Conversation._meta.db_table} c
+                    WHERE c.account_id = e.account_id AND c.escalated_at >= e.lower_at AND c.escalated_at < e.upper_at
+                      AND c.escalated_at IS NOT NULL AND (c.escalated_at AT TIME ZONE e.tz)::date = e.day OFFSET 0) c
             ) AS t
             GROUP BY i""",
         [*keys, *edges, CREDIT, OVERAGE, CONFIRMED],
