@@ -59,6 +59,18 @@ class ConversationEventArchive(models.Model):
         return f"{self.event_id} {self.type} @ {self.occurred_at:%Y-%m-%d %H:%M:%S} (archived)"
 
 
+class ConversationEventArchiveMark(models.Model):
+    """The accounts that have archived events, and the latest cut-off archived: ingestion and evaluation ask
+    this one row (a primary-key probe) before they look in the archive, so accounts with nothing archived pay
+    nothing more (an EXISTS on the archive itself was planned as a sequential scan)."""
+
+    account = models.OneToOneField(Account, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    archived_before = models.DateTimeField(help_text="The latest --before archived: older events may be archived.")
+
+    def __str__(self) -> str:
+        return f"account {self.account_id}: events archived before {self.archived_before:%Y-%m-%d}"
+
+
 class Conversation(models.Model):
     """The evaluated state of one conversation, kept so the sweep finds elapsed windows by index."""
 
