@@ -17,6 +17,7 @@ from billing_portal.sql_twins import twin
 from .models import (
     Conversation,
     ConversationEvent,
+    ConversationEventArchive,
     ConversationTally,
     DailyUsage,
     FundingProgress,
@@ -74,6 +75,43 @@ def events_store(account_id: int, events: list, now: dt.datetime) -> set[str]:
         ],
     )  # fmt: skip
     return {row[0] for row in inserted}
+
+
+# --- Archiving: move conversations' events to the archive (services/archive.py) ----------------------
+def _events_archive_move_orm(account_id: int, conversation_ids: list[str], now: dt.datetime) -> int:
+    columns = ("event_id", "conversation_id", "type", "occurred_at", "received_at")
+    rows = list(
+        ConversationEvent.objects.filter(account_id=account_id, conversation_id__in=conversation_ids).values_list(
+            "pk", *columns
+        )
+    )
+    ConversationEventArchive.objects.bulk_create(
+        [
+            ConversationEventArchive(account_id=account_id, archived_at=now, **dict(zip(columns, row[1:], strict=True)))
+            for row in rows
+        ],
+        batch_size=1000,
+    )
+    ConversationEvent.objects.filter(pk__in=[row[0] for row in rows]).delete()  # what was copied, nothing newer
+    return len(rows)
+
+
+@twin(_events_archive_move_orm)
+def events_archive_move(account_id: int, conversation_ids: list[str], now: dt.datetime) -> int:
+    """Move the events of these conversations of the account to the archive, stamped archived_at = now; returns
+    how many. One DELETE ... RETURNING feeding an INSERT: exactly the rows deleted are archived (an event
+    ingested meanwhile, not yet visible, stays live)."""
+    if not conversation_ids:
+        return 0
+    return execute_bound(
+        f"""WITH moved AS (
+                DELETE FROM {ConversationEvent._meta.db_table} WHERE account_id = %s AND conversation_id = ANY(%s)
+                RETURNING account_id, event_id, conversation_id, type, occurred_at, received_at)
+            INSERT INTO {ConversationEventArchive._meta.db_table}
+                (account_id, event_id, conversation_id, type, occurred_at, received_at, archived_at)
+            SELECT account_id, event_id, conversation_id, type, occurred_at, received_at, %s FROM moved""",
+        [account_id, conversation_ids, now],
+    )
 
 
 # --- Rows of some conversations (events, conversation states, billable resolutions) -----------------

@@ -19,6 +19,7 @@ from credits.models import CreditLedgerEntry, CreditPack
 from resolutions.models import (
     Conversation,
     ConversationEvent,
+    ConversationEventArchive,
     ConversationTally,
     DailyUsage,
     EventType,
@@ -35,7 +36,7 @@ TODAY = NOW.date()
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
 TABLES = [ConversationEvent, Conversation, Resolution, DailyUsage, FundingProgress, CreditPack, CreditLedgerEntry,
-          MeterWindow, ConversationTally]  # fmt: skip
+          MeterWindow, ConversationTally, ConversationEventArchive]  # fmt: skip
 CONFIRMED, ASSUMED = Resolution.Kind.CONFIRMED.value, Resolution.Kind.ASSUMED.value
 UNFUNDED, CREDIT, OVERAGE = (Resolution.Funding.UNFUNDED.value, Resolution.Funding.CREDIT.value,
                              Resolution.Funding.OVERAGE.value)  # fmt: skip
@@ -295,7 +296,12 @@ def case_meter_windows_add(w):
     return [((delta,), None)]
 
 
+def case_events_archive_move(w):
+    return [((w.a.pk, ["c1", "missing"], NOW), None), ((w.b.pk, ["c1"], NOW), None), ((w.a.pk, [], NOW), None)]
+
+
 CASES = {
+    "resolutions.sql.events_archive_move": case_events_archive_move,
     "resolutions.sql.meter_windows_add": case_meter_windows_add,
     "resolutions.sql.events_store": case_events_store,
     "resolutions.sql.conversation_rows": case_conversation_rows,

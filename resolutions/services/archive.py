@@ -15,6 +15,7 @@ from accounts.locks import account_lock
 from accounts.models import Account
 from billing_portal import clock
 
+from .. import sql
 from ..ingestion import MAX_AGE
 from ..models import Conversation, ConversationEvent, ConversationEventArchive, ConversationEventArchiveMark
 
@@ -22,7 +23,6 @@ from ..models import Conversation, ConversationEvent, ConversationEventArchive, 
 # the billing cycle to have evaluated, funded and reported everything the conversations led to.
 ARCHIVE_MARGIN = dt.timedelta(days=7)
 FINISHED = (Conversation.Status.RESOLVED.value, Conversation.Status.ESCALATED.value)
-EVENT_COLUMNS = ("event_id", "conversation_id", "type", "occurred_at", "received_at")
 
 
 class ArchiveTooRecent(ValueError):
@@ -50,12 +50,13 @@ def conversation_events_archive(
     now: dt.datetime | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ArchiveResult:
-    """Move the events of every finished (resolved or escalated) conversation whose last event occurred
-    before `before` to the archive, and mark the conversation (`events_archived_at`) so that evaluation reads
-    its archived events too. Idempotent and resumable: each batch of up to `batch_size` conversations is one
-    transaction under the account's lock (evaluation cannot run in between), rows are moved by primary key
-    (an event ingested meanwhile is not deleted unseen), and a second run finds nothing left to move.
-    `before` may not be later than `archive_cutoff_latest(now)` (ArchiveTooRecent)."""
+    """Move the events of every finished (resolved or escalated, not disputed) conversation whose last event
+    occurred before `before` to the archive, and mark the conversation (`events_archived_at`) so that
+    evaluation reads its archived events too. Idempotent and resumable: each batch of up to `batch_size`
+    conversations is one transaction under the account's lock (evaluation cannot run in between), exactly the
+    rows deleted are archived (`sql.events_archive_move`: an event ingested meanwhile is not deleted unseen),
+    and a second run finds nothing left to move. `before` may not be later than `archive_cutoff_latest(now)`
+    (ArchiveTooRecent)."""
     now = now or clock.now()
     latest = archive_cutoff_latest(now=now)
     if before > latest:
@@ -108,30 +109,18 @@ def _batch_archive(
         )  # fmt: skip
         if not finished:
             return 0, 0
-        rows = list(
-            ConversationEvent.objects.filter(account_id=account_id, conversation_id__in=finished).values_list(
-                "pk", *EVENT_COLUMNS
-            )
-        )
         if dry_run:
-            return len(finished), len(rows)
-        ConversationEventArchive.objects.bulk_create(
-            [
-                ConversationEventArchive(
-                    account_id=account_id, archived_at=now, **dict(zip(EVENT_COLUMNS, row[1:], strict=True))
-                )  # fmt: skip
-                for row in rows
-            ],
-            batch_size=1000,
-        )
+            return len(finished), ConversationEvent.objects.filter(
+                account_id=account_id, conversation_id__in=finished
+            ).count()
         mark, created = ConversationEventArchiveMark.objects.get_or_create(  # the account lock makes this race-free
             account_id=account_id, defaults={"archived_before": before}
         )
         if not created and mark.archived_before < before:
             ConversationEventArchiveMark.objects.filter(pk=account_id).update(archived_before=before)
-        ConversationEvent.objects.filter(pk__in=[row[0] for row in rows]).delete()
+        moved = sql.events_archive_move(account_id, finished, now)
         Conversation.objects.filter(account_id=account_id, conversation_id__in=finished).update(events_archived_at=now)
-        return len(finished), len(rows)
+        return len(finished), moved
 
 
 def archived_event_payloads(*, account_id: int, event_ids: list[str]) -> dict[str, tuple]:
