@@ -114,6 +114,24 @@ def events_archive_move(account_id: int, conversation_ids: list[str], now: dt.da
     )
 
 
+def _archived_events_by_id_orm(account_id: int, event_ids: list[str]) -> list[tuple]:
+    rows = ConversationEventArchive.objects.filter(account_id=account_id, event_id__in=event_ids)
+    return list(rows.values_list("event_id", "conversation_id", "type", "occurred_at"))
+
+
+@twin(_archived_events_by_id_orm)
+def archived_events_by_id(account_id: int, event_ids: list[str]) -> list[tuple]:
+    """(event id, conversation id, type, occurred_at) of those ids in the account's archive: one `= ANY(array)`
+    probe of its unique index, binary rows (ingestion asks it for every batch of an account with an archive)."""
+    if not event_ids:
+        return []
+    return rows_fetch(
+        f"""SELECT event_id, conversation_id, type, occurred_at FROM {ConversationEventArchive._meta.db_table}
+            WHERE account_id = %s AND event_id = ANY(%s)""",
+        [account_id, event_ids],
+    )
+
+
 # --- Rows of some conversations (events, conversation states, billable resolutions) -----------------
 def _conversation_rows_orm(model, account_id: int, conversation_ids: list[str], columns: tuple, billable=False):
     if not conversation_ids:

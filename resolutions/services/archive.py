@@ -17,7 +17,7 @@ from billing_portal import clock
 
 from .. import sql
 from ..ingestion import MAX_AGE
-from ..models import Conversation, ConversationEvent, ConversationEventArchive, ConversationEventArchiveMark
+from ..models import Conversation, ConversationEvent, ConversationEventArchiveMark
 
 # Past Stripe's 35 days (after which ingestion refuses an event) by a week: for clocks that disagree and for
 # the billing cycle to have evaluated, funded and reported everything the conversations led to.
@@ -129,9 +129,7 @@ def archived_event_payloads(*, account_id: int, event_ids: list[str]) -> dict[st
     One primary-key probe first: accounts with nothing archived pay nothing more."""
     if not event_ids or not account_has_archive(account_id=account_id):
         return {}
-    rows = ConversationEventArchive.objects.filter(account_id=account_id, event_id__in=event_ids).values_list(
-        "event_id", "conversation_id", "type", "occurred_at"
-    )
+    rows = sql.archived_events_by_id(account_id, event_ids)
     return {event_id: (conversation_id, type_, occurred_at) for event_id, conversation_id, type_, occurred_at in rows}
 
 
