@@ -176,3 +176,20 @@ def test_the_command_shows_progress_and_prints_json(history, other_account):
     call_command("events_archive", "--before", iso(CUTOFF), "--now", iso(LATER), "--json", stdout=out)
     assert json.loads(out.getvalue()) == {"accounts": 2, "conversations": 3, "events": 5, "dry_run": False}
     assert ConversationEventArchive.objects.count() == 5
+
+
+def test_a_run_that_moved_events_leaves_fresh_statistics(history):
+    """A stale row count made the planner scan an account's whole archive for ingestion's id probe: a run that
+    moved events analyzes both tables; one that moved nothing (or a dry run) does not."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def analyzed(**kwargs):
+        with CaptureQueriesContext(connection) as queries:
+            conversation_events_archive(before=CUTOFF, now=LATER, **kwargs)
+        return sorted(q["sql"] for q in queries if q["sql"].startswith("ANALYZE"))
+
+    assert analyzed(dry_run=True) == []
+    assert analyzed() == [f'ANALYZE "{ConversationEvent._meta.db_table}"',
+                          f'ANALYZE "{ConversationEventArchive._meta.db_table}"']  # fmt: skip
+    assert analyzed() == []  # nothing left to move
