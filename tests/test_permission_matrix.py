@@ -17,10 +17,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import time
 from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import stripe  # the world signs webhook payloads the way Stripe does
 from django.contrib import admin
 from django.contrib.contenttypes.models import ContentType
 from django.test import Client, RequestFactory, TestCase, override_settings
@@ -30,11 +32,12 @@ from accounts.models import (
     Account,
     ApiKey,
     AuditLogEntry,
+    CreditPackOffer,
     PlanMigration,
     PricePlan,
     PricePlanVersion,
 )
-from billing_portal import clock
+from billing_portal import clock, stripe_client
 from credits.models import CreditPack
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
@@ -312,7 +315,6 @@ def world(django_db_setup, django_db_blocker, _stripe_emulator_server):
     from accounts.services.provisioning import account_provision
     from accounts.services.stripe_webhooks import stripe_webhook_endpoint_ensure
     from credits.models import CreditAlert, CreditPack, SeatConversion
-    from credits.services import credit_pack_grant
     from resolutions.models import (
         MeterReconciliationDifference,
         MeterReconciliationRun,
@@ -356,9 +358,15 @@ def world(django_db_setup, django_db_blocker, _stripe_emulator_server):
                 "/api/v1/conversation-events", {"events": events}, content_type="application/json"
             )
             assert posted.status_code == 202, posted.content
-            pack = credit_pack_grant(
-                account=a.account, quantity=100, source=CreditPack.Source.PROMOTIONAL, actor=admin, reason="matrix"
-            )
+            # A promotional pack, granted by A's manager through the API with an Idempotency-Key (stored).
+            staff_client = Client()
+            staff_client.force_login(users["manager_a"])
+            granted = staff_client.post(
+                f"/api/v1/staff/accounts/{a.account.pk}/credit-grants", {"quantity": 100, "reason": "matrix"},
+                content_type="application/json", HTTP_IDEMPOTENCY_KEY="matrix-grant",
+            )  # fmt: skip
+            assert granted.status_code == 201, granted.content
+            pack = CreditPack.objects.get(pk=granted.json()["id"])
             resolutions_fund(now=now)
             resolution = Resolution.objects.get(account=a.account, conversation_id="matrix-conv-a")
             extra_key, _ = api_key_create(account=a.account, name="Matrix extra", actor=admin)
@@ -397,6 +405,25 @@ def world(django_db_setup, django_db_blocker, _stripe_emulator_server):
                 value_minor=0, credits=0,
             )  # fmt: skip
             endpoint = stripe_webhook_endpoint_ensure(base_url="http://testserver")
+            # B's billing admin buys a pack; every event Stripe sent is delivered to the webhook, signed, so the
+            # admin's dj-stripe lists hold invoices, lines, events and webhook logs as in production.
+            buyer = Client()
+            buyer.force_login(users["billing_admin_b"])
+            offer = CreditPackOffer.objects.get(version=b.account.plan_version)
+            bought = buyer.post("/api/v1/credit-purchases", {"offer_id": offer.pk}, content_type="application/json")
+            assert bought.status_code == 201, bought.content
+            events = stripe_client.call(
+                "events", lambda c, o: c.v1.events.list(params={"limit": 100}), idempotency_key=None
+            )
+            for event in reversed(events.data):  # oldest first, as Stripe delivers them
+                payload = json.dumps(event.to_dict(), default=str)
+                at = int(time.time())
+                signature = stripe.WebhookSignature._compute_signature(f"{at}.{payload}", endpoint.secret)
+                delivered = Client().post(
+                    f"/stripe/webhook/{endpoint.djstripe_uuid}/", data=payload, content_type="application/json",
+                    HTTP_STRIPE_SIGNATURE=f"t={at},v1={signature}",
+                )  # fmt: skip
+                assert delivered.status_code == 200, delivered.content
             yield dataclasses.make_dataclass("World", ["users", "raw_keys", "kwargs", "objects", "a", "b"])(
                 users=users,
                 raw_keys={"key_a": a.raw_api_key, "key_b": b.raw_api_key},
@@ -710,8 +737,6 @@ def test_a_list_open_to_another_tenant_shows_nothing_of_account_a(world, role, p
 def test_djstripe_admin_actions_cannot_change_stripe_objects(world, role, action):
     from djstripe.models import Subscription
 
-    from billing_portal import stripe_client
-
     subscription = Subscription.objects.get(customer__subscriber=world.a)
     path = f"/admin/djstripe/subscription/action/{action}/subscription/"
     selected = [action] if action == "_sync_all_instances" else [subscription.pk]
@@ -725,3 +750,14 @@ def test_djstripe_admin_actions_cannot_change_stripe_objects(world, role, action
         "retrieve subscription", lambda c, o: c.v1.subscriptions.retrieve(subscription.id), idempotency_key=None
     )
     assert in_stripe.status == "active"
+
+
+def test_every_portal_model_in_the_admin_is_visited_with_a_real_row(world):
+    """The admin's object URLs of the portal's own models open real rows of the world (only dj-stripe models
+    that the emulator run does not mirror fall back to the not-found answer)."""
+    missing = sorted(
+        model.__name__
+        for model in admin.site._registry
+        if model._meta.app_label in ("accounts", "credits", "resolutions") and _admin_object(world, model) is None
+    )
+    assert missing == []
