@@ -306,10 +306,12 @@ def _stripe_settings(server):
 
 @pytest.fixture(scope="module")
 def world(django_db_setup, django_db_blocker, _stripe_emulator_server):
+    from accounts.defaults import default_plan_ensure
     from accounts.pricing import plan_version_spec_parse
     from accounts.services import (
         price_plan_version_create,
         price_plan_version_publish,
+        staff_groups_ensure,
     )
     from accounts.services.api_keys import api_key_create
     from accounts.services.provisioning import account_provision
@@ -333,6 +335,9 @@ def world(django_db_setup, django_db_blocker, _stripe_emulator_server):
     with django_db_blocker.unblock():
         _ModuleAtomics.setUpClass()
         try:
+            # What `migrate` creates, put back if a transactional test of another module emptied the tables.
+            default_plan_ensure(PricePlan, PricePlanVersion, CreditPackOffer)
+            staff_groups_ensure()
             plan = PricePlan.objects.get(slug="fin-standard")
             users = {
                 "manager_other": StaffUserFactory(username="matrix-manager-other"),
