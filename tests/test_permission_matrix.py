@@ -270,6 +270,9 @@ MATRIX: dict[str, Row] = {
     "api-docs": Row(GET, apis(**dict.fromkeys(API_ROLES, 200))),
     "api-redoc": Row(GET, apis(**dict.fromkeys(API_ROLES, redirect("/api/docs/")))),
     "favicon.ico": Row(GET, pages(**dict.fromkeys(PAGE_ROLES, redirect("/static/portal/favicon.svg")))),
+    # The load balancer's probes: open to anyone, they show no account data (readyz: everything is up here).
+    "healthz": Row(GET, pages(**dict.fromkeys(PAGE_ROLES, 200))),
+    "readyz": Row(GET, pages(**dict.fromkeys(PAGE_ROLES, 200))),
 }
 
 # The admin's tenant boundary, written out (the per-prefix rule below computes Django's answer; these must
