@@ -139,7 +139,7 @@ if not DEBUG and env.bool("SECURE_HTTPS", default=False):
 # --- Cache, throttling ------------------------------------------------------------------------------
 # Sign-in lockouts and API rate-limit counters live in the cache, so every web process must share it:
 # production sets CACHE_URL=redis://host:6379/1 (Django's own RedisCache; redis-py comes with celery[redis]).
-CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+CACHES = {"default": env.cache_url_config(env.str("CACHE_URL", default="") or "locmemcache://")}
 if CACHES["default"]["BACKEND"].endswith("RedisCache"):
     CACHES["default"]["BACKEND"] = "django.core.cache.backends.redis.RedisCache"  # not django-redis
     # A Redis that hangs must not hang every request: the throttles give up after a second and let it through.
