@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -20,6 +24,7 @@ from resolutions.tests.conftest import NOW, event
 pytestmark = pytest.mark.django_db
 EVENTS = "/api/v1/conversation-events"
 CREDITS = "/api/v1/credits"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class WindowClock:
@@ -177,3 +182,28 @@ def test_the_schema_documents_429_for_ingestion(admin_user):
     assert schema.status_code == 200
     responses = json.loads(schema.content)["paths"]["/api/v1/conversation-events"]["post"]["responses"]
     assert "429" in responses
+
+
+def settings_in_a_fresh_process(**env) -> subprocess.CompletedProcess:
+    """The settings module as a process started with this environment would load it."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("API_", "CACHE_URL", "DJANGO_"))}
+    environment.update({"DJANGO_SETTINGS_MODULE": "billing_portal.settings", "DJANGO_DEBUG": "true", **env})
+    code = "import django; django.setup(); from django.conf import settings; print(settings.CACHES['default'])"
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_rate_that_is_not_requests_per_period_refuses_to_start():
+    result = settings_in_a_fresh_process(API_INGESTION_RATE_LIMIT="fast")
+    assert result.returncode != 0
+    assert "API_INGESTION_RATE_LIMIT must be a number of requests per period" in result.stderr
+
+
+def test_a_redis_cache_url_is_djangos_own_redis_cache_with_short_timeouts():
+    result = settings_in_a_fresh_process(CACHE_URL="redis://127.0.0.1:6379/13")
+    assert result.returncode == 0, result.stderr
+    assert "'BACKEND': 'django.core.cache.backends.redis.RedisCache'" in result.stdout
+    assert "'LOCATION': 'redis://127.0.0.1:6379/13'" in result.stdout
+    assert "'socket_timeout': 1.0" in result.stdout and "'socket_connect_timeout': 1.0" in result.stdout
+    assert "LocMemCache" in settings_in_a_fresh_process(CACHE_URL="").stdout  # empty: the default
