@@ -4,7 +4,8 @@ Every API operation counts against API_RATE_LIMIT; ingestion (POST /api/v1/conve
 much higher API_INGESTION_RATE_LIMIT instead (see the README for the figures). Over the limit: 429 in the one
 error shape with Retry-After in whole seconds (billing_portal/api_errors.py keeps DRF's header).
 
-A fixed-window counter in Django's cache, changed with one atomic increment (Redis INCR), instead of DRF's
+A fixed-window counter in Django's cache, changed with one atomic increment (Redis INCR, one round trip: see
+billing_portal/cache_counters.py), instead of DRF's
 SimpleRateThrottle history list: that list is read, extended and written back, so concurrent requests in
 several processes overwrite each other's counts, and it grows with the rate (thousands of timestamps per
 request at ingestion's rate). A window lets through at most twice its limit across its boundary. If the cache
@@ -17,6 +18,8 @@ import logging
 
 from django.conf import settings
 from rest_framework.throttling import SimpleRateThrottle
+
+from billing_portal.cache_counters import cache_counter_incr
 
 from .authentication import ApiKeyPrincipal
 
@@ -48,14 +51,7 @@ class ApiCallerRateThrottle(SimpleRateThrottle):
         window = int(now // self.duration)
         key = f"{key}:{window}"
         try:
-            if self.cache.add(key, 1, timeout=self.duration + 1):
-                count = 1
-            else:
-                try:
-                    count = self.cache.incr(key)
-                except ValueError:  # expired between add and incr: a new window
-                    self.cache.add(key, 1, timeout=self.duration + 1)
-                    count = 1
+            count = cache_counter_incr(key, timeout=self.duration + 1)
         except Exception:
             logger.exception("API throttle: the cache is unavailable; requests are not rate-limited meanwhile.")
             return True

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 
+from billing_portal.cache_counters import cache_counter_incr
+
 logger = logging.getLogger(__name__)
 
 _PREFIX = "sign-in"
@@ -111,12 +113,7 @@ def _failure_record(subjects: list[str]) -> SignInLockout | None:
     started = None
     for subject in subjects:
         key = _failures_key(subject, bucket)
-        cache.add(key, 0, timeout=2 * window + 5)
-        try:
-            count = cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.add(key, 1, timeout=2 * window + 5)
-            count = 1
+        count = cache_counter_incr(key, timeout=2 * window + 5)
         previous = cache.get(_failures_key(subject, bucket - 1)) or 0
         if count + previous * (1 - into_bucket) < settings.LOGIN_FAILURE_LIMIT:
             continue
