@@ -185,3 +185,24 @@ def test_with_the_cache_down_sign_in_still_works_and_says_why_in_the_log(client,
         assert INVALID in page_text(sign_in(client, "acme-viewer", "wrong"))
         assert signed_in(sign_in(client, "acme-viewer", PASSWORD))
     assert any("cache is unavailable" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_lockout_is_announced_in_the_browser(live_server, page, viewer, console_errors, screenshot):
+    page.goto(f"{live_server.url}/login/")
+    for _ in range(5):
+        page.get_by_label("Username").fill("acme-viewer")
+        page.get_by_label("Password").fill("wrong")
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_load_state()
+    alert = page.get_by_role("alert")
+    assert alert.inner_text().strip() == "Too many failed sign-ins. Try again in 1 minute."
+    assert page.get_by_label("Password").get_attribute("aria-invalid") == "true"
+    screenshot("login-locked-out")
+    page.get_by_label("Username").fill("acme-viewer")
+    page.get_by_label("Password").fill(PASSWORD)  # the right password, still within the minute
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_load_state()
+    assert "/login/" in page.url and "Too many failed sign-ins" in page.get_by_role("alert").inner_text()
+    assert console_errors == []
