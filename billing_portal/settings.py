@@ -9,6 +9,9 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
+
+from billing_portal.log_context import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -55,6 +58,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "billing_portal.log_context.RequestIdMiddleware",  # first: every record of a request carries its id
     "django.middleware.security.SecurityMiddleware",
     "billing_portal.middleware.ApiRequestGuard",  # /api/: 413 before a body is read, 400 for NULs
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -90,6 +94,9 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'portal.sqlite3'}"),
 }
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+# A persistent connection that PostgreSQL dropped (a restart, pg_terminate_backend, a failover) is noticed and
+# replaced before the next request uses it, instead of failing that request.
+DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The demo's web process and Celery worker share the file: wait for locks instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
@@ -136,6 +143,9 @@ if not DEBUG and env.bool("SECURE_HTTPS", default=False):
     SECURE_SSL_REDIRECT = True
     SECURE_HSTS_SECONDS = 60 * 60 * 24 * 30
 
+# Health checks (billing_portal/health.py): each readiness check's timeout; plain http probes are not redirected.
+READYZ_TIMEOUT_SECONDS = env.float("READYZ_TIMEOUT_SECONDS", default=2.0)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 # --- Cache, throttling ------------------------------------------------------------------------------
 # Sign-in lockouts and API rate-limit counters live in the cache, so every web process must share it:
 # production sets CACHE_URL=redis://host:6379/1 (Django's own RedisCache; redis-py comes with celery[redis]).
@@ -259,6 +269,27 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # the worker logs through LOGGING's handler, in LOG_FORMAT
+# One queue per workload, so each can get workers of its own (`celery -A billing_portal worker -Q stripe`);
+# a worker started without -Q consumes all of them (dev.py demo, the tests). docs/operations.md.
+# The default queue keeps Celery's name, "celery": messages queued before the queues were split still run.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in ("celery", "events", "stripe", "cycle", "simulations")]
+CELERY_TASK_ROUTES = {
+    # Evaluation of ingested batches: the latency customers see on their dashboard.
+    "resolutions.tasks.conversations_evaluate_task": {"queue": "events"},
+    # Calls to Stripe: slow and rate-limited, retried with backoff; kept off the other queues.
+    "resolutions.tasks.meter_report_task": {"queue": "stripe"},
+    "resolutions.tasks.meter_reconcile_task": {"queue": "stripe"},
+    "accounts.tasks.price_plan_version_stripe_sync_task": {"queue": "stripe"},
+    "accounts.tasks.stripe_catalog_retry_task": {"queue": "stripe"},
+    # The minutely billing cycle (it takes its own lock; more workers here never run two at once).
+    "resolutions.tasks.billing_cycle_task": {"queue": "cycle"},
+    "accounts.tasks.provisioning_cleanup_task": {"queue": "cycle"},
+    # Price simulations: long, staff-started; never in the way of billing.
+    "resolutions.tasks.price_simulation_task": {"queue": "simulations"},
+}
+# Every periodic task is here and nowhere else (tests/test_celery_config.py checks the app's schedule is this).
 CELERY_BEAT_SCHEDULE: dict = {
     # The one billing cycle (resolutions/billing_cycle.py), provisioning cleanup included. A run that
     # waited in the queue past the next one's start is dropped: the next run does the same work.
@@ -302,10 +333,13 @@ BILLING_CLOCK_NOW = env.str("BILLING_CLOCK_NOW", default="")
 # Error reports (500 emails) hide the Authorization header and anything shaped like an API key.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "billing_portal.error_reports.CredentialHidingReporterFilter"
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"stripe": {"level": env.str("STRIPE_LOG_LEVEL", default="WARNING")}},
-}
+# One console handler; JSON records (time, level, logger, message, request_id or task_id/task_name) outside
+# DEBUG, text lines in DEBUG (billing_portal/log_context.py). Celery's worker logs through the same handler.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(f'LOG_FORMAT must be "json" or "text", not {LOG_FORMAT!r}.')
+LOGGING = logging_config(
+    log_format=LOG_FORMAT,
+    level=env.str("LOG_LEVEL", default="INFO"),
+    stripe_level=env.str("STRIPE_LOG_LEVEL", default="WARNING"),
+)

@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from accounts.forms import PortalSignInForm
 from accounts.urls import api_urlpatterns as account_api
 from accounts.urls import page_urlpatterns as account_pages
+from billing_portal.health import healthz, readyz
 from billing_portal.stripe_webhook import stripe_webhook
 from credits.urls import api_urlpatterns as credit_api
 from credits.urls import page_urlpatterns as credit_pages
@@ -20,6 +21,9 @@ handler404 = "billing_portal.api_errors.json_not_found"
 handler500 = "billing_portal.api_errors.json_server_error"
 
 urlpatterns = [
+    # Liveness and readiness (billing_portal/health.py): no login, no CSRF, no throttle.
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
     *account_pages,
     *credit_pages,
     *resolution_pages,
