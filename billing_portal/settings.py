@@ -4,6 +4,7 @@ Defaults are the zero-setup demo: SQLite, a folder-backed Celery broker, the loc
 Production sets DATABASE_URL (PostgreSQL), CELERY_BROKER_URL (Redis), STRIPE_* and SECRET_KEY.
 """
 
+import re
 from pathlib import Path
 
 import environ
@@ -145,6 +146,29 @@ if not DEBUG and env.bool("SECURE_HTTPS", default=False):
 # Health checks (billing_portal/health.py): each readiness check's timeout; plain http probes are not redirected.
 READYZ_TIMEOUT_SECONDS = env.float("READYZ_TIMEOUT_SECONDS", default=2.0)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# --- Cache, throttling ------------------------------------------------------------------------------
+# Sign-in lockouts and API rate-limit counters live in the cache, so every web process must share it:
+# production sets CACHE_URL=redis://host:6379/1 (Django's own RedisCache; redis-py comes with celery[redis]).
+CACHES = {"default": env.cache_url_config(env.str("CACHE_URL", default="") or "locmemcache://")}
+if CACHES["default"]["BACKEND"].endswith("RedisCache"):
+    CACHES["default"]["BACKEND"] = "django.core.cache.backends.redis.RedisCache"  # not django-redis
+    # A Redis that hangs must not hang every request: the throttles give up after a second and let it through.
+    for _option in ("socket_connect_timeout", "socket_timeout"):
+        CACHES["default"].setdefault("OPTIONS", {}).setdefault(_option, 1.0)
+# The client address is REMOTE_ADDR, or with N proxies of ours in front the N-th X-Forwarded-For entry from the
+# right (billing_portal/client_address.py). 0: nothing forwarded is believed.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+# Sign-in (portal and admin): this many failures in the window lock the username, and apart the address, out;
+# each further lockout within the memory period lasts twice as long, up to the maximum.
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_FAILURE_WINDOW_SECONDS = env.int("LOGIN_FAILURE_WINDOW_SECONDS", default=60)
+LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=60)
+LOGIN_LOCKOUT_MAX_SECONDS = env.int("LOGIN_LOCKOUT_MAX_SECONDS", default=3600)
+LOGIN_LOCKOUT_MEMORY_SECONDS = 24 * 3600
+if min(LOGIN_FAILURE_LIMIT, LOGIN_FAILURE_WINDOW_SECONDS, LOGIN_LOCKOUT_SECONDS) < 1 or (
+    LOGIN_LOCKOUT_MAX_SECONDS < LOGIN_LOCKOUT_SECONDS
+):
+    raise ImproperlyConfigured("LOGIN_* must be positive, and LOGIN_LOCKOUT_MAX_SECONDS >= LOGIN_LOCKOUT_SECONDS.")
 
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
@@ -162,7 +186,19 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["billing_portal.parsers.JsonParser"],  # depth limit; no NUL, no lone surrogate
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "billing_portal.api_errors.api_exception_handler",
+    # Per API key (per user for session callers); ingestion has its own limit (accounts/throttling.py).
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.throttling.ApiCallerRateThrottle"],
 }
+# Requests per API key (or per session user): "N/s", "N/min", "N/hour" or "N/day". Ingestion's limit stands in
+# for the general one on POST /api/v1/conversation-events. 200/s is 200,000 events/s in batches of 1,000: five
+# times the fastest measured ingestion of one portal (about 40,000 events/s, bench/RESULTS.md), so the limit
+# stops a runaway client, never real traffic; single-event posts should be batched instead.
+API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="1200/min")
+API_INGESTION_RATE_LIMIT = env.str("API_INGESTION_RATE_LIMIT", default="200/s")
+for _name in ("API_RATE_LIMIT", "API_INGESTION_RATE_LIMIT"):
+    if not re.fullmatch(r"[1-9][0-9]*/(s|sec|m|min|h|hour|d|day)", vars()[_name]):
+        raise ImproperlyConfigured(f'{_name} must be a number of requests per period, e.g. "1200/min", not '
+                                   f"{vars()[_name]!r}.")  # fmt: skip
 # The largest body any request may have; /api/ answers 413 above it (billing_portal.middleware). It fits the
 # worst maximal ingestion batch: 1,000 events whose two 255-character ids are characters outside the BMP, sent
 # JSON-escaped as surrogate pairs (12 bytes a character: 6,120 bytes of ids an event), every other character
@@ -293,6 +329,9 @@ DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
 # --- Billing ----------------------------------------------------------------------------------------
 # Freeze "now" for the whole process (demo replays, tests); unset means the real time. See clock.py.
 BILLING_CLOCK_NOW = env.str("BILLING_CLOCK_NOW", default="")
+
+# Error reports (500 emails) hide the Authorization header and anything shaped like an API key.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "billing_portal.error_reports.CredentialHidingReporterFilter"
 
 # One console handler; JSON records (time, level, logger, message, request_id or task_id/task_name) outside
 # DEBUG, text lines in DEBUG (billing_portal/log_context.py). Celery's worker logs through the same handler.

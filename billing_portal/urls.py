@@ -4,6 +4,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from accounts.forms import PortalSignInForm
 from accounts.urls import api_urlpatterns as account_api
 from accounts.urls import page_urlpatterns as account_pages
 from billing_portal.health import healthz, readyz
@@ -26,7 +27,11 @@ urlpatterns = [
     *account_pages,
     *credit_pages,
     *resolution_pages,
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True, authentication_form=PortalSignInForm),
+        name="login",
+    ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(account_api)),
