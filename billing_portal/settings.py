@@ -155,8 +155,7 @@ if SECURE_HTTPS:
 # A TLS-terminating proxy's X-Forwarded-Proto is believed only when told: a client could send it itself.
 if env.bool("SECURE_PROXY_SSL_HEADER_TRUSTED", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-# Probes (load balancer, orchestrator) call these over plain http from inside: never redirected.
-SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^readyz/?$"]
+# /healthz and /readyz are exempt from the https redirect (SECURE_REDIRECT_EXEMPT, with the health checks).
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = True  # no script reads it: pages send the token in hx-headers (templates/base.html)
 SESSION_COOKIE_SAMESITE = "Lax"
