@@ -184,6 +184,12 @@ def console_errors(page):
     """Every console error and uncaught exception the page shows while the test runs."""
     errors = []
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    # A Content-Security-Policy violation is a console error too; this one says where (file, line, element).
+    page.add_init_script(
+        'document.addEventListener("securitypolicyviolation", (e) => console.error("CSP violation: " + ['
+        ' e.violatedDirective, e.blockedURI, e.sourceFile + ":" + e.lineNumber, e.sample,'
+        ' (e.target.outerHTML || "").slice(0, 300)].join(" | ")));'
+    )
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     return errors
 

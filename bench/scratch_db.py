@@ -42,6 +42,7 @@ def portal_env(database_url: str) -> dict[str, str]:
         DATABASE_URL=database_url,
         SECRET_KEY=secrets.token_urlsafe(50),
         DJANGO_DEBUG="false",
+        SECURE_HTTPS="false",  # plain http on loopback (otherwise every request is redirected to https)
         ALLOWED_HOSTS="127.0.0.1",
         LOG_LEVEL="WARNING",
         DJANGO_SETTINGS_MODULE="billing_portal.settings",

@@ -1,8 +1,9 @@
-"""Checks on every /api/ request before a view (or anything else) reads it."""
+"""Checks on every /api/ request before a view (or anything else) reads it; what caches may keep; the viewer's zone."""
 
 from __future__ import annotations
 
 from django.conf import settings
+from django.utils.cache import patch_cache_control
 
 from .api_errors import body_too_large_message, error_response, is_api
 from .parsers import string_refusal
@@ -66,3 +67,29 @@ class ViewerTimezone:
             return self.get_response(request)
         finally:
             timezone.deactivate()
+
+
+class CacheControlPolicy:
+    """Nothing with account data is kept by a browser or a shared cache:
+
+    - every /api/ response, success or error, is `Cache-Control: no-store` (keys, usage, invoices);
+    - a page served to a logged-in user is `private, no-store` (nothing left on disk, and Back after logging
+      out does not show the last account's pages from the cache);
+    - anything else (the login page, static files: WhiteNoise answers them before the session is read) keeps
+      the headers its view gave it.
+
+    First in MIDDLEWARE after SecurityMiddleware, so it also sees the /api/ guard's refusals.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if is_api(request):
+            response["Cache-Control"] = "no-store"
+        else:
+            user = getattr(request, "user", None)
+            if user is not None and user.is_authenticated:
+                patch_cache_control(response, private=True, no_store=True)
+        return response

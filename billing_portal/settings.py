@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
@@ -51,6 +52,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_filters",
     "django_htmx",
+    "csp",
     "djstripe",
     "accounts",
     "credits",
@@ -60,6 +62,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "billing_portal.log_context.RequestIdMiddleware",  # first: every record of a request carries its id
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",  # Content-Security-Policy on every response (CONTENT_SECURITY_POLICY)
+    "billing_portal.middleware.CacheControlPolicy",  # /api/: no-store; logged-in pages: private, no-store
     "billing_portal.middleware.ApiRequestGuard",  # /api/: 413 before a body is read, 400 for NULs
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -136,12 +140,47 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = DEBUG
 
-if not DEBUG and env.bool("SECURE_HTTPS", default=False):
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# --- Transport security (README "Running it in production") ------------------------------------------
+# Outside DEBUG the portal assumes TLS: Secure cookies, HSTS, http redirected to https. Running without TLS
+# takes an explicit SECURE_HTTPS=false (loopback load tests, a plain-http test server).
+SECURE_HTTPS = env.bool("SECURE_HTTPS", default=not DEBUG)
+if SECURE_HTTPS:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = True
-    SECURE_HSTS_SECONDS = 60 * 60 * 24 * 30
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 60 * 60)
+    # Both bind every subdomain (and, preloaded, every browser) to https for good: the operator's choice.
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# A TLS-terminating proxy's X-Forwarded-Proto is believed only when told: a client could send it itself.
+if env.bool("SECURE_PROXY_SSL_HEADER_TRUSTED", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# /healthz and /readyz are exempt from the https redirect (SECURE_REDIRECT_EXEMPT, with the health checks).
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True  # no script reads it: pages send the token in hx-headers (templates/base.html)
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# The pages need nothing inline and nothing from elsewhere (htmx, charts, Swagger UI, the admin: all static
+# files of this origin); DEBUG too, so that the browser tests see any violation as a console error.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+# HSTS includeSubDomains and preload are opt-in (SECURE_HSTS_INCLUDE_SUBDOMAINS, SECURE_HSTS_PRELOAD), not
+# defaults that `check --deploy` should warn about.
+SILENCED_SYSTEM_CHECKS = ["security.W005", "security.W021"]
 
 # Health checks (billing_portal/health.py): each readiness check's timeout; plain http probes are not redirected.
 READYZ_TIMEOUT_SECONDS = env.float("READYZ_TIMEOUT_SECONDS", default=2.0)
@@ -322,7 +361,7 @@ else:
     STRIPE_TEST_SECRET_KEY = STRIPE_SECRET_KEY
 if STRIPE_API_BASE.rstrip("/") != "https://api.stripe.com":
     STRIPE_API_HOST = STRIPE_API_BASE  # dj-stripe's own calls go to the same place as ours
-    SILENCED_SYSTEM_CHECKS = ["djstripe.W002"]  # "STRIPE_API_HOST set in production": the emulator is
+    SILENCED_SYSTEM_CHECKS.append("djstripe.W002")  # "STRIPE_API_HOST set in production": the emulator is
 DJSTRIPE_SUBSCRIBER_MODEL = "accounts.Account"
 DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
 

@@ -8,6 +8,8 @@ import os
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz")
 # A 202 means "evaluated" in tests; the deferred mode (the default elsewhere) has tests of its own.
 os.environ.setdefault("EVENT_EVALUATION", "inline")
+# The test client and live_server speak plain http; tests/test_security_settings.py covers the TLS defaults.
+os.environ.setdefault("SECURE_HTTPS", "false")
 
 from .settings import *  # noqa: E402,F403
 

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts.forms import PortalSignInForm
 from accounts.urls import api_urlpatterns as account_api
@@ -41,7 +41,8 @@ urlpatterns = [
     path("stripe/webhook/<uuid:uuid>/", stripe_webhook, name="stripe-webhook"),
     path("stripe/", include("djstripe.urls", namespace="djstripe")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # The split view serves its init script as a file (?script), not inline: the Content-Security-Policy allows none.
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     # Redoc is not served: its bundle always loads a logo from cdn.redoc.ly and its template Google Fonts (no
     # CDN here). Swagger UI above is served from drf-spectacular-sidecar; old links to /api/redoc/ land there.
     path("api/redoc/", RedirectView.as_view(pattern_name="api-docs"), name="api-redoc"),

@@ -166,3 +166,19 @@ def test_webhook_signature_check():
     hour_ago = timestamp - 3600
     old = f"t={hour_ago},v1={stripe.WebhookSignature._compute_signature(f'{hour_ago}.{payload.decode()}', 'whsec_abc')}"
     assert not stripe_client.webhook_signature_valid(payload, old, "whsec_abc", tolerance=300)
+
+
+def test_webhook_signature_dated_ahead_is_refused_as_well_as_one_dated_behind():
+    import time
+
+    import stripe
+
+    payload = '{"id": "evt_1"}'
+
+    def header(at: int) -> str:
+        return f"t={at},v1={stripe.WebhookSignature._compute_signature(f'{at}.{payload}', 'whsec_abc')}"
+
+    now = int(time.time())
+    assert stripe_client.webhook_signature_valid(payload.encode(), header(now + 200), "whsec_abc", tolerance=300)
+    assert not stripe_client.webhook_signature_valid(payload.encode(), header(now + 400), "whsec_abc", tolerance=300)
+    assert not stripe_client.webhook_signature_valid(payload.encode(), header(now - 400), "whsec_abc", tolerance=300)

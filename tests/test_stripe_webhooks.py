@@ -75,6 +75,30 @@ def test_missing_or_wrong_signature_gets_400_and_stores_nothing(client, endpoint
     assert WebhookEventTrigger.objects.count() == 0 and Event.objects.count() == 0 and Customer.objects.count() == 0
 
 
+@pytest.mark.parametrize("seconds_off", [+301, +86400 * 90, -301])
+def test_a_signature_dated_outside_the_tolerance_either_way_gets_400_and_stores_nothing(client, endpoint, seconds_off):
+    # correctly signed with the endpoint's secret, only dated too far ahead (a replay kept for later) or behind
+    assert endpoint.djstripe_tolerance == 300
+    new_customer()
+    (event,) = stripe_events("customer.created")
+    response = deliver(
+        client, endpoint, event, signature=sign(json.dumps(event), endpoint.secret, int(time.time()) + seconds_off)
+    )
+    assert response.status_code == 400
+    assert WebhookEventTrigger.objects.count() == 0 and Event.objects.count() == 0 and Customer.objects.count() == 0
+
+
+@pytest.mark.parametrize("seconds_off", [+240, -240])
+def test_a_signature_dated_within_the_tolerance_is_accepted(client, endpoint, seconds_off):
+    customer = new_customer()
+    (event,) = stripe_events("customer.created")
+    response = deliver(
+        client, endpoint, event, signature=sign(json.dumps(event), endpoint.secret, int(time.time()) + seconds_off)
+    )
+    assert response.status_code == 200  # clocks a little apart (either way) are no reason to lose an event
+    assert Customer.objects.filter(id=customer.id).exists()
+
+
 def test_a_signature_made_with_another_secret_is_refused(client, endpoint):
     new_customer()
     (event,) = stripe_events("customer.created")
@@ -154,3 +178,19 @@ def test_emulator_delivers_signed_webhooks_over_http_even_duplicated(stripe_emul
     assert created.count() == 1
     deliveries = [d for d in stripe_emulator.webhooks.public_log() if d["event"] == created.get().id]
     assert len(deliveries) == 2 and all(d["status"] == 200 for d in deliveries)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_emulator_signs_with_the_wall_time_while_its_clock_is_months_ahead(stripe_emulator, live_server):
+    # Tests move the emulator's clock (like a Stripe test clock); its webhooks, like Stripe's, are still signed
+    # with the real time, so the portal's check against time.time() accepts them.
+    stripe_webhook_endpoint_ensure(base_url=live_server.url)
+    stripe_emulator.set_time(int(time.time()) + 120 * 86400)
+    customer = new_customer("Stark Industries")
+    assert stripe_emulator.webhooks.wait_idle(timeout=20)
+    deadline = time.monotonic() + 10
+    while not Customer.objects.filter(id=customer.id).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert Customer.objects.get(id=customer.id).name == "Stark Industries"
+    deliveries = [d for d in stripe_emulator.webhooks.public_log() if d["event"].startswith("evt_")]
+    assert deliveries and all(d["status"] == 200 for d in deliveries)
