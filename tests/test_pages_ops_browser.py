@@ -13,6 +13,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from playwright.sync_api import expect
 
 from conftest import SCREENSHOTS
 from tests.browser import log_in
@@ -98,7 +99,7 @@ def test_an_admin_works_through_the_operations_pages(
     assert page.locator("tr[data-report]").count() == 1
     page.get_by_label("State").select_option("")
     page.get_by_role("button", name="Show").click()
-    assert page.locator("tr[data-report]").count() == 2
+    expect(page.locator("tr[data-report]")).to_have_count(2)  # waits for the filtered page to load
     shot(page, "meter-reports")
 
     # reconciliation: both figures, resolved with a note
