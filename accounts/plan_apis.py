@@ -13,7 +13,7 @@ from decimal import Decimal
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -38,6 +38,8 @@ from .services import (
 from .services.stripe_catalog import price_plan_version_stripe_sync_retry
 
 IDEMPOTENCY_KEY = idempotency_key_parameter()
+# Django's <slug:…> converter: anything else is no URL of the API (404).
+PLAN_SLUG = OpenApiParameter("slug", str, OpenApiParameter.PATH, required=True, pattern=r"^[-a-zA-Z0-9_]+$")
 COMMON_ERRORS = {400: ERRORS, 401: ERRORS, 403: ERRORS, 404: ERRORS}
 
 
@@ -204,7 +206,7 @@ class PricePlanListApi(APIView):
 class PricePlanVersionListApi(APIView):
     permission_classes = [IsAdminRole]
 
-    @extend_schema(summary="The versions of a plan, newest first",
+    @extend_schema(summary="The versions of a plan, newest first", parameters=[PLAN_SLUG],
                    responses={200: VersionOutputSerializer(many=True), **COMMON_ERRORS})  # fmt: skip
     def get(self, request, slug: str):
         plan = get_object_or_404(PricePlan, slug=slug)
@@ -215,7 +217,7 @@ class PricePlanVersionListApi(APIView):
 
     @extend_schema(
         summary="Create a draft version of a plan (audited); numbered after the plan's last version",
-        request=TermsInputSerializer, parameters=[IDEMPOTENCY_KEY],
+        request=TermsInputSerializer, parameters=[PLAN_SLUG, IDEMPOTENCY_KEY],
         responses={201: VersionOutputSerializer, **COMMON_ERRORS, 409: ERRORS},
     )  # fmt: skip
     @idempotent

@@ -11,6 +11,7 @@ from accounts.idempotency import idempotency_key_parameter, idempotent
 from accounts.models import CreditPackOffer
 from accounts.permissions import IsCustomer, IsCustomerBillingAdmin, IsStaffRole
 from accounts.selectors import account_get_visible
+from billing_portal.api_errors import STRIPE_ERRORS
 
 from .conversions import seat_conversion_confirm, seat_conversion_preview
 from .purchases import CreditPurchaseInterrupted, credit_pack_purchase
@@ -135,7 +136,7 @@ class CreditPurchaseApi(APIView):
 
     @extend_schema(
         summary="Buy a credit pack (a Stripe invoice; the pack activates when it is paid)",
-        request=PurchaseInputSerializer, responses={201: PurchaseOutputSerializer},
+        request=PurchaseInputSerializer, responses={201: PurchaseOutputSerializer, **STRIPE_ERRORS},
         parameters=[IDEMPOTENCY_KEY],
     )  # fmt: skip
     @idempotent
@@ -148,7 +149,7 @@ class StaffCreditPurchaseApi(APIView):
 
     @extend_schema(
         summary="Buy a credit pack for an account (staff)", request=PurchaseInputSerializer,
-        responses={201: PurchaseOutputSerializer}, parameters=[IDEMPOTENCY_KEY],
+        responses={201: PurchaseOutputSerializer, **STRIPE_ERRORS}, parameters=[IDEMPOTENCY_KEY],
     )  # fmt: skip
     @idempotent
     def post(self, request, account_id: int):
@@ -185,7 +186,7 @@ class SeatConversionPreviewApi(APIView):
 
     @extend_schema(
         summary="Preview converting seats into credits (changes nothing)",
-        request=SeatConversionInputSerializer, responses=SeatConversionPreviewSerializer,
+        request=SeatConversionInputSerializer, responses={200: SeatConversionPreviewSerializer, **STRIPE_ERRORS},
     )  # fmt: skip
     def post(self, request, account_id: int):
         account = account_get_visible(user=request.user, pk=account_id)
@@ -200,7 +201,7 @@ class SeatConversionConfirmApi(APIView):
 
     @extend_schema(
         summary="Convert seats into credits: lower the Stripe seat quantity and grant a pack (audited)",
-        request=SeatConversionInputSerializer, responses={201: SeatConversionOutputSerializer},
+        request=SeatConversionInputSerializer, responses={201: SeatConversionOutputSerializer, **STRIPE_ERRORS},
         parameters=[IDEMPOTENCY_KEY],
     )  # fmt: skip
     @idempotent

@@ -1,0 +1,129 @@
+"""The OpenAPI schema is complete (issue 13): every operation documents its error answers in the one error shape,
+429 with Retry-After on every authenticated operation, and the limits of DESIGN §4 are stated in it."""
+
+from __future__ import annotations
+
+import pytest
+from drf_spectacular.generators import SchemaGenerator
+
+from resolutions.ingestion import MAX_BATCH
+from resolutions.selectors import MAX_USAGE_DAYS
+
+ERRORS_REF = {"$ref": "#/components/schemas/Errors"}
+
+
+@pytest.fixture(scope="module")
+def schema():
+    return SchemaGenerator().get_schema(request=None, public=True)
+
+
+def operations(schema):
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            yield method, path, operation
+
+
+def test_the_error_shape_is_the_one_of_design_4(schema):
+    errors = schema["components"]["schemas"]["Errors"]
+    assert errors["required"] == ["errors"]
+    item = errors["properties"]["errors"]["items"]
+    assert set(item["properties"]) == set(item["required"]) == {"index", "field", "message"}
+    assert item["properties"]["index"] == {"type": "integer", "nullable": True}
+    assert item["properties"]["field"] == {"type": "string", "nullable": True}
+
+
+def test_every_operation_documents_401_403_and_429_with_retry_after(schema):
+    found = 0
+    for method, path, operation in operations(schema):
+        found += 1
+        responses = operation["responses"]
+        assert {"401", "403", "429"} <= set(responses), (method, path, sorted(responses))
+        assert responses["429"]["headers"]["Retry-After"]["required"] is True, (method, path)
+    assert found > 30
+
+
+def test_every_error_answer_has_the_one_shape(schema):
+    for method, path, operation in operations(schema):
+        for status, response in operation["responses"].items():
+            if status.startswith(("4", "5")):
+                assert response["content"] == {"application/json": {"schema": ERRORS_REF}}, (method, path, status)
+                assert response["description"], (method, path, status)
+
+
+def test_bodies_parameters_and_ids_document_400_404_409_413_415_where_they_can_happen(schema):
+    for method, path, operation in operations(schema):
+        responses, parameters = set(operation["responses"]), operation.get("parameters", [])
+        if "requestBody" in operation:
+            assert {"400", "413", "415"} <= responses, (method, path)
+        if method in ("post", "put", "patch", "delete"):
+            assert "413" in responses, (method, path)
+        if any(p["in"] == "path" for p in parameters):
+            assert "404" in responses, (method, path)
+        if any(p["in"] == "query" for p in parameters):
+            assert "400" in responses, (method, path)
+        if any(p["in"] == "header" and p["name"] == "Idempotency-Key" for p in parameters):
+            assert "409" in responses, (method, path)
+    events = schema["paths"]["/api/v1/conversation-events"]["post"]["responses"]
+    assert "409" in events  # same id with another payload
+
+
+def test_operations_that_call_stripe_document_502_and_503(schema):
+    for path in [
+        "/api/v1/credit-purchases",
+        "/api/v1/staff/accounts/{account_id}/credit-purchases",
+        "/api/v1/staff/accounts/{account_id}/seat-conversions",
+        "/api/v1/staff/accounts/{account_id}/seat-conversions/preview",
+    ]:
+        assert {"502", "503"} <= set(schema["paths"][path]["post"]["responses"]), path
+    assert {"502", "503"} <= set(
+        schema["paths"]["/api/v1/staff/accounts/{account_id}/invoice-preview"]["get"]["responses"]
+    )
+
+
+def test_the_resolutions_list_is_the_object_it_returns(schema):
+    ok = schema["paths"]["/api/v1/resolutions"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    page = schema["components"]["schemas"][ok["$ref"].rsplit("/", 1)[1]]
+    assert page["type"] == "object" and set(page["required"]) == {"results", "next"}
+    assert page["properties"]["results"]["type"] == "array"
+    assert page["properties"]["next"] == {
+        "type": "string", "format": "uri", "nullable": True, "description": page["properties"]["next"]["description"]
+    }  # fmt: skip
+
+
+def test_ingestion_takes_one_event_or_a_batch_of_1_to_1000(schema):
+    body = schema["paths"]["/api/v1/conversation-events"]["post"]["requestBody"]["content"]["application/json"]
+    forms = schema["components"]["schemas"][body["schema"]["$ref"].rsplit("/", 1)[1]]["oneOf"]
+    assert {"$ref": "#/components/schemas/Event"} in forms
+    (batch_ref,) = [form for form in forms if form != {"$ref": "#/components/schemas/Event"}]
+    batch = schema["components"]["schemas"][batch_ref["$ref"].rsplit("/", 1)[1]]
+    events = batch["properties"]["events"]
+    assert (events["minItems"], events["maxItems"]) == (1, MAX_BATCH) == (1, 1000)
+    assert batch["required"] == ["events"]
+    event = schema["components"]["schemas"]["Event"]
+    assert set(event["required"]) == {"id", "conversation_id", "type", "occurred_at"}
+
+
+def test_the_usage_range_limit_is_stated(schema):
+    parameters = {p["name"]: p for p in schema["paths"]["/api/v1/usage"]["get"]["parameters"]}
+    assert parameters["from"]["required"] and parameters["to"]["required"]
+    assert f"at most {MAX_USAGE_DAYS} days" in parameters["to"]["description"] and MAX_USAGE_DAYS == 366
+
+
+@pytest.mark.django_db
+def test_a_usage_range_one_day_over_the_stated_limit_is_refused(api_client, billing_admin):
+    """The limit the schema states is the one the API applies (366 days inclusive pass, 367 are a 400)."""
+    api_client.force_authenticate(billing_admin)
+    assert api_client.get("/api/v1/usage?from=2025-01-01&to=2026-01-01").status_code == 200  # 366 days
+    refused = api_client.get("/api/v1/usage?from=2025-01-01&to=2026-01-02")
+    assert refused.status_code == 400
+    assert refused.json()["errors"] == [{"index": None, "field": "to", "message": "At most 366 days at a time."}]
+
+
+def test_plan_slugs_in_paths_have_the_url_converters_pattern(schema):
+    for method in ("get", "post"):
+        (slug,) = [
+            p
+            for p in schema["paths"]["/api/v1/staff/price-plans/{slug}/versions"][method]["parameters"]
+            if p["in"] == "path"
+        ]
+        assert slug["schema"]["pattern"] == r"^[-a-zA-Z0-9_]+$"

@@ -1,0 +1,226 @@
+"""Schemathesis against /api/schema/, in process (issue 13): every operation of the API, as the three kinds of
+caller (an account's API key, a logged-in customer billing admin, a logged-in admin), with inputs generated from
+the schema (valid ones, and invalid ones the API must refuse). For every answer: no 5xx, its status code is
+documented for the operation, its content type is the documented one, its body matches the documented schema and
+its documented headers (429's Retry-After) are there.
+
+The world is seeded so that reads return real objects: an account provisioned in the Stripe emulator, with
+conversation events, resolutions (credit-funded and overage), credit packs and a price simulation, and a second
+account for the staff lists. Path parameters are drawn both from the schema and from the seeded objects' ids, so
+that the operations on one object reach their code and not only their 404.
+
+Each caller sends its own credentials, so schemathesis does not generate the security scheme's (a random bearer
+token would only ever be a 401, which tests/test_api_robustness.py covers).
+
+Bounded and deterministic: MAX_EXAMPLES per operation and generation mode, hypothesis derandomized, the clock
+frozen (the emulator's too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from dataclasses import dataclass, field
+from io import StringIO
+
+import pytest
+import schemathesis
+from django.core.management import call_command
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from django.test import Client
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from accounts.models import PricePlan
+from accounts.services.provisioning import account_provision
+from billing_portal import clock
+from billing_portal.wsgi import application
+from credits.services import credit_pack_grant
+from resolutions.models import Resolution
+from resolutions.services import resolutions_fund
+from tests.factories import AccountFactory, AdminUserFactory, BillingAdminFactory
+
+pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
+
+NOW = dt.datetime(2026, 11, 2, 12, 0, tzinfo=dt.UTC)
+MAX_EXAMPLES = 8  # per operation and generation mode: the file stays under ~3 minutes on 2 loaded cores
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
+CSRF_TOKEN = "h4fuzzcsrf0token0for0the0schema"[:32].ljust(32, "0")  # an unmasked secret: 32 letters and digits
+
+
+@contextlib.contextmanager
+def requests_keep_the_connection():
+    """Schemathesis calls the WSGI application itself, whose request signals would close the test's database
+    connection (and its transaction) after every request: Django's test Client disconnects them the same way
+    (and connects them again after each of its requests, hence this around every run)."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        yield
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+
+
+@pytest.fixture(scope="module")
+def api_schema(django_db_blocker):
+    with django_db_blocker.unblock(), requests_keep_the_connection():
+        schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", application)
+    schema.config.generation.update(with_security_parameters=False)
+    return schema
+
+
+@dataclass
+class World:
+    raw_key: str
+    billing_admin: object
+    admin: object
+    ids: dict[str, object] = field(default_factory=dict)
+
+
+def _events(n: int) -> list[dict]:
+    events = []
+    for i in range(n):
+        at = NOW - dt.timedelta(hours=2 + i)
+        kinds = [("ai_answer", at - dt.timedelta(minutes=1))]
+        if i % 4 != 3:  # every fourth conversation stays open
+            kinds.append(("customer_confirmed", at))
+        for kind, when in kinds:
+            events.append(
+                {"id": f"{kind}-{i}", "conversation_id": f"conv-{i}", "type": kind, "occurred_at": when.isoformat()}
+            )
+    return events
+
+
+@pytest.fixture
+def world(stripe_emulator, api_client):
+    stripe_emulator.set_time(int(NOW.timestamp()))
+    with clock.frozen(NOW):
+        call_command("stripe_setup", "--webhook", "none", stdout=StringIO())
+        plan = PricePlan.objects.get(slug="fin-standard")
+        provisioned = account_provision(name="Fuzz Support", plan=plan, seats=3, actor="test")
+        account = provisioned.account
+        admin = AdminUserFactory(username="fuzz-admin")
+        billing_admin = BillingAdminFactory(account=account, username="fuzz-billing")
+        AccountFactory(name="Other Helpdesk", slug="other-helpdesk")
+        credit_pack_grant(
+            account=account,
+            quantity=5,
+            source="promotional",
+            actor=admin,
+            reason="fuzz seed",
+            starts_at=NOW - dt.timedelta(days=1),
+        )
+        api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {provisioned.raw_api_key}")
+        response = api_client.post("/api/v1/conversation-events", {"events": _events(12)}, format="json")
+        assert response.status_code == 202, response.content
+        api_client.credentials()
+        resolutions_fund(now=NOW)
+        resolutions = Resolution.objects.filter(account=account)
+        assert {r.funding for r in resolutions} >= {"credit", "overage"}, "the seed must fund both ways"
+        version = account.plan_version
+        ids = {
+            "account_id": account.pk,
+            "key_id": provisioned.api_key.pk,
+            "resolution_id": resolutions.order_by("pk").first().pk,
+            "version_id": version.pk,
+            "slug": plan.slug,
+        }
+        ids.update(_seed_simulation(admin, account, version))
+        yield World(raw_key=provisioned.raw_api_key, billing_admin=billing_admin, admin=admin, ids=ids)
+
+
+def _seed_simulation(admin, account, version) -> dict:
+    """A price simulation, through its API (admin), for its path id."""
+    client = Client()
+    client.force_login(admin)
+    ids = {}
+    response = client.post(
+        "/api/v1/staff/price-simulations",
+        {"version_id": version.pk},
+        content_type="application/json",
+    )
+    assert response.status_code == 202, response.content
+    ids["simulation_id"] = response.json()["id"]
+    return ids
+
+
+def _session_caller(user) -> dict:
+    """A logged-in browser: the session and CSRF cookies, and the CSRF header unsafe methods need."""
+    client = Client()
+    client.force_login(user)
+    cookies = {"sessionid": client.cookies["sessionid"].value, "csrftoken": CSRF_TOKEN}
+    return {"headers": {"X-CSRFToken": CSRF_TOKEN}, "cookies": cookies}
+
+
+def _run_every_operation(api_schema, caller: dict, ids: dict) -> list[str]:
+    failures, unbreakable = [], []
+    operations = [result.ok() for result in api_schema.get_all_operations()]
+    assert len(operations) > 30, "every operation of the API is in the schema"
+    for operation in operations:
+        names = {parameter.name for parameter in operation.path_parameters}
+        known = {name: ids[name] for name in names if name in ids}
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            strategies = [operation.as_strategy(generation_mode=mode)]
+            if names and known.keys() == names and mode is GenerationMode.POSITIVE:
+                strategies.append(operation.as_strategy(generation_mode=mode, path_parameters=known))
+            strategy = st.one_of(*strategies)
+
+            @given(case=strategy)
+            @settings(
+                max_examples=MAX_EXAMPLES,
+                derandomize=True,
+                database=None,
+                deadline=None,
+                phases=[Phase.explicit, Phase.generate, Phase.shrink],
+                suppress_health_check=list(HealthCheck),
+            )
+            def check(case):
+                with clock.frozen(NOW):
+                    case.call_and_validate(checks=CHECKS, **caller)
+
+            try:
+                with requests_keep_the_connection():
+                    check()
+            except Unsatisfiable:
+                # Nothing to make invalid (no parameter, no body): only the negative mode may find none.
+                if mode is GenerationMode.POSITIVE:
+                    failures.append(f"{operation.label} [{mode.value}]: no valid input could be generated")
+                else:
+                    unbreakable.append(operation.label)
+            except (Exception, BaseExceptionGroup) as failure:  # every operation's failure is reported, not the first
+                failures.append(f"{operation.label} [{mode.value}]: {failure}")
+    assert len(unbreakable) < 10, f"negative mode ran for too few operations: {unbreakable}"
+    return failures
+
+
+def _assert_none(failures: list[str]) -> None:
+    assert not failures, f"{len(failures)} operation(s) failed:\n\n" + "\n\n".join(failures)
+
+
+def test_the_api_conforms_to_its_schema_for_an_api_key(api_schema, world):
+    _assert_none(_run_every_operation(api_schema, {"headers": {"Authorization": f"Bearer {world.raw_key}"}}, world.ids))
+
+
+def test_the_api_conforms_to_its_schema_for_a_customer_billing_admin(api_schema, world):
+    _assert_none(_run_every_operation(api_schema, _session_caller(world.billing_admin), world.ids))
+
+
+def test_the_api_conforms_to_its_schema_for_an_admin(api_schema, world):
+    _assert_none(_run_every_operation(api_schema, _session_caller(world.admin), world.ids))
