@@ -95,13 +95,14 @@ class PlanMigrationListApi(APIView):
     )
     def get(self, request):
         moves = PlanMigration.objects.select_related("account").order_by("-effective_at", "-pk")
+        # A parameter given empty is refused like any other value outside the schema (it is not "no filter").
         status_filter = request.query_params.get("status")
-        if status_filter:
+        if status_filter is not None:
             if status_filter not in PlanMigration.Status.values:
                 raise ValidationError({"status": f"status is one of {', '.join(PlanMigration.Status.values)}."})
             moves = moves.filter(status=status_filter)
         account_id = request.query_params.get("account_id")
-        if account_id:
+        if account_id is not None:
             if not (account_id.isascii() and account_id.isdecimal() and len(account_id) < 12):
                 raise ValidationError({"account_id": "account_id is a whole number."})
             moves = moves.filter(account_id=int(account_id))

@@ -123,6 +123,10 @@ class DateRangeSerializer(serializers.Serializer):
         }
 
     def validate(self, attrs):
+        # DRF skips an optional field given empty (?from=): it is refused, like any other text that is not a date.
+        blank = {name: "Give a date as YYYY-MM-DD." for name in ("from", "to") if self.initial_data.get(name) == ""}
+        if blank:
+            raise serializers.ValidationError(blank)
         start, end = attrs.get("from"), attrs.get("to")
         if start and end and start > end:
             raise serializers.ValidationError({"to": "to must not be before from."})

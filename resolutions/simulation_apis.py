@@ -109,7 +109,7 @@ DETAIL_OUTPUT = inline_serializer(
 
 def _whole(request, name: str, default: int, maximum: int) -> int:
     text = request.query_params.get(name)
-    if text is None or text == "":
+    if text is None:  # given empty, it is refused like any other text that is not a number (the schema's integer)
         return default
     if not (text.isascii() and text.isdecimal() and len(text) < 10 and 1 <= int(text) <= maximum):
         raise ValidationError({name: f"{name} is a whole number from 1 to {maximum:,}."})
@@ -162,9 +162,19 @@ class PriceSimulationDetailApi(APIView):
     @extend_schema(
         summary="One price simulation: status, progress, totals and its accounts, largest movers first",
         parameters=[
-            OpenApiParameter("page", int, required=False),
-            OpenApiParameter("page_size", int, required=False, description=f"1 to {ROWS_PAGE_SIZE_MAX}"),
-            OpenApiParameter("plan_version_id", int, required=False, description="Only accounts on this version."),
+            OpenApiParameter("page", {"type": "integer", "minimum": 1, "maximum": 10**8}, required=False),
+            OpenApiParameter(
+                "page_size",
+                {"type": "integer", "minimum": 1, "maximum": ROWS_PAGE_SIZE_MAX},
+                required=False,
+                description=f"1 to {ROWS_PAGE_SIZE_MAX}",
+            ),
+            OpenApiParameter(
+                "plan_version_id",
+                {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+                required=False,
+                description="Only accounts on this version.",
+            ),
         ],
         responses={200: DETAIL_OUTPUT, 400: ERRORS, 404: ERRORS},
     )
@@ -173,7 +183,7 @@ class PriceSimulationDetailApi(APIView):
         page_size = _whole(request, "page_size", ROWS_PAGE_SIZE, ROWS_PAGE_SIZE_MAX)
         number = _whole(request, "page", 1, 10**8)
         version_text = request.query_params.get("plan_version_id")
-        version_id = _whole(request, "plan_version_id", 0, 2**31 - 1) if version_text else None
+        version_id = _whole(request, "plan_version_id", 0, 2**31 - 1) if version_text is not None else None
         rows = price_simulation_rows(simulation=simulation, plan_version_id=version_id)
         paginator = Paginator(rows, page_size)
         count = paginator.count

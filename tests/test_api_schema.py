@@ -127,3 +127,54 @@ def test_plan_slugs_in_paths_have_the_url_converters_pattern(schema):
             if p["in"] == "path"
         ]
         assert slug["schema"]["pattern"] == r"^[-a-zA-Z0-9_]+$"
+
+
+# --- Mismatches schemathesis found between the views and the schema (the views were wrong) --------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("query", ["from=", "to=", "from=&to=", "from=2026-01-01&to="])
+def test_an_empty_date_of_the_resolutions_list_is_refused_not_ignored(api_client, billing_admin, query):
+    """The schema says `from`/`to` are dates; `?from=` was silently the whole history."""
+    api_client.force_authenticate(billing_admin)
+    refused = api_client.get(f"/api/v1/resolutions?{query}")
+    assert refused.status_code == 400
+    blank = {name for name in ("from", "to") if f"{name}=&" in f"{query}&"}
+    assert {e["field"] for e in refused.json()["errors"]} == blank
+    assert all(e["message"] == "Give a date as YYYY-MM-DD." for e in refused.json()["errors"])
+    assert api_client.get("/api/v1/resolutions").status_code == 200  # left out, they are no filter
+    assert api_client.get("/api/v1/resolutions?from=2026-01-01").status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("query", ["status=", "account_id="])
+def test_an_empty_filter_of_the_plan_migrations_list_is_refused_not_ignored(api_client, admin_user, query):
+    """The schema says `status` is one of the states and `account_id` an integer; empty was "no filter"."""
+    api_client.force_authenticate(admin_user)
+    refused = api_client.get(f"/api/v1/staff/plan-migrations?{query}")
+    assert refused.status_code == 400 and refused.json()["errors"][0]["field"] == query[:-1]
+    assert api_client.get("/api/v1/staff/plan-migrations").status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("query", ["page=", "page_size=", "plan_version_id="])
+def test_an_empty_number_of_a_price_simulation_is_refused_not_ignored(api_client, admin_user, default_plan, query):
+    from resolutions.services.simulation import price_simulation_start
+
+    simulation, _ = price_simulation_start(
+        version=default_plan.current_version(), periods=1, actor=admin_user, idempotency_key="schema-test"
+    )
+    api_client.force_authenticate(admin_user)
+    url = f"/api/v1/staff/price-simulations/{simulation.pk}"
+    refused = api_client.get(f"{url}?{query}")
+    assert refused.status_code == 400 and refused.json()["errors"][0]["field"] == query[:-1]
+    assert api_client.get(url).status_code == 200
+
+
+def test_price_simulation_page_numbers_state_their_range(schema):
+    parameters = {
+        p["name"]: p["schema"]
+        for p in schema["paths"]["/api/v1/staff/price-simulations/{simulation_id}"]["get"]["parameters"]
+    }
+    assert parameters["page"] == {"type": "integer", "minimum": 1, "maximum": 10**8}
+    assert parameters["page_size"]["minimum"] == 1 and parameters["page_size"]["maximum"] == 1000
