@@ -190,6 +190,16 @@ class ResolutionCursorPagination(CursorPagination):
     page_size_query_param = "limit"
     max_page_size = 1000
 
+    def get_page_size(self, request):
+        # DRF falls back to the default for a limit it cannot read (limit=abc, 0) and cuts a larger one: the
+        # schema says 1 to 1,000, so anything else is a 400 rather than a page of another size than asked.
+        text = request.query_params.get(self.page_size_query_param)
+        if text is None:
+            return self.page_size
+        if not (text.isascii() and text.isdecimal() and len(text) <= 4 and 1 <= int(text) <= self.max_page_size):
+            raise serializers.ValidationError({"limit": f"limit is a whole number from 1 to {self.max_page_size:,}."})
+        return int(text)
+
     def decode_cursor(self, request):
         cursor = super().decode_cursor(request)
         if cursor is not None and cursor.position is not None:
@@ -228,7 +238,12 @@ class ResolutionListApi(APIView):
         parameters=[
             OpenApiParameter("from", dt.date, required=False),
             OpenApiParameter("to", dt.date, required=False),
-            OpenApiParameter("limit", int, required=False, description="Page size, 1 to 1,000 (default 100)."),
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": 1000},
+                required=False,
+                description="Page size, 1 to 1,000 (default 100).",
+            ),
             OpenApiParameter("cursor", str, required=False),
         ],
         responses={

@@ -178,3 +178,22 @@ def test_price_simulation_page_numbers_state_their_range(schema):
     }
     assert parameters["page"] == {"type": "integer", "minimum": 1, "maximum": 10**8}
     assert parameters["page_size"]["minimum"] == 1 and parameters["page_size"]["maximum"] == 1000
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("limit", ["", "0", "abc", "1001", "-1", "1.5"])
+def test_a_resolutions_page_size_outside_1_to_1000_is_refused_not_replaced(api_client, billing_admin, limit):
+    """DRF answered limit=abc or 0 with 100 rows and 5000 with 1,000: a page of another size than asked."""
+    api_client.force_authenticate(billing_admin)
+    refused = api_client.get(f"/api/v1/resolutions?limit={limit}")
+    assert refused.status_code == 400
+    assert refused.json()["errors"] == [
+        {"index": None, "field": "limit", "message": "limit is a whole number from 1 to 1,000."}
+    ]
+    for fine in ("1", "1000"):
+        assert api_client.get(f"/api/v1/resolutions?limit={fine}").status_code == 200
+
+
+def test_the_resolutions_page_size_states_its_range(schema):
+    (limit,) = [p for p in schema["paths"]["/api/v1/resolutions"]["get"]["parameters"] if p["name"] == "limit"]
+    assert limit["schema"] == {"type": "integer", "minimum": 1, "maximum": 1000}
