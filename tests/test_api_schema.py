@@ -197,3 +197,31 @@ def test_a_resolutions_page_size_outside_1_to_1000_is_refused_not_replaced(api_c
 def test_the_resolutions_page_size_states_its_range(schema):
     (limit,) = [p for p in schema["paths"]["/api/v1/resolutions"]["get"]["parameters"] if p["name"] == "limit"]
     assert limit["schema"] == {"type": "integer", "minimum": 1, "maximum": 1000}
+
+
+def as_json_schema(openapi: object) -> object:
+    """OpenAPI 3.0's `nullable` in JSON Schema's terms (a type list with null)."""
+    if isinstance(openapi, list):
+        return [as_json_schema(item) for item in openapi]
+    if not isinstance(openapi, dict):
+        return openapi
+    converted = {key: as_json_schema(value) for key, value in openapi.items() if key != "nullable"}
+    if openapi.get("nullable"):
+        converted["type"] = [openapi["type"], "null"]
+    return converted
+
+
+def test_a_throttled_answer_is_what_the_schema_documents_for_429(schema):
+    """What DRF answers when a rate limit (issue 13's per-key limits) refuses a request: 429, the one shape, and
+    Retry-After in whole seconds, as every operation's documented 429 says."""
+    import jsonschema_rs
+    from rest_framework.exceptions import Throttled
+
+    from billing_portal.api_errors import api_exception_handler
+
+    response = api_exception_handler(Throttled(wait=29.2), {})
+    assert response.status_code == 429
+    documented = schema["paths"]["/api/v1/usage"]["get"]["responses"]["429"]
+    jsonschema_rs.validate(as_json_schema(schema["components"]["schemas"]["Errors"]), response.data)
+    header = documented["headers"]["Retry-After"]["schema"]
+    assert header["type"] == "integer" and int(response["Retry-After"]) == 30 >= header["minimum"]

@@ -53,7 +53,7 @@ from resolutions.models import Resolution
 from resolutions.services import resolutions_fund
 from tests.factories import AccountFactory, AdminUserFactory, BillingAdminFactory
 
-pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
+pytestmark = pytest.mark.django_db
 
 NOW = dt.datetime(2026, 11, 2, 12, 0, tzinfo=dt.UTC)
 # Per operation and generation mode: the file stays under ~3 minutes on 2 loaded cores. More for a deeper run:
