@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing_portal.api_errors import ERRORS
+from billing_portal.serializer_fields import StrictCharField, StrictSlugField
 
 from .idempotency import idempotency_key_parameter, idempotent
 from .models import PricePlan, PricePlanVersion, StripeSyncStatus
@@ -115,9 +116,9 @@ class PlanOutputSerializer(serializers.Serializer):
 
 
 class PlanInputSerializer(serializers.Serializer):
-    slug = serializers.SlugField(max_length=64, help_text="Names the plan's Stripe Prices; cannot change.")
-    name = serializers.CharField(max_length=200)
-    description = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+    slug = StrictSlugField(max_length=64, help_text="Names the plan's Stripe Prices; cannot change.")
+    name = StrictCharField(max_length=200)
+    description = StrictCharField(required=False, allow_blank=True, max_length=2000, default="")
 
 
 class TierInputSerializer(serializers.Serializer):  # documentation: the parser validates
@@ -150,11 +151,11 @@ class TermsInputSerializer(serializers.Serializer):
 
 
 class ReasonInputSerializer(serializers.Serializer):
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+    reason = StrictCharField(required=False, allow_blank=True, max_length=500, default="")
 
 
 class PublishInputSerializer(ReasonInputSerializer):
-    terms_digest = serializers.CharField(
+    terms_digest = StrictCharField(
         required=False,
         max_length=64,
         help_text="The version's `terms_digest` as you reviewed it: if the draft "

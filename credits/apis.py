@@ -12,6 +12,7 @@ from accounts.models import CreditPackOffer
 from accounts.permissions import IsCustomer, IsCustomerBillingAdmin, IsStaffRole
 from accounts.selectors import account_get_visible
 from billing_portal.api_errors import STRIPE_ERRORS
+from billing_portal.serializer_fields import StrictCharField, StrictIntegerField
 
 from .conversions import seat_conversion_confirm, seat_conversion_preview
 from .purchases import CreditPurchaseInterrupted, credit_pack_purchase
@@ -50,9 +51,9 @@ class CreditsApi(APIView):
 
 
 class CreditGrantInputSerializer(serializers.Serializer):
-    quantity = serializers.IntegerField(min_value=1, max_value=100_000_000)
+    quantity = StrictIntegerField(min_value=1, max_value=100_000_000)
     source = serializers.ChoiceField(choices=["promotional", "adjustment"], default="promotional")
-    reason = serializers.CharField(max_length=2000)
+    reason = StrictCharField(max_length=2000)
     starts_at = serializers.DateTimeField(required=False)
     expires_at = serializers.DateTimeField(required=False)
 
@@ -89,7 +90,7 @@ class StaffCreditsApi(APIView):
 
 
 class PurchaseInputSerializer(serializers.Serializer):
-    offer_id = serializers.IntegerField(help_text="An offer of the account's plan version.")
+    offer_id = StrictIntegerField(help_text="An offer of the account's plan version.")
 
 
 class PurchaseOutputSerializer(PackOutputSerializer):
@@ -157,7 +158,7 @@ class StaffCreditPurchaseApi(APIView):
 
 
 class SeatConversionInputSerializer(serializers.Serializer):
-    seats = serializers.IntegerField(min_value=1, max_value=100_000)
+    seats = StrictIntegerField(min_value=1, max_value=100_000)
 
 
 class SeatConversionPreviewSerializer(serializers.Serializer):

@@ -25,6 +25,7 @@ from accounts.selectors import account_get_visible
 from billing_portal import clock
 from billing_portal.api_errors import ERRORS
 from billing_portal.parsers import JsonParser, JsonValueRefused
+from billing_portal.serializer_fields import StrictCharField
 
 from .ingestion import MAX_BATCH, events_parse, refused_value_error
 from .selectors import DATE_MAX, DATE_MIN, MAX_USAGE_DAYS, resolution_get_visible, resolution_list, usage_get
@@ -276,7 +277,7 @@ class ResolutionVoidApi(APIView):
     permission_classes = [IsStaffRole]
 
     class InputSerializer(serializers.Serializer):
-        reason = serializers.CharField(max_length=2000)
+        reason = StrictCharField(max_length=2000)
 
     @extend_schema(
         summary="Void a disputed resolution (staff; audited)",

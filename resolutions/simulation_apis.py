@@ -18,6 +18,7 @@ from accounts.idempotency import idempotency_key_parameter, idempotent
 from accounts.permissions import IsAdminRole
 from accounts.selectors import price_plan_version_given
 from billing_portal.api_errors import ERRORS
+from billing_portal.serializer_fields import StrictIntegerField
 
 from .models import PriceSimulation
 from .services.simulation import (
@@ -84,12 +85,12 @@ class PriceSimulationRowSerializer(serializers.Serializer):
 
 
 class StartInputSerializer(serializers.Serializer):
-    version_id = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
-    periods = serializers.IntegerField(
+    version_id = StrictIntegerField(min_value=1, max_value=2**31 - 1)
+    periods = StrictIntegerField(
         min_value=MIN_PERIODS, max_value=MAX_PERIODS, default=DEFAULT_PERIODS,
         help_text=f"Each account's last closed billing periods to re-price ({MIN_PERIODS} to {MAX_PERIODS}).",
     )  # fmt: skip
-    filter_version_id = serializers.IntegerField(
+    filter_version_id = StrictIntegerField(
         min_value=1, max_value=2**31 - 1, required=False, allow_null=True,
         help_text="Only the accounts now on this version.",
     )  # fmt: skip

@@ -225,3 +225,37 @@ def test_a_throttled_answer_is_what_the_schema_documents_for_429(schema):
     jsonschema_rs.validate(as_json_schema(schema["components"]["schemas"]["Errors"]), response.data)
     header = documented["headers"]["Retry-After"]["schema"]
     assert header["type"] == "integer" and int(response["Retry-After"]) == 30 >= header["minimum"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "body",
+    [{"name": 5}, {"name": -5.6e16}, {"name": True}, {"name": ["bot"]}],
+)
+def test_a_text_field_takes_only_json_text(api_client, billing_admin, body):
+    """DRF's CharField took {"name": -5.6e16} as the name "-5.6e+16" (schemathesis: a schema-violating body
+    accepted); the API's input text fields take strings only, and nothing is created."""
+    from accounts.models import ApiKey
+
+    api_client.force_authenticate(billing_admin)
+    before = ApiKey.objects.count()
+    refused = api_client.post("/api/v1/api-keys", body, format="json")
+    assert refused.status_code == 400
+    assert refused.json()["errors"] == [{"index": None, "field": "name", "message": "Not a valid string."}]
+    assert ApiKey.objects.count() == before
+    assert api_client.post("/api/v1/api-keys", {"name": "bot"}, format="json").status_code == 201
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("quantity", ["10", 10.0, "10.0", True])
+def test_a_whole_number_field_takes_only_a_json_integer(api_client, admin_user, account, quantity):
+    """DRF's IntegerField took "10", 10.0 and "10.0" for 10; the schema says integer."""
+    from credits.models import CreditPack
+
+    api_client.force_authenticate(admin_user)
+    url = f"/api/v1/staff/accounts/{account.pk}/credit-grants"
+    refused = api_client.post(url, {"quantity": quantity, "reason": "goodwill"}, format="json")
+    assert refused.status_code == 400
+    assert refused.json()["errors"] == [{"index": None, "field": "quantity", "message": "A valid integer is required."}]
+    assert not CreditPack.objects.filter(account=account).exists()
+    assert api_client.post(url, {"quantity": 10, "reason": "goodwill"}, format="json").status_code == 201
