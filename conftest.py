@@ -71,6 +71,31 @@ def _migration_data_for_transactional_tests(request):
         _migration_data_ensure()
 
 
+@pytest.fixture(autouse=True)
+def _throttle_state_cleared():
+    """No test sees sign-in failures or API rate counts another test left (no test depends on the order)."""
+    throttle_state_clear()
+    yield
+    throttle_state_clear()
+
+
+def throttle_state_clear():
+    from django.conf import settings
+
+    if not settings.configured:
+        return
+    from django.core.cache import cache
+
+    if settings.CACHES["default"]["BACKEND"].endswith("RedisCache"):
+        # Only this worker's keys: clear() would flush the Redis database under the other xdist workers.
+        client = cache._cache.get_client(write=True)
+        keys = list(client.scan_iter(match=f"{settings.CACHES['default']['KEY_PREFIX']}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    else:
+        cache.clear()
+
+
 @pytest.fixture
 def frozen_now():
     """The clock frozen at a fixed instant; yields that instant."""

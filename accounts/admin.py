@@ -21,6 +21,7 @@ from billing_portal.admin_display import (
     unit_price_column,
 )
 
+from .forms import AdminSignInForm
 from .models import (
     Account,
     ApiKey,
@@ -449,4 +450,5 @@ class IdempotencyKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 admin.site.site_header = "Resolution Billing — admin"
+admin.site.login_form = AdminSignInForm  # throttled like the portal's login (accounts/services/login_throttle.py)
 admin.site.site_title = "Resolution Billing admin"

@@ -64,6 +64,11 @@ class MirroredFromStripeAdmin:
     def get_actions(self, request):
         return {}  # re-sync, sync-all, cancel and delete all write to Stripe or the mirror
 
+    def get_urls(self):
+        # dj-stripe also routes those actions at <model>/action/<name>/<model>/ behind is_staff alone (no model
+        # permission; any staff user could cancel a customer's subscription): no actions, so no such URL.
+        return [url for url in super().get_urls() if url.name != "djstripe_custom_action"]
+
     def get_list_display(self, request):
         return _safe(super().get_list_display(request), self.model)
 

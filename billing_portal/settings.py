@@ -4,10 +4,14 @@ Defaults are the zero-setup demo: SQLite, a folder-backed Celery broker, the loc
 Production sets DATABASE_URL (PostgreSQL), CELERY_BROKER_URL (Redis), STRIPE_* and SECRET_KEY.
 """
 
+import re
 from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
+
+from billing_portal.log_context import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -54,6 +58,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "billing_portal.log_context.RequestIdMiddleware",  # first: every record of a request carries its id
     "django.middleware.security.SecurityMiddleware",
     "billing_portal.middleware.ApiRequestGuard",  # /api/: 413 before a body is read, 400 for NULs
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -89,6 +94,9 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'portal.sqlite3'}"),
 }
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+# A persistent connection that PostgreSQL dropped (a restart, pg_terminate_backend, a failover) is noticed and
+# replaced before the next request uses it, instead of failing that request.
+DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The demo's web process and Celery worker share the file: wait for locks instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
@@ -135,6 +143,33 @@ if not DEBUG and env.bool("SECURE_HTTPS", default=False):
     SECURE_SSL_REDIRECT = True
     SECURE_HSTS_SECONDS = 60 * 60 * 24 * 30
 
+# Health checks (billing_portal/health.py): each readiness check's timeout; plain http probes are not redirected.
+READYZ_TIMEOUT_SECONDS = env.float("READYZ_TIMEOUT_SECONDS", default=2.0)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# --- Cache, throttling ------------------------------------------------------------------------------
+# Sign-in lockouts and API rate-limit counters live in the cache, so every web process must share it:
+# production sets CACHE_URL=redis://host:6379/1 (Django's own RedisCache; redis-py comes with celery[redis]).
+CACHES = {"default": env.cache_url_config(env.str("CACHE_URL", default="") or "locmemcache://")}
+if CACHES["default"]["BACKEND"].endswith("RedisCache"):
+    CACHES["default"]["BACKEND"] = "django.core.cache.backends.redis.RedisCache"  # not django-redis
+    # A Redis that hangs must not hang every request: the throttles give up after a second and let it through.
+    for _option in ("socket_connect_timeout", "socket_timeout"):
+        CACHES["default"].setdefault("OPTIONS", {}).setdefault(_option, 1.0)
+# The client address is REMOTE_ADDR, or with N proxies of ours in front the N-th X-Forwarded-For entry from the
+# right (billing_portal/client_address.py). 0: nothing forwarded is believed.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+# Sign-in (portal and admin): this many failures in the window lock the username, and apart the address, out;
+# each further lockout within the memory period lasts twice as long, up to the maximum.
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_FAILURE_WINDOW_SECONDS = env.int("LOGIN_FAILURE_WINDOW_SECONDS", default=60)
+LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=60)
+LOGIN_LOCKOUT_MAX_SECONDS = env.int("LOGIN_LOCKOUT_MAX_SECONDS", default=3600)
+LOGIN_LOCKOUT_MEMORY_SECONDS = 24 * 3600
+if min(LOGIN_FAILURE_LIMIT, LOGIN_FAILURE_WINDOW_SECONDS, LOGIN_LOCKOUT_SECONDS) < 1 or (
+    LOGIN_LOCKOUT_MAX_SECONDS < LOGIN_LOCKOUT_SECONDS
+):
+    raise ImproperlyConfigured("LOGIN_* must be positive, and LOGIN_LOCKOUT_MAX_SECONDS >= LOGIN_LOCKOUT_SECONDS.")
+
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="billing@localhost")
@@ -151,7 +186,19 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["billing_portal.parsers.JsonParser"],  # depth limit; no NUL, no lone surrogate
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "billing_portal.api_errors.api_exception_handler",
+    # Per API key (per user for session callers); ingestion has its own limit (accounts/throttling.py).
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.throttling.ApiCallerRateThrottle"],
 }
+# Requests per API key (or per session user): "N/s", "N/min", "N/hour" or "N/day". Ingestion's limit stands in
+# for the general one on POST /api/v1/conversation-events. 200/s is 200,000 events/s in batches of 1,000: five
+# times the fastest measured ingestion of one portal (about 40,000 events/s, bench/RESULTS.md), so the limit
+# stops a runaway client, never real traffic; single-event posts should be batched instead.
+API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="1200/min")
+API_INGESTION_RATE_LIMIT = env.str("API_INGESTION_RATE_LIMIT", default="200/s")
+for _name in ("API_RATE_LIMIT", "API_INGESTION_RATE_LIMIT"):
+    if not re.fullmatch(r"[1-9][0-9]*/(s|sec|m|min|h|hour|d|day)", vars()[_name]):
+        raise ImproperlyConfigured(f'{_name} must be a number of requests per period, e.g. "1200/min", not '
+                                   f"{vars()[_name]!r}.")  # fmt: skip
 # The largest body any request may have; /api/ answers 413 above it (billing_portal.middleware). It fits the
 # worst maximal ingestion batch: 1,000 events whose two 255-character ids are characters outside the BMP, sent
 # JSON-escaped as surrogate pairs (12 bytes a character: 6,120 bytes of ids an event), every other character
@@ -227,6 +274,27 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # the worker logs through LOGGING's handler, in LOG_FORMAT
+# One queue per workload, so each can get workers of its own (`celery -A billing_portal worker -Q stripe`);
+# a worker started without -Q consumes all of them (dev.py demo, the tests). docs/operations.md.
+# The default queue keeps Celery's name, "celery": messages queued before the queues were split still run.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in ("celery", "events", "stripe", "cycle", "simulations")]
+CELERY_TASK_ROUTES = {
+    # Evaluation of ingested batches: the latency customers see on their dashboard.
+    "resolutions.tasks.conversations_evaluate_task": {"queue": "events"},
+    # Calls to Stripe: slow and rate-limited, retried with backoff; kept off the other queues.
+    "resolutions.tasks.meter_report_task": {"queue": "stripe"},
+    "resolutions.tasks.meter_reconcile_task": {"queue": "stripe"},
+    "accounts.tasks.price_plan_version_stripe_sync_task": {"queue": "stripe"},
+    "accounts.tasks.stripe_catalog_retry_task": {"queue": "stripe"},
+    # The minutely billing cycle (it takes its own lock; more workers here never run two at once).
+    "resolutions.tasks.billing_cycle_task": {"queue": "cycle"},
+    "accounts.tasks.provisioning_cleanup_task": {"queue": "cycle"},
+    # Price simulations: long, staff-started; never in the way of billing.
+    "resolutions.tasks.price_simulation_task": {"queue": "simulations"},
+}
+# Every periodic task is here and nowhere else (tests/test_celery_config.py checks the app's schedule is this).
 CELERY_BEAT_SCHEDULE: dict = {
     # The one billing cycle (resolutions/billing_cycle.py), provisioning cleanup included. A run that
     # waited in the queue past the next one's start is dropped: the next run does the same work.
@@ -267,10 +335,16 @@ DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
 # Freeze "now" for the whole process (demo replays, tests); unset means the real time. See clock.py.
 BILLING_CLOCK_NOW = env.str("BILLING_CLOCK_NOW", default="")
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"stripe": {"level": env.str("STRIPE_LOG_LEVEL", default="WARNING")}},
-}
+# Error reports (500 emails) hide the Authorization header and anything shaped like an API key.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "billing_portal.error_reports.CredentialHidingReporterFilter"
+
+# One console handler; JSON records (time, level, logger, message, request_id or task_id/task_name) outside
+# DEBUG, text lines in DEBUG (billing_portal/log_context.py). Celery's worker logs through the same handler.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(f'LOG_FORMAT must be "json" or "text", not {LOG_FORMAT!r}.')
+LOGGING = logging_config(
+    log_format=LOG_FORMAT,
+    level=env.str("LOG_LEVEL", default="INFO"),
+    stripe_level=env.str("STRIPE_LOG_LEVEL", default="WARNING"),
+)

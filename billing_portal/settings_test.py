@@ -24,3 +24,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405 - whitenoise warns when it is missing
 # Tests run inside one transaction that threads of their own could not see; tests that need threads set more.
 METER_REPORT_THREADS = 1
+# xdist workers share one Redis (CI: CACHE_URL db 13): each keeps its throttle counters under its own prefix, and
+# conftest's autouse fixture empties that prefix between tests.
+CACHES["default"]["KEY_PREFIX"] = f"test-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"  # noqa: F405

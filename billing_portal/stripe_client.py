@@ -303,6 +303,42 @@ def call(operation: str, request: Callable[[stripe.StripeClient, dict], T], *, i
     raise AssertionError("unreachable")
 
 
+_probe_clients: dict[tuple[_Config, float], stripe.StripeClient] = {}
+
+
+def reachability_check(*, timeout: float) -> None:
+    """One cheap authenticated read (list meters, limit 1) with a short timeout and no retries, for the
+    readiness check: returns when Stripe answers, raises StripeFailure (StripeUnavailable for network trouble,
+    429 and 5xx, StripeRejected e.g. for a refused key) otherwise. Unlike `call`, it never sleeps or retries:
+    a probe must answer within its timeout."""
+    config = _config()
+    key = (config, timeout)
+    probe_client = _probe_clients.get(key)
+    if probe_client is None:
+        _probe_clients.clear()  # settings changed (tests): keep one
+        probe_client = _probe_clients[key] = stripe.StripeClient(
+            config.api_key,
+            base_addresses={"api": config.api_base},
+            stripe_version=config.api_version,
+            max_network_retries=0,
+            http_client=GuardedHTTPClient(timeout=timeout),
+        )
+    token = _operation.set("reachability check")
+    try:
+        probe_client.v1.billing.meters.list(params={"limit": 1})
+    except stripe.StripeError as error:
+        kind = StripeUnavailable if _should_retry(error) else StripeRejected
+        raise kind(
+            "reachability check",
+            f"{error.__class__.__name__}: {error.user_message or error}",
+            retryable=kind is StripeUnavailable,
+            code=getattr(error, "code", None),
+            status=error.http_status,
+        ) from error
+    finally:
+        _operation.reset(token)
+
+
 def webhook_signature_valid(payload: bytes, signature_header: str, secret: str, tolerance: int = 300) -> bool:
     """Stripe's `Stripe-Signature: t=…,v1=…` check (HMAC-SHA256 of "t.payload" with the endpoint secret)."""
     if not signature_header or not secret:

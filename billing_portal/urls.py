@@ -4,8 +4,10 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from accounts.forms import PortalSignInForm
 from accounts.urls import api_urlpatterns as account_api
 from accounts.urls import page_urlpatterns as account_pages
+from billing_portal.health import healthz, readyz
 from billing_portal.stripe_webhook import stripe_webhook
 from credits.urls import api_urlpatterns as credit_api
 from credits.urls import page_urlpatterns as credit_pages
@@ -19,10 +21,17 @@ handler404 = "billing_portal.api_errors.json_not_found"
 handler500 = "billing_portal.api_errors.json_server_error"
 
 urlpatterns = [
+    # Liveness and readiness (billing_portal/health.py): no login, no CSRF, no throttle.
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
     *account_pages,
     *credit_pages,
     *resolution_pages,
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True, authentication_form=PortalSignInForm),
+        name="login",
+    ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(account_api)),

@@ -22,6 +22,7 @@ from accounts.authentication import ApiKeyAuthentication
 from accounts.models import Account
 from accounts.permissions import IsCustomer, IsStaffRole
 from accounts.selectors import account_get_visible
+from accounts.throttling import ConversationEventsRateThrottle
 from billing_portal import clock
 from billing_portal.api_errors import ERRORS
 from billing_portal.parsers import JsonParser, JsonValueRefused
@@ -72,6 +73,7 @@ EVENTS_BODY = PolymorphicProxySerializer(
 class ConversationEventsApi(APIView):
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = [IsApiKey, AccountIsOpen]
+    throttle_classes = [ConversationEventsRateThrottle]  # instead of the general limit: far above it
     parser_classes = [JsonParser]
 
     @extend_schema(
@@ -92,6 +94,7 @@ class ConversationEventsApi(APIView):
             403: ERRORS,
             409: ERRORS,
             413: ERRORS,
+            429: ERRORS,
         },
     )
     def post(self, request):

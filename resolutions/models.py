@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import ExpressionWrapper, Q
 
 from accounts.models import Account, PricePlanVersion, User
 from billing_portal import clock
@@ -38,6 +38,39 @@ class ConversationEvent(models.Model):
         return f"{self.event_id} {self.type} @ {self.occurred_at:%Y-%m-%d %H:%M:%S}"
 
 
+class ConversationEventArchive(models.Model):
+    """Events of finished conversations moved out of ConversationEvent once their conversation is past the
+    late window (docs/data-lifecycle.md, `events_archive`): the same columns, the same unique id per account
+    (ingestion still answers a reused id with 409), read only to re-evaluate an archived conversation."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+", db_index=False)
+    event_id = models.CharField(max_length=MAX_ID_LENGTH)
+    conversation_id = models.CharField(max_length=MAX_ID_LENGTH)
+    type = models.CharField(max_length=24, choices=EventType.choices)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField()
+    archived_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "event_id"], name="event_archive_id_unique")]
+        indexes = [models.Index(fields=["account", "conversation_id"], name="event_archive_conv_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} {self.type} @ {self.occurred_at:%Y-%m-%d %H:%M:%S} (archived)"
+
+
+class ConversationEventArchiveMark(models.Model):
+    """The accounts that have archived events, and the latest cut-off archived: ingestion and evaluation ask
+    this one row (a primary-key probe) before they look in the archive, so accounts with nothing archived pay
+    nothing more (an EXISTS on the archive itself was planned as a sequential scan)."""
+
+    account = models.OneToOneField(Account, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    archived_before = models.DateTimeField(help_text="The latest --before archived: older events may be archived.")
+
+    def __str__(self) -> str:
+        return f"account {self.account_id}: events archived before {self.archived_before:%Y-%m-%d}"
+
+
 class Conversation(models.Model):
     """The evaluated state of one conversation, kept so the sweep finds elapsed windows by index."""
 
@@ -57,6 +90,10 @@ class Conversation(models.Model):
         null=True, blank=True, help_text="When escalated: the handoff that escalated it (its local date is counted)."
     )
     updated_at = models.DateTimeField(default=clock.now)
+    events_archived_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When its events moved to the archive (docs/data-lifecycle.md): evaluation reads them there too.",
+    )  # fmt: skip
 
     class Meta:
         constraints = [
@@ -135,7 +172,8 @@ class DailyUsage(models.Model):
     those in overage and their money, those confirmed) and conversations escalated by their handoff; rows
     appear on the first day something is counted."""
 
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    # No index of its own: the unique (account, date) constraint leads with it (one index less per rollup write).
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+", db_index=False)
     date = models.DateField()
     resolutions = models.IntegerField(default=0)
     credited = models.IntegerField(default=0)
@@ -213,8 +251,15 @@ class MeterWindow(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["account", "start"], name="meter_window_unique")]
         indexes = [
-            # The reporter's work list: windows whose count moved since their last report row.
-            models.Index(fields=["end"], condition=~Q(overage=models.F("reported")), name="meter_window_due_idx"),
+            # The reporter's work list: windows whose count moved since their last report row. On the expression,
+            # not partial on it: PostgreSQL cannot estimate `overage <> reported` (it guesses 99.5 % of the rows,
+            # and so scanned every window each tick) but keeps statistics of an index's expression; it is written
+            # as often as the partial index was (new windows are moved windows, funding moves `overage`).
+            models.Index(
+                ExpressionWrapper(~Q(overage=models.F("reported")), output_field=models.BooleanField()),
+                "end",
+                name="meter_window_moved_idx",
+            ),
             # Reconciliation reads the windows (and their report rows) of periods that ended recently or are current.
             models.Index(fields=["period_end"], name="meter_window_period_end_idx"),
         ]

@@ -17,6 +17,7 @@ from billing_portal.sql_twins import twin
 from .models import (
     Conversation,
     ConversationEvent,
+    ConversationEventArchive,
     ConversationTally,
     DailyUsage,
     FundingProgress,
@@ -74,6 +75,61 @@ def events_store(account_id: int, events: list, now: dt.datetime) -> set[str]:
         ],
     )  # fmt: skip
     return {row[0] for row in inserted}
+
+
+# --- Archiving: move conversations' events to the archive (services/archive.py) ----------------------
+def _events_archive_move_orm(account_id: int, conversation_ids: list[str], now: dt.datetime) -> int:
+    columns = ("event_id", "conversation_id", "type", "occurred_at", "received_at")
+    rows = list(
+        ConversationEvent.objects.filter(account_id=account_id, conversation_id__in=conversation_ids).values_list(
+            "pk", *columns
+        )
+    )
+    ConversationEventArchive.objects.bulk_create(
+        [
+            ConversationEventArchive(account_id=account_id, archived_at=now, **dict(zip(columns, row[1:], strict=True)))
+            for row in rows
+        ],
+        batch_size=1000,
+    )
+    ConversationEvent.objects.filter(pk__in=[row[0] for row in rows]).delete()  # what was copied, nothing newer
+    return len(rows)
+
+
+@twin(_events_archive_move_orm)
+def events_archive_move(account_id: int, conversation_ids: list[str], now: dt.datetime) -> int:
+    """Move the events of these conversations of the account to the archive, stamped archived_at = now; returns
+    how many. One DELETE ... RETURNING feeding an INSERT: exactly the rows deleted are archived (an event
+    ingested meanwhile, not yet visible, stays live)."""
+    if not conversation_ids:
+        return 0
+    return execute_bound(
+        f"""WITH moved AS (
+                DELETE FROM {ConversationEvent._meta.db_table} WHERE account_id = %s AND conversation_id = ANY(%s)
+                RETURNING account_id, event_id, conversation_id, type, occurred_at, received_at)
+            INSERT INTO {ConversationEventArchive._meta.db_table}
+                (account_id, event_id, conversation_id, type, occurred_at, received_at, archived_at)
+            SELECT account_id, event_id, conversation_id, type, occurred_at, received_at, %s FROM moved""",
+        [account_id, conversation_ids, now],
+    )
+
+
+def _archived_events_by_id_orm(account_id: int, event_ids: list[str]) -> list[tuple]:
+    rows = ConversationEventArchive.objects.filter(account_id=account_id, event_id__in=event_ids)
+    return list(rows.values_list("event_id", "conversation_id", "type", "occurred_at"))
+
+
+@twin(_archived_events_by_id_orm)
+def archived_events_by_id(account_id: int, event_ids: list[str]) -> list[tuple]:
+    """(event id, conversation id, type, occurred_at) of those ids in the account's archive: one `= ANY(array)`
+    probe of its unique index, binary rows (ingestion asks it for every batch of an account with an archive)."""
+    if not event_ids:
+        return []
+    return rows_fetch(
+        f"""SELECT event_id, conversation_id, type, occurred_at FROM {ConversationEventArchive._meta.db_table}
+            WHERE account_id = %s AND event_id = ANY(%s)""",
+        [account_id, event_ids],
+    )
 
 
 # --- Rows of some conversations (events, conversation states, billable resolutions) -----------------
@@ -553,7 +609,9 @@ def period_usage_sums(plans: list[tuple]) -> dict[int, tuple[int, ...]]:
     to days_to, plus or minus (sign) each edge's non-voided resolutions and escalated conversations in
     [from, to) whose local date in `timezone` is the edge's date. One statement for every plan, so one
     snapshot: the rollups and the edges agree even while resolutions are written. Each edge is a range
-    scan of the (account, resolved_at, id) index and of the partial (account, escalated_at) index."""
+    scan of the (account, resolved_at, id) index and of the partial (account, escalated_at) index: LATERAL
+    with OFFSET 0 (so not flattened into a join), since the planner chose a hash join over the whole tables
+    once they held a few hundred thousand rows (resolutions/tests/test_query_plans.py)."""
     if not plans:
         return {}
     keys: list[list] = [[], [], [], []]  # index, account, days_from, days_to
@@ -581,14 +639,16 @@ def period_usage_sums(plans: list[tuple]) -> dict[int, tuple[int, ...]]:
                 UNION ALL
                 SELECT e.i, e.sign, e.sign * (r.funding = %s)::int, e.sign * (r.funding = %s)::int,
                        e.sign * r.amount_minor, e.sign * (r.kind = %s)::int, 0
-                FROM e JOIN {Resolution._meta.db_table} r
-                  ON r.account_id = e.account_id AND r.resolved_at >= e.lower_at AND r.resolved_at < e.upper_at
-                WHERE r.voided_at IS NULL AND (r.resolved_at AT TIME ZONE e.tz)::date = e.day
+                FROM e CROSS JOIN LATERAL (
+                    SELECT funding, amount_minor, kind FROM {Resolution._meta.db_table} r
+                    WHERE r.account_id = e.account_id AND r.resolved_at >= e.lower_at AND r.resolved_at < e.upper_at
+                      AND r.voided_at IS NULL AND (r.resolved_at AT TIME ZONE e.tz)::date = e.day OFFSET 0) r
                 UNION ALL
                 SELECT e.i, 0, 0, 0, 0, 0, e.sign
-                FROM e JOIN {Conversation._meta.db_table} c
-                  ON c.account_id = e.account_id AND c.escalated_at >= e.lower_at AND c.escalated_at < e.upper_at
-                WHERE c.escalated_at IS NOT NULL AND (c.escalated_at AT TIME ZONE e.tz)::date = e.day
+                FROM e CROSS JOIN LATERAL (
+                    SELECT 1 FROM {Conversation._meta.db_table} c
+                    WHERE c.account_id = e.account_id AND c.escalated_at >= e.lower_at AND c.escalated_at < e.upper_at
+                      AND c.escalated_at IS NOT NULL AND (c.escalated_at AT TIME ZONE e.tz)::date = e.day OFFSET 0) c
             ) AS t
             GROUP BY i""",
         [*keys, *edges, CREDIT, OVERAGE, CONFIRMED],

@@ -19,6 +19,7 @@ from credits.models import CreditLedgerEntry, CreditPack
 from resolutions.models import (
     Conversation,
     ConversationEvent,
+    ConversationEventArchive,
     ConversationTally,
     DailyUsage,
     EventType,
@@ -35,7 +36,7 @@ TODAY = NOW.date()
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
 TABLES = [ConversationEvent, Conversation, Resolution, DailyUsage, FundingProgress, CreditPack, CreditLedgerEntry,
-          MeterWindow, ConversationTally]  # fmt: skip
+          MeterWindow, ConversationTally, ConversationEventArchive]  # fmt: skip
 CONFIRMED, ASSUMED = Resolution.Kind.CONFIRMED.value, Resolution.Kind.ASSUMED.value
 UNFUNDED, CREDIT, OVERAGE = (Resolution.Funding.UNFUNDED.value, Resolution.Funding.CREDIT.value,
                              Resolution.Funding.OVERAGE.value)  # fmt: skip
@@ -129,6 +130,10 @@ def world(db):
             account=account, event_id=event_id, conversation_id=conversation_id, type=type_, occurred_at=at,
             received_at=at,
         )  # fmt: skip
+    ConversationEventArchive.objects.create(
+        account=a, event_id="old-1", conversation_id="c7", type=ai, occurred_at=NOW - 50 * DAY,
+        received_at=NOW - 50 * DAY, archived_at=NOW - 5 * DAY,
+    )  # fmt: skip
     status = Conversation.Status
     for account, conversation_id, state, window, disputed, escalated_at in [
         (a, "c1", status.RESOLVED, None, False, None), (a, "c2", status.AWAITING, NOW + HOUR, False, None),
@@ -295,7 +300,17 @@ def case_meter_windows_add(w):
     return [((delta,), None)]
 
 
+def case_archived_events_by_id(w):
+    return [((w.a.pk, ["old-1", "e1", "missing"]), unordered), ((w.b.pk, ["old-1"]), None), ((w.a.pk, []), None)]
+
+
+def case_events_archive_move(w):
+    return [((w.a.pk, ["c1", "missing"], NOW), None), ((w.b.pk, ["c1"], NOW), None), ((w.a.pk, [], NOW), None)]
+
+
 CASES = {
+    "resolutions.sql.events_archive_move": case_events_archive_move,
+    "resolutions.sql.archived_events_by_id": case_archived_events_by_id,
     "resolutions.sql.meter_windows_add": case_meter_windows_add,
     "resolutions.sql.events_store": case_events_store,
     "resolutions.sql.conversation_rows": case_conversation_rows,
@@ -318,7 +333,7 @@ CASES = {
 }
 # Twins that only read: their parity is in what they return; the others must also change the tables.
 READS_ONLY = {"conversation_rows", "resolutions_past_marks", "overage_counts", "unfunded_counts", "period_overage_rows",
-              "period_usage_sums", "period_first_versions"}  # fmt: skip
+              "period_usage_sums", "period_first_versions", "archived_events_by_id"}  # fmt: skip
 
 
 def test_every_twin_has_a_parity_case():

@@ -10,6 +10,7 @@ import secrets
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.views.decorators.debug import sensitive_variables
 
 from billing_portal import clock
 
@@ -97,13 +98,21 @@ def api_key_revoke(*, api_key: ApiKey, actor: Actor, reason: str = "") -> ApiKey
 LAST_USED_RESOLUTION_SECONDS = 60  # write last_used_at at most once a minute per key, not per request
 
 
+_NO_KEY_HASH = _api_key_hash("rbp_00000000_no-such-key")  # compared against when the prefix matches no key
+
+
+@sensitive_variables()  # no local in an error report (a 500 while authenticating): they hold the key
 def api_key_authenticate(raw_key: str) -> ApiKey | None:
-    """The active key matching `raw_key`, or None. Records when it was last used (to the minute)."""
+    """The active key matching `raw_key`, or None. Records when it was last used (to the minute).
+
+    The key's hash is compared in constant time (hmac.compare_digest), also when no key has its prefix, so
+    that an unknown prefix and a wrong secret take the same steps and get the same answer."""
     parts = (raw_key or "").split("_", 2)  # rbp_<8 hex>_<secret>; the secret itself may contain "_"
     if len(parts) != 3 or parts[0] != API_KEY_PREFIX or not parts[2]:
         return None
     api_key = ApiKey.objects.select_related("account").filter(prefix=f"{parts[0]}_{parts[1]}").first()
-    if api_key is None or not hmac.compare_digest(api_key.key_hash, _api_key_hash(raw_key)):
+    matches = hmac.compare_digest(_NO_KEY_HASH if api_key is None else api_key.key_hash, _api_key_hash(raw_key))
+    if api_key is None or not matches:
         return None
     if api_key.revoked_at is not None:
         return None

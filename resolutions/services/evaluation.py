@@ -16,8 +16,9 @@ from accounts.selectors import plan_schedule_get
 from billing_portal import clock
 
 from .. import sql
-from ..models import Conversation, ConversationEvent, PendingEvaluation, Resolution
+from ..models import Conversation, ConversationEvent, ConversationEventArchive, PendingEvaluation, Resolution
 from ..rules import RESOLVED, EventFact, conversation_evaluate
+from .archive import account_has_archive
 from .rollups import rollups_adjust
 from .voids import resolutions_unfund_voided
 
@@ -71,16 +72,26 @@ def conversations_evaluate(*, account: Account, conversation_ids: Iterable[str],
         facts[conversation_id].append(EventFact(occurred_at, event_type, event_id))
         if conversation_id not in last_event or occurred_at > last_event[conversation_id]:
             last_event[conversation_id] = occurred_at
-    # Few accounts have disputed conversations: ask the small partial index first, the ids only if any.
-    disputed = set()
-    if Conversation.objects.filter(account=account, voided_by_staff=True).exists():
-        disputed = {
-            conversation_id
-            for conversation_id, voided_by_staff in sql.conversation_rows(
-                Conversation, account.pk, conversation_ids, ("conversation_id", "voided_by_staff")
-            )
-            if voided_by_staff
-        }
+    # Few accounts have disputed conversations: ask the small partial index first, the ids only if any. The
+    # same for archived events (services/archive.py): a conversation whose events moved is decided from all.
+    disputed, archived = set(), []
+    if Conversation.objects.filter(account=account, voided_by_staff=True).exists() or account_has_archive(
+        account_id=account.pk
+    ):
+        for conversation_id, voided_by_staff, events_archived_at in sql.conversation_rows(
+            Conversation, account.pk, conversation_ids, ("conversation_id", "voided_by_staff", "events_archived_at")
+        ):
+            if voided_by_staff:
+                disputed.add(conversation_id)
+            if events_archived_at is not None:
+                archived.append(conversation_id)
+    if archived:
+        for conversation_id, event_type, occurred_at, event_id in sql.conversation_rows(
+            ConversationEventArchive, account.pk, archived, ("conversation_id", "type", "occurred_at", "event_id")
+        ):
+            facts[conversation_id].append(EventFact(occurred_at, event_type, event_id))
+            if conversation_id not in last_event or occurred_at > last_event[conversation_id]:
+                last_event[conversation_id] = occurred_at
     active = {
         conversation_id: (pk, kind, resolved_at)
         for conversation_id, pk, kind, resolved_at in sql.conversation_rows(

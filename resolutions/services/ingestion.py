@@ -14,6 +14,7 @@ from billing_portal import clock
 from .. import sql
 from ..ingestion import IncomingEvent
 from ..models import ConversationEvent, PendingEvaluation
+from .archive import archived_event_payloads
 from .evaluation import conversations_evaluate_pending
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,19 @@ def conversation_events_ingest(
                     conflicts.append(_conflict(event.index, "This id was already used with a different payload."))
             if conflicts:
                 raise EventConflict(sorted(conflicts, key=lambda c: c["index"]))  # rolls the batch back
+        # An id whose event was archived (services/archive.py) is still the account's: a duplicate or a 409.
+        archived = archived_event_payloads(account_id=account.pk, event_ids=sorted(stored))
+        if archived:
+            for event_id, payload in archived.items():
+                event = first_by_id[event_id]
+                if event.payload == payload:
+                    duplicates += 1
+                else:
+                    conflicts.append(_conflict(event.index, "This id was already used with a different payload."))
+            if conflicts:
+                raise EventConflict(sorted(conflicts, key=lambda c: c["index"]))  # rolls the batch back
+            ConversationEvent.objects.filter(account=account, event_id__in=list(archived)).delete()
+            stored -= set(archived)
         if stored:
             conversation_ids = sorted({first_by_id[i].conversation_id for i in stored})
             PendingEvaluation.objects.create(account=account, conversation_ids=conversation_ids, created_at=now)

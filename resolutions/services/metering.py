@@ -140,6 +140,7 @@ def _period_terms(account_id: int, period_start: dt.datetime, period_end: dt.dat
     version_id = (
         Resolution.objects.filter(account_id=account_id, resolved_at__lt=period_end)
         .filter(resolved_at__gte=period_start)
+        .order_by("resolved_at", "id")  # the time index's order: first() by id walks the primary key from the start
         .values_list("plan_version_id", flat=True)
         .first()
     ) or plan_schedule_get(account_id=account_id).version_at(period_start)
