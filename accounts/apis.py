@@ -7,6 +7,8 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing_portal.serializer_fields import StrictCharField
+
 from .idempotency import idempotency_key_parameter, idempotent
 from .permissions import IsCustomer, IsCustomerBillingAdmin, IsStaffRole
 from .selectors import account_get_visible, account_list_visible, api_key_get, api_key_list
@@ -46,7 +48,7 @@ class ApiKeyListCreateApi(APIView):
     permission_classes = [IsCustomerBillingAdmin]
 
     class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=100)
+        name = StrictCharField(max_length=100)
 
     @extend_schema(responses=ApiKeyOutputSerializer(many=True), summary="List the account's API keys")
     def get(self, request):

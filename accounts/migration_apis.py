@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing_portal.api_errors import ERRORS
+from billing_portal.serializer_fields import StrictCharField, StrictIntegerField
 
 from .idempotency import idempotency_key_parameter, idempotent
 from .models import Account, PlanMigration
@@ -42,18 +43,18 @@ class PlanMigrationOutputSerializer(serializers.Serializer):
 
 
 class ScheduleInputSerializer(serializers.Serializer):
-    to_version_id = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
+    to_version_id = StrictIntegerField(min_value=1, max_value=2**31 - 1)
     account_ids = serializers.ListField(
-        child=serializers.IntegerField(min_value=1, max_value=2**31 - 1), required=False, min_length=1,
+        child=StrictIntegerField(min_value=1, max_value=2**31 - 1), required=False, min_length=1,
         max_length=MAX_ACCOUNTS, help_text="The accounts to move (1 to 1,000); or give from_version_id instead.",
     )  # fmt: skip
-    from_version_id = serializers.IntegerField(
+    from_version_id = StrictIntegerField(
         min_value=1, max_value=2**31 - 1, required=False, help_text="Move every account now on this version."
     )
     not_before = serializers.DateTimeField(
         required=False, help_text="The first billing-period start at or after this instant (default: the next one)."
     )
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+    reason = StrictCharField(required=False, allow_blank=True, max_length=500, default="")
 
     def validate(self, data):
         if ("account_ids" in data) == ("from_version_id" in data):
@@ -95,13 +96,14 @@ class PlanMigrationListApi(APIView):
     )
     def get(self, request):
         moves = PlanMigration.objects.select_related("account").order_by("-effective_at", "-pk")
+        # A parameter given empty is refused like any other value outside the schema (it is not "no filter").
         status_filter = request.query_params.get("status")
-        if status_filter:
+        if status_filter is not None:
             if status_filter not in PlanMigration.Status.values:
                 raise ValidationError({"status": f"status is one of {', '.join(PlanMigration.Status.values)}."})
             moves = moves.filter(status=status_filter)
         account_id = request.query_params.get("account_id")
-        if account_id:
+        if account_id is not None:
             if not (account_id.isascii() and account_id.isdecimal() and len(account_id) < 12):
                 raise ValidationError({"account_id": "account_id is a whole number."})
             moves = moves.filter(account_id=int(account_id))

@@ -13,12 +13,13 @@ from decimal import Decimal
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing_portal.api_errors import ERRORS
+from billing_portal.serializer_fields import StrictCharField, StrictSlugField
 
 from .idempotency import idempotency_key_parameter, idempotent
 from .models import PricePlan, PricePlanVersion, StripeSyncStatus
@@ -38,6 +39,8 @@ from .services import (
 from .services.stripe_catalog import price_plan_version_stripe_sync_retry
 
 IDEMPOTENCY_KEY = idempotency_key_parameter()
+# Django's <slug:…> converter: anything else is no URL of the API (404).
+PLAN_SLUG = OpenApiParameter("slug", str, OpenApiParameter.PATH, required=True, pattern=r"^[-a-zA-Z0-9_]+$")
 COMMON_ERRORS = {400: ERRORS, 401: ERRORS, 403: ERRORS, 404: ERRORS}
 
 
@@ -113,9 +116,9 @@ class PlanOutputSerializer(serializers.Serializer):
 
 
 class PlanInputSerializer(serializers.Serializer):
-    slug = serializers.SlugField(max_length=64, help_text="Names the plan's Stripe Prices; cannot change.")
-    name = serializers.CharField(max_length=200)
-    description = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+    slug = StrictSlugField(max_length=64, help_text="Names the plan's Stripe Prices; cannot change.")
+    name = StrictCharField(max_length=200)
+    description = StrictCharField(required=False, allow_blank=True, max_length=2000, default="")
 
 
 class TierInputSerializer(serializers.Serializer):  # documentation: the parser validates
@@ -148,11 +151,11 @@ class TermsInputSerializer(serializers.Serializer):
 
 
 class ReasonInputSerializer(serializers.Serializer):
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+    reason = StrictCharField(required=False, allow_blank=True, max_length=500, default="")
 
 
 class PublishInputSerializer(ReasonInputSerializer):
-    terms_digest = serializers.CharField(
+    terms_digest = StrictCharField(
         required=False,
         max_length=64,
         help_text="The version's `terms_digest` as you reviewed it: if the draft "
@@ -204,7 +207,7 @@ class PricePlanListApi(APIView):
 class PricePlanVersionListApi(APIView):
     permission_classes = [IsAdminRole]
 
-    @extend_schema(summary="The versions of a plan, newest first",
+    @extend_schema(summary="The versions of a plan, newest first", parameters=[PLAN_SLUG],
                    responses={200: VersionOutputSerializer(many=True), **COMMON_ERRORS})  # fmt: skip
     def get(self, request, slug: str):
         plan = get_object_or_404(PricePlan, slug=slug)
@@ -215,7 +218,7 @@ class PricePlanVersionListApi(APIView):
 
     @extend_schema(
         summary="Create a draft version of a plan (audited); numbered after the plan's last version",
-        request=TermsInputSerializer, parameters=[IDEMPOTENCY_KEY],
+        request=TermsInputSerializer, parameters=[PLAN_SLUG, IDEMPOTENCY_KEY],
         responses={201: VersionOutputSerializer, **COMMON_ERRORS, 409: ERRORS},
     )  # fmt: skip
     @idempotent

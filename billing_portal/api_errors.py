@@ -136,3 +136,6 @@ ERRORS = inline_serializer(
         )
     },
 )
+
+# Operations that call Stripe before answering: 503 when it cannot be reached (retry later), 502 when it refused.
+STRIPE_ERRORS = {502: ERRORS, 503: ERRORS}

@@ -255,6 +255,11 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     # "none": no badge image fetched from validator.swagger.io (nothing loads from another host).
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": "none"},
+    # Every operation's error answers (400/401/403/404/409/413/415/429) in the one error shape.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "billing_portal.api_schema.error_responses",
+    ],
 }
 
 # --- Conversation events ----------------------------------------------------------------------------

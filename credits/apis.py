@@ -11,6 +11,8 @@ from accounts.idempotency import idempotency_key_parameter, idempotent
 from accounts.models import CreditPackOffer
 from accounts.permissions import IsCustomer, IsCustomerBillingAdmin, IsStaffRole
 from accounts.selectors import account_get_visible
+from billing_portal.api_errors import STRIPE_ERRORS
+from billing_portal.serializer_fields import StrictCharField, StrictIntegerField
 
 from .conversions import seat_conversion_confirm, seat_conversion_preview
 from .purchases import CreditPurchaseInterrupted, credit_pack_purchase
@@ -49,9 +51,9 @@ class CreditsApi(APIView):
 
 
 class CreditGrantInputSerializer(serializers.Serializer):
-    quantity = serializers.IntegerField(min_value=1, max_value=100_000_000)
+    quantity = StrictIntegerField(min_value=1, max_value=100_000_000)
     source = serializers.ChoiceField(choices=["promotional", "adjustment"], default="promotional")
-    reason = serializers.CharField(max_length=2000)
+    reason = StrictCharField(max_length=2000)
     starts_at = serializers.DateTimeField(required=False)
     expires_at = serializers.DateTimeField(required=False)
 
@@ -88,7 +90,7 @@ class StaffCreditsApi(APIView):
 
 
 class PurchaseInputSerializer(serializers.Serializer):
-    offer_id = serializers.IntegerField(help_text="An offer of the account's plan version.")
+    offer_id = StrictIntegerField(help_text="An offer of the account's plan version.")
 
 
 class PurchaseOutputSerializer(PackOutputSerializer):
@@ -135,7 +137,7 @@ class CreditPurchaseApi(APIView):
 
     @extend_schema(
         summary="Buy a credit pack (a Stripe invoice; the pack activates when it is paid)",
-        request=PurchaseInputSerializer, responses={201: PurchaseOutputSerializer},
+        request=PurchaseInputSerializer, responses={201: PurchaseOutputSerializer, **STRIPE_ERRORS},
         parameters=[IDEMPOTENCY_KEY],
     )  # fmt: skip
     @idempotent
@@ -148,7 +150,7 @@ class StaffCreditPurchaseApi(APIView):
 
     @extend_schema(
         summary="Buy a credit pack for an account (staff)", request=PurchaseInputSerializer,
-        responses={201: PurchaseOutputSerializer}, parameters=[IDEMPOTENCY_KEY],
+        responses={201: PurchaseOutputSerializer, **STRIPE_ERRORS}, parameters=[IDEMPOTENCY_KEY],
     )  # fmt: skip
     @idempotent
     def post(self, request, account_id: int):
@@ -156,7 +158,7 @@ class StaffCreditPurchaseApi(APIView):
 
 
 class SeatConversionInputSerializer(serializers.Serializer):
-    seats = serializers.IntegerField(min_value=1, max_value=100_000)
+    seats = StrictIntegerField(min_value=1, max_value=100_000)
 
 
 class SeatConversionPreviewSerializer(serializers.Serializer):
@@ -185,7 +187,7 @@ class SeatConversionPreviewApi(APIView):
 
     @extend_schema(
         summary="Preview converting seats into credits (changes nothing)",
-        request=SeatConversionInputSerializer, responses=SeatConversionPreviewSerializer,
+        request=SeatConversionInputSerializer, responses={200: SeatConversionPreviewSerializer, **STRIPE_ERRORS},
     )  # fmt: skip
     def post(self, request, account_id: int):
         account = account_get_visible(user=request.user, pk=account_id)
@@ -200,7 +202,7 @@ class SeatConversionConfirmApi(APIView):
 
     @extend_schema(
         summary="Convert seats into credits: lower the Stripe seat quantity and grant a pack (audited)",
-        request=SeatConversionInputSerializer, responses={201: SeatConversionOutputSerializer},
+        request=SeatConversionInputSerializer, responses={201: SeatConversionOutputSerializer, **STRIPE_ERRORS},
         parameters=[IDEMPOTENCY_KEY],
     )  # fmt: skip
     @idempotent

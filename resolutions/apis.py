@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
@@ -20,8 +26,9 @@ from accounts.throttling import ConversationEventsRateThrottle
 from billing_portal import clock
 from billing_portal.api_errors import ERRORS
 from billing_portal.parsers import JsonParser, JsonValueRefused
+from billing_portal.serializer_fields import StrictCharField
 
-from .ingestion import events_parse, refused_value_error
+from .ingestion import MAX_BATCH, events_parse, refused_value_error
 from .selectors import DATE_MAX, DATE_MIN, MAX_USAGE_DAYS, resolution_get_visible, resolution_list, usage_get
 from .services import EventConflict, conversation_events_ingest, resolution_void
 from .services.invoice_preview import invoice_preview_get
@@ -48,6 +55,21 @@ class EventSerializer(serializers.Serializer):  # for the schema; validation is 
     occurred_at = serializers.DateTimeField(help_text="ISO 8601 with a timezone; at most 35 days old, 5 min ahead.")
 
 
+class EventBatchSerializer(serializers.Serializer):  # for the schema; validation is events_parse
+    events = serializers.ListField(
+        child=EventSerializer(), min_length=1, max_length=MAX_BATCH,
+        help_text=f"1 to {MAX_BATCH:,} events; one invalid event rejects the whole batch (400) and stores nothing.",
+    )  # fmt: skip
+
+
+# The body is one event, or a batch of 1 to 1,000 (DESIGN §4).
+EVENTS_BODY = PolymorphicProxySerializer(
+    component_name="ConversationEventsBody",
+    serializers=[EventSerializer, EventBatchSerializer],
+    resource_type_field_name=None,
+)
+
+
 class ConversationEventsApi(APIView):
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = [IsApiKey, AccountIsOpen]
@@ -62,7 +84,7 @@ class ConversationEventsApi(APIView):
             "worker (within seconds; GET /api/v1/usage and /api/v1/resolutions show them then), or before the "
             'answer when the portal runs with EVENT_EVALUATION="inline".'
         ),
-        request=inline_serializer("EventBatch", {"events": EventSerializer(many=True)}),
+        request=EVENTS_BODY,
         responses={
             202: inline_serializer(
                 "Accepted", {"accepted": serializers.IntegerField(), "duplicates": serializers.IntegerField()}
@@ -105,6 +127,10 @@ class DateRangeSerializer(serializers.Serializer):
         }
 
     def validate(self, attrs):
+        # DRF skips an optional field given empty (?from=): it is refused, like any other text that is not a date.
+        blank = {name: "Give a date as YYYY-MM-DD." for name in ("from", "to") if self.initial_data.get(name) == ""}
+        if blank:
+            raise serializers.ValidationError(blank)
         start, end = attrs.get("from"), attrs.get("to")
         if start and end and start > end:
             raise serializers.ValidationError({"to": "to must not be before from."})
@@ -127,8 +153,19 @@ class UsageApi(APIView):
     @extend_schema(
         summary="Usage per day (dates in the account's timezone) and totals",
         parameters=[
-            OpenApiParameter("from", dt.date, required=True),
-            OpenApiParameter("to", dt.date, required=True),
+            OpenApiParameter(
+                "from",
+                dt.date,
+                required=True,
+                description=f"First day, in the account's timezone ({DATE_MIN} or later).",
+            ),
+            OpenApiParameter(
+                "to",
+                dt.date,
+                required=True,
+                description=f"Last day, included: not before `from`, and at most {MAX_USAGE_DAYS} days from `from` to "
+                f"`to` counted inclusively (a longer range is a 400); {DATE_MAX} at the latest.",
+            ),
         ],
         responses={
             200: inline_serializer(
@@ -157,6 +194,16 @@ class ResolutionCursorPagination(CursorPagination):
     page_size_query_param = "limit"
     max_page_size = 1000
 
+    def get_page_size(self, request):
+        # DRF falls back to the default for a limit it cannot read (limit=abc, 0) and cuts a larger one: the
+        # schema says 1 to 1,000, so anything else is a 400 rather than a page of another size than asked.
+        text = request.query_params.get(self.page_size_query_param)
+        if text is None:
+            return self.page_size
+        if not (text.isascii() and text.isdecimal() and len(text) <= 4 and 1 <= int(text) <= self.max_page_size):
+            raise serializers.ValidationError({"limit": f"limit is a whole number from 1 to {self.max_page_size:,}."})
+        return int(text)
+
     def decode_cursor(self, request):
         cursor = super().decode_cursor(request)
         if cursor is not None and cursor.position is not None:
@@ -168,12 +215,6 @@ class ResolutionCursorPagination(CursorPagination):
 
     def get_paginated_response(self, data):
         return Response({"results": data, "next": self.get_next_link()})
-
-    def get_paginated_response_schema(self, schema):
-        return {
-            "type": "object",
-            "properties": {"results": schema, "next": {"type": "string", "format": "uri", "nullable": True}},
-        }
 
 
 class ResolutionOutputSerializer(serializers.Serializer):
@@ -201,10 +242,29 @@ class ResolutionListApi(APIView):
         parameters=[
             OpenApiParameter("from", dt.date, required=False),
             OpenApiParameter("to", dt.date, required=False),
-            OpenApiParameter("limit", int, required=False, description="Page size, 1 to 1,000 (default 100)."),
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": 1000},
+                required=False,
+                description="Page size, 1 to 1,000 (default 100).",
+            ),
             OpenApiParameter("cursor", str, required=False),
         ],
-        responses={200: ResolutionOutputSerializer(many=True), 400: ERRORS, 401: ERRORS, 403: ERRORS, 404: ERRORS},
+        responses={
+            200: inline_serializer(
+                "ResolutionPage",
+                {
+                    "results": ResolutionOutputSerializer(many=True),
+                    "next": serializers.URLField(
+                        allow_null=True, help_text="The next page's full URL; null at the end."
+                    ),
+                },
+            ),
+            400: ERRORS,
+            401: ERRORS,
+            403: ERRORS,
+            404: OpenApiResponse(ERRORS, description="The cursor is not one of ours (or no longer valid)."),
+        },  # fmt: skip
     )
     def get(self, request):
         params = DateRangeSerializer(data=request.query_params, context={"required": False})
@@ -220,7 +280,7 @@ class ResolutionVoidApi(APIView):
     permission_classes = [IsStaffRole]
 
     class InputSerializer(serializers.Serializer):
-        reason = serializers.CharField(max_length=2000)
+        reason = StrictCharField(max_length=2000)
 
     @extend_schema(
         summary="Void a disputed resolution (staff; audited)",

@@ -18,6 +18,7 @@ from accounts.idempotency import idempotency_key_parameter, idempotent
 from accounts.permissions import IsAdminRole
 from accounts.selectors import price_plan_version_given
 from billing_portal.api_errors import ERRORS
+from billing_portal.serializer_fields import StrictIntegerField
 
 from .models import PriceSimulation
 from .services.simulation import (
@@ -84,12 +85,12 @@ class PriceSimulationRowSerializer(serializers.Serializer):
 
 
 class StartInputSerializer(serializers.Serializer):
-    version_id = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
-    periods = serializers.IntegerField(
+    version_id = StrictIntegerField(min_value=1, max_value=2**31 - 1)
+    periods = StrictIntegerField(
         min_value=MIN_PERIODS, max_value=MAX_PERIODS, default=DEFAULT_PERIODS,
         help_text=f"Each account's last closed billing periods to re-price ({MIN_PERIODS} to {MAX_PERIODS}).",
     )  # fmt: skip
-    filter_version_id = serializers.IntegerField(
+    filter_version_id = StrictIntegerField(
         min_value=1, max_value=2**31 - 1, required=False, allow_null=True,
         help_text="Only the accounts now on this version.",
     )  # fmt: skip
@@ -109,7 +110,7 @@ DETAIL_OUTPUT = inline_serializer(
 
 def _whole(request, name: str, default: int, maximum: int) -> int:
     text = request.query_params.get(name)
-    if text is None or text == "":
+    if text is None:  # given empty, it is refused like any other text that is not a number (the schema's integer)
         return default
     if not (text.isascii() and text.isdecimal() and len(text) < 10 and 1 <= int(text) <= maximum):
         raise ValidationError({name: f"{name} is a whole number from 1 to {maximum:,}."})
@@ -162,9 +163,19 @@ class PriceSimulationDetailApi(APIView):
     @extend_schema(
         summary="One price simulation: status, progress, totals and its accounts, largest movers first",
         parameters=[
-            OpenApiParameter("page", int, required=False),
-            OpenApiParameter("page_size", int, required=False, description=f"1 to {ROWS_PAGE_SIZE_MAX}"),
-            OpenApiParameter("plan_version_id", int, required=False, description="Only accounts on this version."),
+            OpenApiParameter("page", {"type": "integer", "minimum": 1, "maximum": 10**8}, required=False),
+            OpenApiParameter(
+                "page_size",
+                {"type": "integer", "minimum": 1, "maximum": ROWS_PAGE_SIZE_MAX},
+                required=False,
+                description=f"1 to {ROWS_PAGE_SIZE_MAX}",
+            ),
+            OpenApiParameter(
+                "plan_version_id",
+                {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+                required=False,
+                description="Only accounts on this version.",
+            ),
         ],
         responses={200: DETAIL_OUTPUT, 400: ERRORS, 404: ERRORS},
     )
@@ -173,7 +184,7 @@ class PriceSimulationDetailApi(APIView):
         page_size = _whole(request, "page_size", ROWS_PAGE_SIZE, ROWS_PAGE_SIZE_MAX)
         number = _whole(request, "page", 1, 10**8)
         version_text = request.query_params.get("plan_version_id")
-        version_id = _whole(request, "plan_version_id", 0, 2**31 - 1) if version_text else None
+        version_id = _whole(request, "plan_version_id", 0, 2**31 - 1) if version_text is not None else None
         rows = price_simulation_rows(simulation=simulation, plan_version_id=version_id)
         paginator = Paginator(rows, page_size)
         count = paginator.count
