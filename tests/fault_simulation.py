@@ -5,7 +5,7 @@ payload, late and out-of-order events, handoffs, refused events), billing cycles
 promotional grants, credit purchases and their (late, repeated) paid webhooks, seat conversions, expiries,
 repeated Celery deliveries; Stripe faults (429, 500, 500 after record, hang past the client timeout) armed
 before a step, and crashes between a Stripe answer and the recording of its outcome (a SimulatedCrash raised
-after the k-th Stripe write of the step, so a later step must finish the work).
+after the k-th Stripe write of the step, or just before it is sent, so a later step must finish the work).
 
 After every step the invariants hold (`check_step`): each pack's ledger sum = its remaining >= 0; every
 resolution funded at most once and as its ledger says; Stripe's meter holds only events the portal sent;
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import re
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from io import StringIO
 
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 
 from accounts.models import BillingPeriod, CreditPackOffer, PricePlan
 from accounts.services.provisioning import account_provision
@@ -46,7 +47,8 @@ from credits.purchases import OPEN as PURCHASE_OPEN
 from credits.purchases import credit_pack_invoice_event_apply, credit_pack_purchase
 from credits.services import credit_pack_grant, credit_packs_expire
 from resolutions.billing_cycle import billing_cycle_run
-from resolutions.models import ConversationEvent, MeterReport, MeterWindow, PendingEvaluation, Resolution
+from resolutions.models import Conversation as ConversationState
+from resolutions.models import ConversationEvent, DailyUsage, MeterReport, MeterWindow, PendingEvaluation, Resolution
 from resolutions.selectors import METER_OPEN_STATES
 from resolutions.services import resolution_void, resolutions_fund
 from resolutions.services.metering import meter_accounts_due
@@ -72,6 +74,8 @@ FAULT_PATHS = ["/v1/", "/v1/billing/meter_events", "/v1/invoices", "/v1/subscrip
 FAULT_MODES = ["429", "500", "500_after_record", "hang"]
 
 
+_RANDOM_IDS = re.compile(r"\b(req|in|ii|cus|sub|si|price|prod|evt|mtr|pi|ch)_[A-Za-z0-9]+")  # Stripe's own ids
+_UUIDS = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _REAL_CALL = stripe_client.call  # the unpatched call, whatever a test patched since
 
 
@@ -129,7 +133,8 @@ class Simulation:
         self.grant_keys: list[tuple[int, str, int]] = []
         self.purchase_keys: list[tuple[int, str]] = []
         self.counter = 0
-        self.crash_after: int | None = None  # crash after this many Stripe writes in the current step
+        self.crash_after: int | None = None  # crash at this Stripe write of the current step
+        self.crash_when = "after"  # after Stripe answered (the usual), or before it is asked
         self.writes = 0
         self.hang_armed = False
         self.offer = None
@@ -168,12 +173,16 @@ class Simulation:
                     if self.hang_armed:
                         self._emulator_idle()
 
-            result = real_call(operation, attempt, idempotency_key=idempotency_key)
+            crash = None
             if idempotency_key is not None and self.crash_after is not None:
                 self.writes += 1
                 if self.writes >= self.crash_after:
-                    self.crash_after = None
-                    raise SimulatedCrash(f"crash after Stripe answered {operation}")
+                    crash, self.crash_after = self.crash_when, None
+            if crash == "before":  # what the caller recorded before the call (e.g. a row `sent`) stays
+                raise SimulatedCrash(f"crash before Stripe was asked to {operation}")
+            result = real_call(operation, attempt, idempotency_key=idempotency_key)
+            if crash == "after":
+                raise SimulatedCrash(f"crash after Stripe answered {operation}")
             return result
 
         monkeypatch.setattr(stripe_client, "call", call)
@@ -197,6 +206,7 @@ class Simulation:
         for _ in range(self.steps):
             self.step_no += 1
             self._advance()
+            self._deliver_aging_parts()
             kind = self.rng.choices(names, weights)[0]
             self._step(kind)
         self.step_no += 1
@@ -221,8 +231,9 @@ class Simulation:
             armed.append(self._arm_fault())
         if stripe_step and self.rng.random() < 0.2:
             self.crash_after = self.rng.randint(1, 4)
+            self.crash_when = self.rng.choice(["after", "after", "before"])
             self.writes = 0
-            armed.append(f"crash after write {self.crash_after}")
+            armed.append(f"crash {self.crash_when} write {self.crash_after}")
         with self.at(self.now):
             try:
                 outcome = getattr(self, f"_do_{kind}")()
@@ -237,6 +248,7 @@ class Simulation:
         self.check_step()
 
     def _record(self, kind: str, armed: list[str], outcome: str) -> None:
+        outcome = _RANDOM_IDS.sub(lambda m: f"{m.group(1)}_*", _UUIDS.sub("<uuid>", outcome))  # not the seed's
         faults = f" [{'; '.join(armed)}]" if armed else ""
         self.log.append(f"#{self.step_no} {self.now.isoformat()} {kind}{faults}: {outcome}")
 
@@ -286,6 +298,26 @@ class Simulation:
         self.conversations.append(conversation)
         return conversation
 
+    def _young(self, event: dict, days: int = 34) -> bool:
+        return dt.datetime.fromisoformat(event["occurred_at"]) >= self.now - days * DAY
+
+    def _deliver_aging_parts(self) -> None:
+        """Late parts are sent before they pass 28 days (steps move the clock at most 3 days): a client that
+        holds an event past Stripe's 35 days has it refused, which is not what the simulation tests."""
+        for k in range(self.n_accounts):
+            batch = []
+            for c in self.conversations:
+                if c.account == k and c.unsent and not all(self._young(e, days=28) for e in c.unsent):
+                    batch += c.unsent
+                    c.unsent = []
+            if batch:
+                with self.at(self.now):
+                    response = self._post(k, batch)
+                self._check(response.status_code == 202, f"late parts refused: {response.content}")
+                self.accepted_ids[k].update(e["id"] for e in batch)
+                self.sent_batches.append((k, batch))
+                self._record("late_parts", [], f"account {k}: {len(batch)} events, {response.json()['accepted']} new")
+
     def _do_ingest(self) -> str:
         k = self.rng.randrange(self.n_accounts)
         batch: list[dict] = []
@@ -295,15 +327,15 @@ class Simulation:
         for c in self.conversations:  # late parts of earlier conversations (forced before they get too old)
             if c.account == k and c.unsent:
                 oldest = min(dt.datetime.fromisoformat(e["occurred_at"]) for e in c.unsent)
-                if self.rng.random() < 0.5 or oldest < self.now - 25 * DAY:
+                if self.rng.random() < 0.5 or oldest < self.now - 20 * DAY:
                     batch += c.unsent
                     c.unsent = []
         accepted = self.accepted_ids[k]
         new_ids = {e["id"] for e in batch} - accepted
         if self.sent_batches and self.rng.random() < 0.3:  # a retried earlier batch's events, mixed in
             k_old, old = self.rng.choice(self.sent_batches)
-            if k_old == k:
-                batch += old[: self.rng.randint(1, len(old))]
+            if k_old == k:  # those still young enough to be taken (a 36-day-old one is refused, rightly)
+                batch += [e for e in old[: self.rng.randint(1, len(old))] if self._young(e)]
         if self.rng.random() < 0.2:
             batch.append(dict(batch[0]))  # the same event twice in one batch
         self.rng.shuffle(batch)
@@ -327,8 +359,9 @@ class Simulation:
         self.conversations.remove(fresh)
         batch = [dict(e) for e in fresh.events]
         choice = self.rng.choice(["conflict", "too_old", "future"])
-        if choice == "conflict" and self.sent_batches:
-            k, old = self.rng.choice(self.sent_batches)
+        young = [(k_old, old) for k_old, old in self.sent_batches if self._young(old[0], days=30)]
+        if choice == "conflict" and young:
+            k, old = self.rng.choice(young)
             changed = dict(old[0])
             changed["occurred_at"] = (dt.datetime.fromisoformat(changed["occurred_at"]) - MINUTE).isoformat()
             batch = [dict(e) for e in fresh.events if fresh.account == k] + [changed]
@@ -425,7 +458,7 @@ class Simulation:
             pack = credit_pack_purchase(account=self.accounts[k].account, offer=self.offer, actor="simulation",
                                         idempotency_key=key)  # fmt: skip
         except (StripeFailure, ValidationError) as exc:
-            return f"account {k}: {key} {exc.__class__.__name__}"
+            return f"account {k}: {key} {exc.__class__.__name__} {str(exc)[:120]}"
         return f"account {k}: {key} {pack.status}/{pack.purchase_state}"
 
     def _do_webhook(self) -> str:
@@ -464,7 +497,7 @@ class Simulation:
                 idempotency_key=f"sim-conversion-{self.seed}-{self.step_no}",
             )  # fmt: skip
         except (StripeFailure, ValidationError) as exc:
-            return f"account {k}: {exc.__class__.__name__}"
+            return f"account {k}: {exc.__class__.__name__} {str(exc)[:120]}"
         return f"account {k}: {conversion.status}, {conversion.credits} credits"
 
     def _do_expire(self) -> str:
@@ -536,6 +569,7 @@ class Simulation:
         self.inv_funding()
         self.inv_meter_known()
         self.inv_events_stored()
+        self.inv_rollups()
 
     def inv_ledger(self) -> None:
         """Each pack's ledger sum = its remaining >= 0; written-off credit never negative."""
@@ -610,6 +644,26 @@ class Simulation:
                 f"extra {sorted(set(stored) - self.accepted_ids[k])[:5]})",
             )
 
+    def inv_rollups(self) -> None:
+        """The daily rollups the usage pages read add up to the resolutions they count (non-voided ones: all,
+        credited, overage, their money, confirmed) and to the escalated conversations."""
+        for k, provisioned in enumerate(self.accounts):
+            account = provisioned.account
+            rolled = DailyUsage.objects.filter(account=account).aggregate(
+                n=Sum("resolutions"), credited=Sum("credited"), overage=Sum("overage"), amount=Sum("amount_minor"),
+                confirmed=Sum("confirmed"), escalated=Sum("escalated"),
+            )  # fmt: skip
+            live = Resolution.objects.filter(account=account, voided_at__isnull=True)
+            counted = live.aggregate(
+                n=Count("pk"), credited=Count("pk", filter=Q(funding="credit")),
+                overage=Count("pk", filter=Q(funding="overage")), amount=Sum("amount_minor"),
+                confirmed=Count("pk", filter=Q(kind="confirmed")),
+            )  # fmt: skip
+            counted["escalated"] = ConversationState.objects.filter(account=account, escalated_at__isnull=False).count()
+            rolled = {name: value or 0 for name, value in rolled.items()}
+            counted = {name: value or 0 for name, value in counted.items()}
+            self._check(rolled == counted, f"account {k}: daily rollups {rolled}, resolutions {counted}")
+
     def check_quiet(self) -> None:
         self._check(not self._pending(), f"still pending: {self._pending()}")
         for k, provisioned in enumerate(self.accounts):
@@ -672,6 +726,11 @@ class Simulation:
             )
             if got:
                 self._check(got[2] in ("credit", "overage"), f"{c.conversation_id} is {got[2]} at quiescence")
+        # The plan has one flat price (99 cents, no tiers): an overage resolution costs that, a credited one 0.
+        for cid, funding, amount in Resolution.objects.filter(voided_at__isnull=True).values_list(
+            "conversation_id", "funding", "amount_minor"
+        ):
+            self._check(amount == (99 if funding == "overage" else 0), f"{cid} ({funding}) priced {amount}")
 
     # --- the final state, to compare two runs of one seed ------------------------------------------------
     def final_state(self) -> dict:
