@@ -234,6 +234,11 @@ class Simulation:
             self.crash_when = self.rng.choice(["after", "after", "before"])
             self.writes = 0
             armed.append(f"crash {self.crash_when} write {self.crash_after}")
+        unfunded = None
+        if kind in ("cycle", "fund"):
+            unfunded = set(
+                Resolution.objects.filter(funding="unfunded", voided_at__isnull=True).values_list("pk", flat=True)
+            )
         with self.at(self.now):
             try:
                 outcome = getattr(self, f"_do_{kind}")()
@@ -246,6 +251,8 @@ class Simulation:
                 self.crash_after, self.hang_armed = None, False
         self._record(kind, armed, outcome)
         self.check_step()
+        if unfunded:
+            self.inv_no_overage_beside_credit(unfunded)
 
     def _record(self, kind: str, armed: list[str], outcome: str) -> None:
         outcome = _RANDOM_IDS.sub(lambda m: f"{m.group(1)}_*", _UUIDS.sub("<uuid>", outcome))  # not the seed's
@@ -608,6 +615,25 @@ class Simulation:
             .filter(n__gt=1)
         )
         self._check(not doubles.exists(), f"two billable resolutions for one conversation: {list(doubles)}")
+
+    def inv_no_overage_beside_credit(self, unfunded: set[int]) -> None:
+        """No overage for a resolution that had credit: a resolution this step funded as overage had no pack of
+        its account covering its instant with credit left (active, or written off and reclaimable), not
+        counting packs created during the step (a seat conversion grants after the cycle's funding)."""
+        overage = Resolution.objects.filter(pk__in=unfunded, funding="overage", voided_at__isnull=True)
+        for pk, account_id, cid, resolved_at in overage.values_list(
+            "pk", "account_id", "conversation_id", "resolved_at"
+        ):
+            with_credit = CreditPack.objects.filter(
+                Q(status="active", remaining__gt=0) | Q(status="expired", written_off__gt=0),
+                account_id=account_id, starts_at__lte=resolved_at, expires_at__gt=resolved_at,
+                created_at__lt=self.now,
+            )  # fmt: skip
+            self._check(
+                not with_credit.exists(),
+                f"{cid} (resolution {pk}) funded as overage beside credit: "
+                f"{list(with_credit.values('pk', 'status', 'remaining', 'written_off', 'starts_at', 'expires_at'))}",
+            )
 
     def inv_meter_known(self) -> None:
         """Stripe's meter holds only events the portal sent (rows sent or confirmed), and every confirmed row
