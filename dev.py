@@ -4,6 +4,7 @@
     python3 dev.py demo   # virtualenv + install + migrate + demo data + serve on http://127.0.0.1:8000
     python3 dev.py test   # virtualenv + install + the whole test suite (pytest args may follow)
     python3 dev.py lint   # ruff check and ruff format --check
+    python3 dev.py faults --seeds 1-500 [--steps 40]   # the seeded fault simulation, many seeds (PostgreSQL)
 
 The virtualenv lives in .venv and is reinstalled only when pyproject.toml changes.
 """
@@ -164,8 +165,33 @@ def lint(args: list[str]) -> int:
     return max(subprocess.run(check, cwd=ROOT).returncode for check in checks)
 
 
+def faults(args: list[str]) -> int:
+    """The fault simulation (tests/fault_simulation.py) over many seeds; a failing seed prints its step log and
+    replays with --seeds N. Needs DATABASE_URL on PostgreSQL; other arguments go to pytest."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="dev.py faults")
+    parser.add_argument("--seeds", default="1-100", help="e.g. 7, 1-500 or 1,5,9-12 (default 1-100)")
+    parser.add_argument("--steps", type=int, default=40, help="random steps per seed before quiescence (40)")
+    known, rest = parser.parse_known_args(args)
+    ensure_venv()
+    env = {**os.environ, "FAULT_SEEDS": known.seeds, "FAULT_STEPS": str(known.steps)}
+    command = [
+        PY,
+        "-m",
+        "pytest",
+        "tests/test_fault_simulation.py",
+        "-k",
+        "invariants",
+        "-p",
+        "no:cacheprovider",
+        *rest,
+    ]
+    return subprocess.run(command, cwd=ROOT, env=env).returncode
+
+
 def main() -> int:
-    commands = {"demo": demo, "test": test, "lint": lint}
+    commands = {"demo": demo, "test": test, "lint": lint, "faults": faults}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__)
         return 2

@@ -181,7 +181,14 @@ def seat_conversion_resume(*, conversion: SeatConversion, actor: Actor = "system
                 actor=actor, starts_at=conversion.created_at, expires_at=conversion.term_end,
                 unit_amount_decimal=conversion.conversion_unit_amount_decimal,
                 reason=f"{conversion.seats} seat(s) converted", idempotency_key=f"grant:conversion:{conversion.uid}",
+                term_over_ok=True,  # resumed after the term ended: the seats are gone, the credits are owed
             )  # fmt: skip
+            if conversion.term_end <= clock.now():
+                logger.error(
+                    "Seat conversion %s finished after its term ended (%s): its %s credit(s) expire unused; "
+                    "review whether the customer is owed a refund", conversion.uid, conversion.term_end,
+                    conversion.credits,
+                )  # fmt: skip
             conversion.pack, conversion.status = pack, SeatConversion.Status.DONE
             conversion.save(update_fields=["pack", "status"])
             audit_log_write(

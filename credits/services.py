@@ -48,11 +48,17 @@ def credit_pack_grant(
     reason: str = "",
     offer: CreditPackOffer | None = None,
     idempotency_key: str | None = None,
+    term_over_ok: bool = False,
 ) -> CreditPack:
     """Create an active pack and its grant entry, keyed by its cause, never by the clock: without a caller key
     the entry's key is the new pack's (`grant:pack:<uid>`), so two grants are two packs even at one frozen
     instant; with one, it is derived from (account, key) and a repeat returns the first pack (a repeat with
-    another quantity or source is refused). Closed accounts get nothing."""
+    another quantity or source is refused). Closed accounts get nothing.
+
+    `term_over_ok` (a seat conversion resumed after its term ended, e.g. after a crash between its Stripe step
+    and its grant) grants a pack whose expiry has passed: its seats are already gone in Stripe, so refusing
+    would leave seats removed without credits, retried for ever. The expiry sweep writes it off as breakage
+    and late resolutions of its term still draw on it."""
     if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= MAX_GRANT:
         raise ValidationError({"quantity": f"Grant a whole number of resolutions from 1 to {MAX_GRANT:,}."})
     if source not in CreditPack.Source.values:
@@ -65,7 +71,7 @@ def credit_pack_grant(
     expires_at = expires_at or starts_at + DEFAULT_VALIDITY
     if expires_at <= starts_at:
         raise ValidationError({"expires_at": "A pack must expire after it starts."})
-    if expires_at <= now:
+    if expires_at <= now and not term_over_ok:
         raise ValidationError({"expires_at": "This pack would already be expired."})
     if source == CreditPack.Source.PROMOTIONAL and not reason.strip():
         raise ValidationError({"reason": "Say why promotional credit is granted (it is audited)."})

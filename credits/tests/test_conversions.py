@@ -86,6 +86,43 @@ def test_a_crash_between_the_steps_is_finished_by_a_retry_and_never_grants_twice
     assert seat_quantity(account) == 7
 
 
+def test_a_conversion_resumed_after_its_term_ended_still_grants_its_credits_once(account, monkeypatch, manager):
+    """Found by the fault simulation (seed 86): a crash after Stripe removed the seats, near the term's end; the
+    resume after the term ended was refused ("would already be expired") on every cycle: seats gone, no credits."""
+    import datetime as dt
+
+    import credits.conversions as conversions
+    from billing_portal import clock
+    from credits.services import credit_packs_expire
+
+    def crash(**kwargs):
+        raise RuntimeError("worker killed")
+
+    monkeypatch.setattr(conversions, "credit_pack_grant", crash)
+    with pytest.raises(RuntimeError):
+        seat_conversion_confirm(account=account, seats=2, actor=manager)
+    monkeypatch.undo()
+    conversion = SeatConversion.objects.get()
+    assert conversion.status == "seats_reduced" and seat_quantity(account) == 8
+    after_term = conversion.term_end + dt.timedelta(hours=1)
+    with clock.frozen(after_term):
+        assert conversions.seat_conversions_resume_stalled(now=after_term) == 1
+        assert conversions.seat_conversions_resume_stalled(now=after_term) == 0
+        credit_packs_expire(now=after_term)
+    conversion.refresh_from_db()
+    pack = CreditPack.objects.get()
+    assert conversion.status == "done" and conversion.pack == pack and pack.granted == conversion.credits > 0
+    assert (pack.expires_at, pack.status, pack.remaining, pack.written_off) == (
+        conversion.term_end, "expired", 0, conversion.credits,
+    )  # fmt: skip
+    assert CreditLedgerEntry.objects.filter(kind="grant").count() == 1 and seat_quantity(account) == 8
+    with clock.frozen(after_term), pytest.raises(ValidationError, match="already be expired"):  # others still refused
+        from credits.services import credit_pack_grant
+
+        credit_pack_grant(account=account, quantity=1, source="seat_conversion", actor="test", reason="x",
+                          starts_at=conversion.created_at, expires_at=conversion.term_end)  # fmt: skip
+
+
 def test_a_stripe_outage_on_the_seat_step_is_resumed_later(account, stripe_emulator, settings, manager):
     settings.STRIPE_MAX_RETRIES = 0
     stripe_emulator.add_fault(path_prefix="/v1/subscription_items/", method="POST", mode="500_after_record", count=1)
