@@ -332,6 +332,8 @@ CELERY_TASK_ROUTES = {
     "accounts.tasks.provisioning_cleanup_task": {"queue": "cycle"},
     # Price simulations: long, staff-started; never in the way of billing.
     "resolutions.tasks.price_simulation_task": {"queue": "simulations"},
+    # The daily archive of old raw events: long, bounded batches; never in the way of billing.
+    "resolutions.tasks.events_archive_task": {"queue": "simulations"},
 }
 # Every periodic task is here and nowhere else (tests/test_celery_config.py checks the app's schedule is this).
 CELERY_BEAT_SCHEDULE: dict = {
@@ -341,7 +343,14 @@ CELERY_BEAT_SCHEDULE: dict = {
     "stripe-catalog-retry": {"task": "accounts.tasks.stripe_catalog_retry_task", "schedule": 600.0},
     # Reported meter totals against Stripe's meter event summaries; differences go to the admins.
     "meter-reconcile": {"task": "resolutions.tasks.meter_reconcile_task", "schedule": 3600.0},
+    # Raw events of conversations finished long ago move to the archive (off unless EVENTS_ARCHIVE_AFTER_DAYS).
+    "events-archive": {"task": "resolutions.tasks.events_archive_task", "schedule": 86400.0},
 }
+# Days after which a finished conversation's raw events are archived by the daily `events-archive` task; 0 (the
+# default) leaves them. At least 42: events may arrive up to 35 days late (docs/data-lifecycle.md).
+EVENTS_ARCHIVE_AFTER_DAYS = env.int("EVENTS_ARCHIVE_AFTER_DAYS", default=0)
+if EVENTS_ARCHIVE_AFTER_DAYS and EVENTS_ARCHIVE_AFTER_DAYS < 42:
+    raise ImproperlyConfigured("EVENTS_ARCHIVE_AFTER_DAYS must be 0 (off) or at least 42 (the late window and a week).")
 
 # --- Stripe -----------------------------------------------------------------------------------------
 # One pinned API version for every call (stripe-python 15.x speaks it; dj-stripe 2.11 accepts it).

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import datetime as dt
+
 from celery import shared_task
+from django.conf import settings
 
 from billing_portal import clock
 from billing_portal.stripe_client import StripeUnavailable
 
 from .billing_cycle import billing_cycle_run
 from .services import conversations_evaluate_pending
+from .services.archive import archive_cutoff_latest, conversation_events_archive
 from .services.metering import meter_report_account
 from .services.reconciliation import meter_reconcile
 from .services.simulation import LEASE, SimulationBusy, price_simulation_run
@@ -51,6 +55,20 @@ def meter_reconcile_task() -> dict:
     The billing cycle's `reconcile` step then waits an hour; two overlapping runs decide one after the other
     per account, and an e-mail is sent once."""
     return meter_reconcile(now=clock.now()).as_dict()
+
+
+@shared_task(acks_late=True)
+def events_archive_task() -> dict | None:
+    """The daily archive of old raw events (beat `events-archive`), when EVENTS_ARCHIVE_AFTER_DAYS is set: the
+    events of conversations finished more than that many days ago move to the archive table
+    (docs/data-lifecycle.md). Off (None) by default. Safe to run twice or to stop: each batch is one transaction
+    and a second run finds nothing left to move."""
+    days = settings.EVENTS_ARCHIVE_AFTER_DAYS
+    if not days:
+        return None
+    now = clock.now()
+    before = min(now - dt.timedelta(days=days), archive_cutoff_latest(now=now))
+    return vars(conversation_events_archive(before=before, now=now))
 
 
 @shared_task(bind=True, acks_late=True, max_retries=12)

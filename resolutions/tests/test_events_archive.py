@@ -193,3 +193,17 @@ def test_a_run_that_moved_events_leaves_fresh_statistics(history):
     assert analyzed() == [f'ANALYZE "{ConversationEvent._meta.db_table}"',
                           f'ANALYZE "{ConversationEventArchive._meta.db_table}"']  # fmt: skip
     assert analyzed() == []  # nothing left to move
+
+
+def test_the_daily_task_is_off_by_default_and_archives_past_its_days_when_set(history, settings):
+    from resolutions.tasks import events_archive_task
+
+    with clock.frozen(LATER):
+        assert events_archive_task.apply().get() is None  # off: nothing moves
+        assert ConversationEventArchive.objects.count() == 0
+        settings.EVENTS_ARCHIVE_AFTER_DAYS = 42
+        result = events_archive_task.apply().get()
+    assert (result["conversations"], result["events"]) == (3, 5)  # as the command with --before LATER - 42 days
+    assert _live_conversations() == ["c4", "c5"]
+    with clock.frozen(LATER):
+        assert events_archive_task.apply().get()["events"] == 0  # a second run (a redelivery) moves nothing
