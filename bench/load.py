@@ -924,14 +924,36 @@ def main(argv=None) -> int:  # noqa: C901 - one run, in order
         f"of {len(batches):,} | |",
         f"| client behind schedule, max | {client.lag_max:.2f} s | | |",
         f"| evaluation queue empty after the last 202 | {caught_up:.1f} s | | |",
-        "",
     ]
+    # Latency by phase: before the first fault, from it to 30 s after the last, and after that.
+    if faults.faults:
+        first_fault, last_fault = faults.faults[0].done_at, faults.faults[-1].done_at + 30
+        phases = {
+            "before the faults": [b for b in done if b.sent_at < first_fault],
+            "during the faults (first fault to 30 s after the last)": [
+                b for b in done if first_fault <= b.sent_at < last_fault
+            ],
+            "after the faults": [b for b in done if b.sent_at >= last_fault],
+        }
+        for name, phase in phases.items():
+            values = [b.done_at - b.sent_at for b in phase]
+            lines.append(
+                f"| batch time incl. retries p50 / p95, {name} | {percentile(values, 0.5) * 1000:,.0f} / "
+                f"{percentile(values, 0.95) * 1000:,.0f} ms | {len(phase):,} batches | "
+                f"{percentile(values, 0.95) / base95:.1f}x |"
+            )
+    lines.append("")
     if retried:
         failures = Counter(f.split(" ", 2)[1].rstrip(":") for b in retried for f in b.failures)
         lines.append(f"Failed attempts by answer: {dict(failures)}; first: {retried[0].failures[0]}")
         lines.append("")
     failed_steps = [s["name"] + ": " + s["error"][:200] for t in ticks for s in t["steps"] if s["status"] == "failed"]
-    lines.append(f"Final billing_tick runs: {len(ticks)}; failed steps: {failed_steps or 'none'}")
+    keys = ("evaluated_resolutions", "assumed_resolutions", "credited", "overage", "meter_events_confirmed")
+    left = {k: sum(t.get(k, 0) for t in ticks) for k in keys}
+    lines.append(
+        f"Final billing_tick runs: {len(ticks)} (left for them by the run's own beat and worker: {left}); "
+        f"failed steps: {failed_steps or 'none'}"
+    )
     lines.append("")
     for c in checks:
         lines.append(f"- {'ok' if c.ok else 'FAIL'}: {c.name}: {c.detail}")
