@@ -828,6 +828,10 @@ def main(argv=None) -> int:  # noqa: C901 - one run, in order
     command = ".venv/bin/python bench/load.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     date = time.strftime("%a %b %d %H:%M:%S UTC %Y", time.gmtime())
     machine = machine_facts(args.pg)
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                           text=True).stdout  # fmt: skip
+    code = f"{head.strip() or 'unknown'}" + (" with uncommitted changes" if dirty.strip() else "")
     rng = random.Random(args.seed)
     work = tempfile.TemporaryDirectory(prefix="bench-load-")
     run = Run(args, Path(work.name))
@@ -896,6 +900,7 @@ def main(argv=None) -> int:  # noqa: C901 - one run, in order
         "",
         f"- command: `{command}`",
         f"- machine: {machine}",
+        f"- code: {code}",
         f"- workload: {n_events:,} events ({sum(a.duplicates_sent for a in accounts):,} of them duplicates) in "
         f"{len(batches):,} batches of <= {args.batch_size}, {args.accounts} accounts on fin-standard (24 h window), "
         f"{args.threads} client threads on a fixed schedule; gunicorn {args.workers} sync workers; one Celery worker "
