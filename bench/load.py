@@ -67,8 +67,16 @@ class Children:
     def __init__(self, log_dir: Path):
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen] = {}
+        self.lock = threading.Lock()
+        self.closed = False
 
     def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+        with self.lock:  # a fault thread restarting a process while the run stops must not leave one behind
+            if self.closed:
+                raise LoadError(f"not starting {name}: the run is stopping")
+            return self._start(name, cmd, env)
+
+    def _start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the child
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
@@ -101,6 +109,8 @@ class Children:
             pass
 
     def stop_all(self) -> None:
+        with self.lock:
+            self.closed = True
         for name in reversed(list(self.procs)):
             self.stop(name)
 
@@ -382,6 +392,8 @@ class Faults(threading.Thread):
     def run(self) -> None:
         try:
             for fault in self.faults:
+                if self.stopping.is_set():
+                    return
                 delay = self.started + fault.at - time.perf_counter()
                 if delay > 0 and self.stopping.wait(delay):
                     return
@@ -825,6 +837,8 @@ def main(argv=None) -> int:  # noqa: C901 - one run, in order
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _sigterm)
+    # Ctrl-C stops everything even when the run was started in the background (where SIGINT starts ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     command = ".venv/bin/python bench/load.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     date = time.strftime("%a %b %d %H:%M:%S UTC %Y", time.gmtime())
     machine = machine_facts(args.pg)
@@ -880,6 +894,8 @@ def main(argv=None) -> int:  # noqa: C901 - one run, in order
             client.stopping.set()
         if faults is not None:
             faults.stopping.set()
+            if faults.is_alive():
+                faults.join(30)  # a restart under way finishes (or gives up) before everything is stopped
         logs = {name: run.children.log_tail(name, 1500) for name in ("gunicorn", "worker", "beat")}
         run.children.stop_all()
         if not args.keep_db:
