@@ -7,9 +7,11 @@ window never straddles two invoices. Funding adds its new overage to the windows
 away, in their own transactions (`meter_windows_move`); nothing here scans the resolutions.
 
 Timestamps. A window's events carry `meter_event_timestamp(window)`: the window's start, or for a period's
-first window (which starts at the period's start, mid-minute) the next whole minute. Every event of a
-period then lies in [ceil_minute(period start), period end), so Stripe's meter event summaries, whose
-bounds must be whole minutes, count exactly one period's events over `meter_summary_bounds(period)`.
+first window (which starts at the period's start, mid-minute) the next whole minute, even when that is the
+window's end (a first window shorter than a minute: the period began in its slot's last minute). Every event
+of a period then lies in [ceil_minute(period start), period end), so Stripe's meter event summaries, whose
+bounds must be whole minutes, count exactly one period's events over `meter_summary_bounds(period)`; two
+windows may then share a minute, so a question about one minute counts the account's rows of that minute.
 """
 
 from __future__ import annotations
@@ -64,11 +66,16 @@ def window_bounds(
     return max(aligned, period_start), min(aligned + dt.timedelta(seconds=size), period_end), period_start
 
 
-def meter_event_timestamp(window_start: dt.datetime, window_end: dt.datetime) -> dt.datetime:
-    """The timestamp of a window's events: its start, moved to the next whole minute if that is still in
-    the window (only a period's first window starts mid-minute)."""
+def meter_event_timestamp(
+    window_start: dt.datetime, window_end: dt.datetime, *, period_end: dt.datetime
+) -> dt.datetime:
+    """The timestamp of a window's events: its start, moved to the next whole minute (only a period's first
+    window starts mid-minute). That minute may be the window's end, when the window is shorter than a minute:
+    the event is still inside its period and inside `meter_summary_bounds`, where the window's start is not
+    (it would be billed but never counted by reconciliation). Only a period shorter than a minute keeps its
+    start (no whole minute of it exists; reconciliation counts nothing for it)."""
     moved = _ceil_minute(window_start)
-    return moved if moved < window_end else window_start
+    return moved if moved < window_end or (moved == window_end and moved < period_end) else window_start
 
 
 def meter_summary_bounds(period_start: dt.datetime, period_end: dt.datetime) -> tuple[int, int]:
@@ -169,7 +176,7 @@ def _plan(account: Account, now: dt.datetime) -> tuple[int, int]:
         for window in windows:
             delta = window.overage - window.reported
             sequence = sequences.get(window.pk, 0)
-            timestamp = meter_event_timestamp(window.start, window.end)
+            timestamp = meter_event_timestamp(window.start, window.end, period_end=window.period_end)
             row = MeterReport(
                 account_id=account.pk, window=window, sequence=sequence, quantity=delta, timestamp=timestamp,
                 identifier=meter_identifier(account.uid, window.start, sequence), created_at=now,
@@ -289,8 +296,9 @@ def _send(row: MeterReport, customer_id: str, now: dt.datetime) -> None:
 
 def _recorded_by_stripe(row: MeterReport, customer_id: str) -> bool | None:
     """For a row sent more than 23 hours ago with no answer recorded (Stripe has forgotten the identifier
-    by now, so a resend could count twice): whether Stripe's meter holds it, from the summary of its
-    window's minute (every event of a window carries the same timestamp). None if the meter is unknown."""
+    by now, so a resend could count twice): whether Stripe's meter holds it, from the summary of its minute
+    against the account's confirmed rows of that minute (a window's events share one timestamp, and a short
+    first window shares the next one's). None if the meter is unknown."""
     meter = BillingMeter.objects.filter(event_name=settings.STRIPE_METER_EVENT_NAME).first()
     if meter is None:
         return None
@@ -304,9 +312,12 @@ def _recorded_by_stripe(row: MeterReport, customer_id: str) -> bool | None:
     )
     in_stripe = sum(s.aggregated_value for s in summaries.data)
     confirmed = (
-        MeterReport.objects.filter(window_id=row.window_id, state=MeterReport.State.CONFIRMED).aggregate(
-            n=Sum("quantity")
-        )["n"]
+        MeterReport.objects.filter(
+            account_id=row.account_id,
+            state=MeterReport.State.CONFIRMED,
+            timestamp__gte=dt.datetime.fromtimestamp(start, dt.UTC),
+            timestamp__lt=dt.datetime.fromtimestamp(start + 60, dt.UTC),
+        ).aggregate(n=Sum("quantity"))["n"]
         or 0
     )
     return in_stripe == confirmed + row.quantity

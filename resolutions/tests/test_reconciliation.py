@@ -82,7 +82,8 @@ def report(account, period, hours: float, quantity: int, *, state=CONFIRMED, con
         confirmed_at = end + dt.timedelta(minutes=5)
     return MeterReport.objects.create(
         account=account, window=window, sequence=sequence, quantity=quantity, state=state,
-        timestamp=meter_event_timestamp(start, end), identifier=f"recon-{account.pk}-{start:%Y%m%d%H%M%S}-{sequence}",
+        timestamp=meter_event_timestamp(start, end, period_end=period[1]),
+        identifier=f"recon-{account.pk}-{start:%Y%m%d%H%M%S}-{sequence}",
         confirmed_at=confirmed_at, adjustment_minor=quantity * 99 if state == MeterReport.State.ADJUSTMENT else None,
     )  # fmt: skip
 
