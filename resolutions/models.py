@@ -19,16 +19,23 @@ class EventType(models.TextChoices):
     HANDOFF = "handoff", "Handed off to a human"
 
 
-class ConversationEvent(models.Model):
-    """What the AI platform posted, as posted. Append-only; the client's id is unique per account."""
+class ConversationEventColumns(models.Model):
+    """The columns of an event as posted: one definition for the live table and its archive."""
 
-    # No index of its own: the composite indexes below lead with the account (one less index for COPY).
+    # No index of its own: the composite indexes of each table lead with the account (one less index for COPY).
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+", db_index=False)
     event_id = models.CharField(max_length=MAX_ID_LENGTH)
     conversation_id = models.CharField(max_length=MAX_ID_LENGTH)
     type = models.CharField(max_length=24, choices=EventType.choices)
     occurred_at = models.DateTimeField()
     received_at = models.DateTimeField()
+
+    class Meta:
+        abstract = True
+
+
+class ConversationEvent(ConversationEventColumns):
+    """What the AI platform posted, as posted. Append-only; the client's id is unique per account."""
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["account", "event_id"], name="conversation_event_id_unique")]
@@ -38,17 +45,11 @@ class ConversationEvent(models.Model):
         return f"{self.event_id} {self.type} @ {self.occurred_at:%Y-%m-%d %H:%M:%S}"
 
 
-class ConversationEventArchive(models.Model):
+class ConversationEventArchive(ConversationEventColumns):
     """Events of finished conversations moved out of ConversationEvent once their conversation is past the
     late window (docs/data-lifecycle.md, `events_archive`): the same columns, the same unique id per account
     (ingestion still answers a reused id with 409), read only to re-evaluate an archived conversation."""
 
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+", db_index=False)
-    event_id = models.CharField(max_length=MAX_ID_LENGTH)
-    conversation_id = models.CharField(max_length=MAX_ID_LENGTH)
-    type = models.CharField(max_length=24, choices=EventType.choices)
-    occurred_at = models.DateTimeField()
-    received_at = models.DateTimeField()
     archived_at = models.DateTimeField()
 
     class Meta:

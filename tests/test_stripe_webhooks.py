@@ -50,6 +50,14 @@ def new_customer(name="Umbrella"):
     )
 
 
+def customer_mirrored_wait(emulator, customer_id: str) -> None:
+    """Until the emulator has delivered its webhooks and the live server has mirrored the customer (or 10 s)."""
+    assert emulator.webhooks.wait_idle(timeout=20)
+    deadline = time.monotonic() + 10
+    while not Customer.objects.filter(id=customer_id).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def test_endpoint_is_registered_in_stripe_with_its_secret(endpoint):
     remote = stripe_client.call("we", lambda c, o: c.v1.webhook_endpoints.retrieve(endpoint.id), idempotency_key=None)
     assert remote.url == f"http://testserver/stripe/webhook/{endpoint.djstripe_uuid}/"
@@ -169,10 +177,7 @@ def test_emulator_delivers_signed_webhooks_over_http_even_duplicated(stripe_emul
     stripe_webhook_endpoint_ensure(base_url=live_server.url)
     stripe_emulator.webhooks.configure({"duplicate": True})
     customer = new_customer("Wayne Enterprises")
-    assert stripe_emulator.webhooks.wait_idle(timeout=20)
-    deadline = time.monotonic() + 10
-    while not Customer.objects.filter(id=customer.id).exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    customer_mirrored_wait(stripe_emulator, customer.id)
     assert Customer.objects.get(id=customer.id).name == "Wayne Enterprises"
     created = Event.objects.filter(type="customer.created")
     assert created.count() == 1
@@ -187,10 +192,7 @@ def test_the_emulator_signs_with_the_wall_time_while_its_clock_is_months_ahead(s
     stripe_webhook_endpoint_ensure(base_url=live_server.url)
     stripe_emulator.set_time(int(time.time()) + 120 * 86400)
     customer = new_customer("Stark Industries")
-    assert stripe_emulator.webhooks.wait_idle(timeout=20)
-    deadline = time.monotonic() + 10
-    while not Customer.objects.filter(id=customer.id).exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    customer_mirrored_wait(stripe_emulator, customer.id)
     assert Customer.objects.get(id=customer.id).name == "Stark Industries"
     deliveries = [d for d in stripe_emulator.webhooks.public_log() if d["event"].startswith("evt_")]
     assert deliveries and all(d["status"] == 200 for d in deliveries)
