@@ -26,6 +26,8 @@ class SignInThrottled:
         try:
             cleaned = super().clean()
         except forms.ValidationError:
+            if getattr(self, "user_cache", None) is not None:
+                raise  # the right password of a user who may not sign in here (inactive; not staff, for the admin)
             lockout = sign_in_attempt_record(username=username, address=address, succeeded=False)
             if lockout is not None:  # this failure started a lockout: say so now, not on the next try
                 raise forms.ValidationError(lockout.message(), code="sign_in_locked_out") from None

@@ -200,11 +200,12 @@ TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 # Sign-in (portal and admin): this many failures in the window lock the username, and apart the address, out;
 # each further lockout within the memory period lasts twice as long, up to the maximum.
 LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_ADDRESS_FAILURE_LIMIT = env.int("LOGIN_ADDRESS_FAILURE_LIMIT", default=20)
 LOGIN_FAILURE_WINDOW_SECONDS = env.int("LOGIN_FAILURE_WINDOW_SECONDS", default=60)
 LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=60)
 LOGIN_LOCKOUT_MAX_SECONDS = env.int("LOGIN_LOCKOUT_MAX_SECONDS", default=3600)
 LOGIN_LOCKOUT_MEMORY_SECONDS = 24 * 3600
-if min(LOGIN_FAILURE_LIMIT, LOGIN_FAILURE_WINDOW_SECONDS, LOGIN_LOCKOUT_SECONDS) < 1 or (
+if min(LOGIN_FAILURE_LIMIT, LOGIN_ADDRESS_FAILURE_LIMIT, LOGIN_FAILURE_WINDOW_SECONDS, LOGIN_LOCKOUT_SECONDS) < 1 or (
     LOGIN_LOCKOUT_MAX_SECONDS < LOGIN_LOCKOUT_SECONDS
 ):
     raise ImproperlyConfigured("LOGIN_* must be positive, and LOGIN_LOCKOUT_MAX_SECONDS >= LOGIN_LOCKOUT_SECONDS.")

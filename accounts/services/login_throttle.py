@@ -1,8 +1,10 @@
 """Sign-in throttling for the portal and admin login forms, over Django's cache (shared by every web process
 when CACHE_URL is Redis).
 
-Failed sign-ins are counted per username and, apart, per client address. LOGIN_FAILURE_LIMIT failures within
-LOGIN_FAILURE_WINDOW_SECONDS lock that username (or that address) out for LOGIN_LOCKOUT_SECONDS; each further
+Failed sign-ins are counted per username and, apart, per client address. LOGIN_FAILURE_LIMIT failures of a
+username (LOGIN_ADDRESS_FAILURE_LIMIT of an address: higher, since an office shares one address and one person's
+typos must not lock out everyone behind it) within LOGIN_FAILURE_WINDOW_SECONDS lock that username (or that
+address) out for LOGIN_LOCKOUT_SECONDS; each further
 lockout of the same subject within LOGIN_LOCKOUT_MEMORY_SECONDS of the last one lasts twice as long, up to
 LOGIN_LOCKOUT_MAX_SECONDS. While locked out, the form does not even check the password, whether the user
 exists or not: the answer is the same message and takes the same path. A successful sign-in clears the
@@ -115,7 +117,9 @@ def _failure_record(subjects: list[str]) -> SignInLockout | None:
         key = _failures_key(subject, bucket)
         count = cache_counter_incr(key, timeout=2 * window + 5)
         previous = cache.get(_failures_key(subject, bucket - 1)) or 0
-        if count + previous * (1 - into_bucket) < settings.LOGIN_FAILURE_LIMIT:
+        # The previous bucket's share is rounded up: five failures in a few seconds across a boundary are five.
+        limit = settings.LOGIN_ADDRESS_FAILURE_LIMIT if subject.startswith("address:") else settings.LOGIN_FAILURE_LIMIT
+        if count + math.ceil(previous * (1 - into_bucket)) < limit:
             continue
         last = cache.get(_lockout_key(subject))
         remembered = last is not None and now - last[0] < settings.LOGIN_LOCKOUT_MEMORY_SECONDS

@@ -109,20 +109,38 @@ def test_failures_two_windows_apart_do_not_add_up(client, viewer, wall_clock):
 
 
 def test_failures_either_side_of_a_bucket_boundary_count_together(client, viewer, wall_clock):
-    """Six failures in 20 seconds lock out even though three fall in each fixed one-minute bucket."""
+    """Five failures in 20 seconds lock out even though they fall in two fixed one-minute buckets."""
     wall_clock.advance(50)
     for i in range(3):
         sign_in(client, "acme-viewer", "wrong", address=f"10.0.0.{i}")
-    wall_clock.advance(20)  # the next bucket: the previous one's three count for 5/6 of them (2.5)
-    for i in range(2):
-        assert "Too many" not in page_text(sign_in(client, "acme-viewer", "wrong", address=f"10.0.1.{i}"))
+    wall_clock.advance(20)  # the next bucket: the previous one's three count for 5/6 of them (2.5, rounded up)
+    assert "Too many" not in page_text(sign_in(client, "acme-viewer", "wrong", address="10.0.1.1"))
     assert "Too many" in page_text(sign_in(client, "acme-viewer", "wrong", address="10.0.1.9"))
 
 
-def test_one_address_trying_many_usernames_is_locked_out_apart(client, viewer, billing_admin, wall_clock):
+def test_five_failures_just_across_a_boundary_lock_out(client, viewer, wall_clock):
+    """Four failures in the last second of a minute and one just after it: five within two seconds."""
+    wall_clock.advance(59)
     for i in range(4):
+        assert "Too many" not in page_text(sign_in(client, "acme-viewer", "wrong", address=f"10.0.0.{i}"))
+    wall_clock.advance(1.5)  # 0.5 s into the next bucket: the previous one's four still count as four
+    assert "Too many" in page_text(sign_in(client, "acme-viewer", "wrong", address="10.0.1.9"))
+
+
+def test_one_persons_typos_do_not_lock_out_the_others_behind_the_same_address(
+    client, viewer, billing_admin, wall_clock
+):
+    for _ in range(5):
+        sign_in(client, "acme-viewer", "wrong", address="10.6.6.6")
+    assert "Too many failed sign-ins" in page_text(sign_in(client, "acme-viewer", PASSWORD, address="10.6.6.6"))
+    assert signed_in(sign_in(client, "acme-billing", PASSWORD, address="10.6.6.6"))  # the address is not locked
+
+
+def test_one_address_trying_many_usernames_is_locked_out_apart(client, viewer, billing_admin, wall_clock, settings):
+    assert settings.LOGIN_ADDRESS_FAILURE_LIMIT == 20
+    for i in range(19):
         assert INVALID in page_text(sign_in(client, f"guess-{i}", "wrong", address="10.6.6.6"))
-    assert "Too many failed sign-ins" in page_text(sign_in(client, "guess-4", "wrong", address="10.6.6.6"))
+    assert "Too many failed sign-ins" in page_text(sign_in(client, "guess-19", "wrong", address="10.6.6.6"))
     # That address now gets the lockout even with a real user's right password; other addresses do not.
     assert "Too many failed sign-ins" in page_text(sign_in(client, "acme-billing", PASSWORD, address="10.6.6.6"))
     assert signed_in(sign_in(client, "acme-billing", PASSWORD, address="10.7.7.7"))
@@ -151,6 +169,7 @@ def test_the_admin_login_is_throttled_with_the_same_counts(client, admin_user, w
 
 def test_a_forwarded_for_header_is_ignored_unless_a_trusted_proxy_is_configured(client, viewer, wall_clock, settings):
     # With no trusted proxy, a client cannot escape its address's lockout by inventing X-Forwarded-For values.
+    settings.LOGIN_ADDRESS_FAILURE_LIMIT = 5  # what is counted as the address matters here, not how many
     for i in range(5):
         sign_in(client, f"guess-{i}", "wrong", address="10.6.6.6", HTTP_X_FORWARDED_FOR=f"192.0.2.{i}")
     locked = sign_in(client, "acme-viewer", PASSWORD, address="10.6.6.6", HTTP_X_FORWARDED_FOR="192.0.2.200")
@@ -206,3 +225,11 @@ def test_the_lockout_is_announced_in_the_browser(live_server, page, viewer, cons
     page.wait_for_load_state()
     assert "/login/" in page.url and "Too many failed sign-ins" in page.get_by_role("alert").inner_text()
     assert console_errors == []
+
+
+def test_a_customer_with_the_right_password_at_the_admin_login_is_not_counted_as_a_failure(client, viewer, wall_clock):
+    for _ in range(6):
+        response = sign_in(client, "acme-viewer", PASSWORD, path="/admin/login/")
+        assert response.status_code == 200 and "staff account" in page_text(response)
+        assert "Too many" not in page_text(response)
+    assert signed_in(sign_in(client, "acme-viewer", PASSWORD))  # neither the username nor the address is locked
