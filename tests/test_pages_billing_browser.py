@@ -168,10 +168,21 @@ def test_billing_admin_creates_copies_uses_and_revokes_a_key(live_server, page, 
     assert page.locator("tbody tr").count() == before
     shots(page, screenshot, "billing-api-keys")
 
+    # By keyboard, with no name: the form comes back with its error and the focus on the field to mend (not on
+    # <body>, where the swap that replaced the focused button would leave it).
+    page.get_by_role("button", name="Create key").focus()
+    page.keyboard.press("Enter")
+    page.locator("#key-name-error").wait_for()
+    page.wait_for_function("() => document.activeElement.getAttribute('aria-invalid') === 'true'")  # once settled
+    assert page.evaluate("() => document.activeElement.name") == "name"
+
     page.get_by_label("Name").fill("Production ingestion")
-    page.get_by_role("button", name="Create key").click()
+    page.get_by_role("button", name="Create key").focus()
+    page.keyboard.press("Enter")
     secret = page.get_by_label("API key")
     secret.wait_for()
+    # The panel was redrawn: the focus is on what it now says first, not back at the top of the page.
+    page.wait_for_function("() => document.activeElement.id === 'created-title'")
     raw = secret.input_value()
     assert raw.startswith("rbp_") and "it will not be shown again" in page.inner_text("main")
     assert ApiKey.objects.filter(account=account).count() == before + 1
@@ -189,8 +200,10 @@ def test_billing_admin_creates_copies_uses_and_revokes_a_key(live_server, page, 
 
     page.reload()  # shown once: the secret is gone from the page
     assert raw not in page.content()
-    page.get_by_role("link", name="Revoke Production ingestion").click()
+    page.get_by_role("link", name="Revoke Production ingestion").focus()
+    page.keyboard.press("Enter")
     page.get_by_role("heading", name="Revoke “Production ingestion”?").wait_for()
+    page.wait_for_function("() => document.activeElement.id === 'revoke-title'")  # the question, read out first
     shots(page, screenshot, "billing-api-key-revoke-confirm")
     page.get_by_role("button", name="Revoke the key").click()
     page.get_by_text("is revoked: it no longer works").wait_for()

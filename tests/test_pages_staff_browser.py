@@ -119,7 +119,7 @@ def test_a_manager_converts_grants_buys_and_voids_from_the_account_page(
     assert credits > 0
     screenshot("staff-conversion-preview")
     card.get_by_role("button", name=re.compile(r"^Convert 4 seats into")).click()
-    card.get_by_text("Converted 4 seat(s) into").wait_for()
+    card.get_by_text("Converted 4 seats into").wait_for()
     # Functions, not expressions: Playwright evaluates an expression with eval, which the CSP forbids.
     page.wait_for_function("() => document.querySelector(\"#account-figures [data-figure='seats']\").innerText == '6'")
     api_credits = api(page, base, f"staff/accounts/{account.pk}/credits")

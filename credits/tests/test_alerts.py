@@ -57,6 +57,9 @@ def test_low_balance_is_told_once_per_crossing(fund_some, account, manager, mail
     assert low.active and low.times_raised == 2
     client.force_login(BillingAdminFactory(account=account))
     assert "Credits running low" in client.get("/portal/").content.decode()
+    fund_some(107, 5)  # the last 5: none left, and the banner says so rather than "running low"
+    page = client.get("/portal/").content.decode()
+    assert "Credits used up." in page and "Credits running low" not in page
 
 
 def test_burn_rate_that_outruns_expiry_is_told(fund_some, account, mailoutbox, now):

@@ -56,7 +56,7 @@ def test_the_conversion_wizard_previews_then_converts_once_even_when_submitted_t
     credits = int(value // 90)
     for response in (first, again):
         assert response["HX-Trigger"] == "account-changed"
-        assert f"Converted 4 seat(s) into {credits:,} credits." in text(response)
+        assert f"Converted 4 seats into {credits:,} credits." in text(response)
         assert "Seats 10 → 6" in text(response)
     assert plain.status_code == 302 and plain["Location"] == f"/staff/accounts/{account.pk}/"
     (conversion,) = SeatConversion.objects.all()

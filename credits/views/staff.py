@@ -93,10 +93,11 @@ def seat_conversion_form(request, account_id: int):
             "seats are never removed without the credits, and the credits are never granted twice.",
         )
         return _render(request, account, *CONVERSION, step="preview", form=form, preview=preview)
+    seats = f"{conversion.seats} seat{'' if conversion.seats == 1 else 's'}"
     message = (
-        f"Converted {conversion.seats} seat(s) into {conversion.credits:,} credits."
+        f"Converted {seats} into {conversion.credits:,} credits."
         if conversion.status == conversion.Status.DONE
-        else f"The conversion of {conversion.seats} seat(s) is {conversion.get_status_display().lower()}."
+        else f"The conversion of {seats} is {conversion.get_status_display().lower()}."
     )
     return _done(
         request,
