@@ -153,6 +153,8 @@ def seat_conversion_resume(*, conversion: SeatConversion, actor: Actor = "system
     """Run the steps not done yet. Step 1 sets the Stripe quantity to an absolute number with a key
     derived from the conversion, so repeating it is harmless; step 2 grants with a key derived from it."""
     conversion = SeatConversion.objects.get(pk=conversion.pk)
+    if conversion.status == SeatConversion.Status.STARTED and clock.now() >= conversion.term_end:
+        conversion = _seat_step_after_term(conversion)  # seats_reduced (an answer lost), else failed and raises
     if conversion.status == SeatConversion.Status.STARTED:
         try:
             stripe_client.call(
@@ -199,6 +201,31 @@ def seat_conversion_resume(*, conversion: SeatConversion, actor: Actor = "system
                        "expires_at": conversion.term_end},
             )  # fmt: skip
     return conversion
+
+
+def _seat_step_after_term(conversion: SeatConversion) -> SeatConversion:
+    """A conversion still `started` when its term has ended: making the seat change now would remove seats of
+    the next term (already billed, no proration) for credits that expire unused. Stripe's quantity decides: the
+    seats untouched, nothing changed and the conversion fails; lowered by exactly its seats, Stripe made the
+    change and only its answer was lost, so the credits are owed (granted next). Anything else is for review."""
+    item = stripe_client.call(
+        "read seats",
+        lambda c, o: c.v1.subscription_items.retrieve(conversion.stripe_subscription_item_id),
+        idempotency_key=None,
+    )
+    started = SeatConversion.objects.filter(pk=conversion.pk, status=SeatConversion.Status.STARTED)
+    if item.quantity == conversion.seats_before:
+        error = "The term ended before Stripe took the seat change: nothing changed, no credits granted."
+        started.update(status=SeatConversion.Status.FAILED, error=error)
+        raise ValidationError(error)  # like a refused seat change: nothing changed anywhere, say so
+    if item.quantity == conversion.seats_before - conversion.seats:
+        started.update(status=SeatConversion.Status.SEATS_REDUCED)
+    else:
+        raise ValidationError(
+            f"Seat conversion {conversion.uid}: its term ended with the seat change unconfirmed and Stripe's seat "
+            f"quantity is {item.quantity} (before: {conversion.seats_before}); review it by hand."
+        )
+    return SeatConversion.objects.get(pk=conversion.pk)
 
 
 def seat_conversions_resume_stalled(*, now: dt.datetime | None = None) -> int:

@@ -185,6 +185,19 @@ def test_the_units_start_the_procfile_s_programs():
     assert "SECRET_KEY=" in example and "DATABASE_URL=postgres://" in example
 
 
+def test_the_env_example_shares_the_throttle_counters_and_names_its_proxy():
+    """Several gunicorn workers behind a proxy: the sign-in and API counters must be shared (CACHE_URL on Redis),
+    and the client address must come from X-Forwarded-For (TRUSTED_PROXY_COUNT), or every user signs in from the
+    proxy's address and a few mistyped passwords lock everyone out."""
+    example = dict(
+        line.split("=", 1) for line in (UNITS / "portal.env.example").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )  # fmt: skip
+    assert example["CACHE_URL"].startswith("redis://") and example["CACHE_URL"] != example["CELERY_BROKER_URL"]
+    if example.get("FORWARDED_ALLOW_IPS"):
+        assert int(example["TRUSTED_PROXY_COUNT"]) >= 1
+
+
 def test_the_units_pass_systemd_analyze(tmp_path):
     if not Path("/usr/bin/systemd-analyze").exists():
         pytest.skip("needs systemd-analyze (apt-get install systemd) to verify the unit files")

@@ -123,6 +123,45 @@ def test_a_conversion_resumed_after_its_term_ended_still_grants_its_credits_once
                           starts_at=conversion.created_at, expires_at=conversion.term_end)  # fmt: skip
 
 
+@pytest.mark.parametrize("lost", ["500", "500_after_record"])
+def test_a_seat_step_still_pending_when_its_term_ends_never_removes_seats_of_the_next_term(
+    account, stripe_emulator, settings, manager, lost
+):
+    """A Stripe outage on the seat step that outlasts the term: resuming it then would remove seats of the next
+    term (billed in advance, no proration) for credits that expire unused. If Stripe never took the change, the
+    conversion fails and nothing changes; if only its answer was lost, the credits owed are granted, once."""
+    import datetime as dt
+
+    from billing_portal import clock
+    from credits.conversions import seat_conversions_resume_stalled
+
+    settings.STRIPE_MAX_RETRIES = 0
+    stripe_emulator.add_fault(path_prefix="/v1/subscription_items/", method="POST", mode=lost, count=1)
+    with pytest.raises(Exception, match="reduce seats"):
+        seat_conversion_confirm(account=account, seats=2, actor=manager)
+    conversion = SeatConversion.objects.get()
+    assert conversion.status == "started"
+    after_term = conversion.term_end + dt.timedelta(hours=1)
+
+    def seat_updates():
+        return [r for r in stripe_emulator.requests.list() if r["path"].startswith("/v1/subscription_items/")
+                and r["method"] == "POST"]  # fmt: skip
+
+    sent = len(seat_updates())
+    with clock.frozen(after_term):
+        seat_conversions_resume_stalled(now=after_term)
+        seat_conversions_resume_stalled(now=after_term)
+    conversion.refresh_from_db()
+    assert len(seat_updates()) == sent  # the seat step is never sent again once the term is over
+    if lost == "500":
+        assert conversion.status == "failed" and "term ended" in conversion.error
+        assert seat_quantity(account) == 10 and not CreditPack.objects.exists()
+    else:
+        assert conversion.status == "done" and seat_quantity(account) == 8
+        assert CreditPack.objects.get().granted == conversion.credits
+        assert CreditLedgerEntry.objects.filter(kind="grant").count() == 1
+
+
 def test_a_stripe_outage_on_the_seat_step_is_resumed_later(account, stripe_emulator, settings, manager):
     settings.STRIPE_MAX_RETRIES = 0
     stripe_emulator.add_fault(path_prefix="/v1/subscription_items/", method="POST", mode="500_after_record", count=1)
